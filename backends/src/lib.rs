@@ -1,0 +1,190 @@
+//! Troupe's model backends behind one small trait.
+//!
+//! * [`torch`]: TorchScript `.pt` files through libtorch (`tch`).
+//! * [`onnx`]: `.onnx` files through ONNX Runtime (`ort`, library loaded at run time).
+//! * [`candle`]: `model.safetensors` + `model.json` (architecture config) through candle.
+//!
+//! A backend receives inputs that [`Signature::check_inputs`] has already accepted,
+//! in declared order, and returns outputs in declared order. Calls are blocking:
+//! the node runs them on blocking threads, never on the async runtime.
+
+pub mod candle;
+pub mod error;
+pub mod onnx;
+pub mod spec;
+pub mod tensor;
+pub mod torch;
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub use error::BackendError;
+pub use spec::{Signature, TensorSpec};
+pub use tensor::{DataType, Tensor};
+
+/// Which framework runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    Torch,
+    Onnx,
+    Candle,
+}
+
+impl BackendKind {
+    /// The artifact file name looked for inside a version directory.
+    pub fn default_artifact(self) -> &'static str {
+        match self {
+            BackendKind::Torch => "model.pt",
+            BackendKind::Onnx => "model.onnx",
+            BackendKind::Candle => "model.safetensors",
+        }
+    }
+
+    /// Name used in configs and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Torch => "torch",
+            BackendKind::Onnx => "onnx",
+            BackendKind::Candle => "candle",
+        }
+    }
+
+    /// Triton's `platform` string, for stock clients that read it.
+    pub fn triton_platform(self) -> &'static str {
+        match self {
+            BackendKind::Torch => "pytorch_libtorch",
+            BackendKind::Onnx => "onnxruntime_onnx",
+            BackendKind::Candle => "candle_safetensors",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = BackendError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "torch" | "pytorch" | "torchscript" | "pytorch_libtorch" => Ok(BackendKind::Torch),
+            "onnx" | "onnxruntime" | "onnxruntime_onnx" => Ok(BackendKind::Onnx),
+            "candle" => Ok(BackendKind::Candle),
+            other => Err(BackendError::Load(format!(
+                "unknown backend '{other}' (expected torch, onnx or candle)"
+            ))),
+        }
+    }
+}
+
+/// Where a backend instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// How to load one backend instance.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Intra-op threads for this instance.
+    pub threads: usize,
+    pub device: Device,
+    /// Path of libonnxruntime (ONNX only). `None`: `ORT_DYLIB_PATH`.
+    pub onnxruntime_lib: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { threads: 1, device: Device::Cpu, onnxruntime_lib: None }
+    }
+}
+
+/// One loaded model instance. Implementations are `Send + Sync`; a backend whose
+/// framework needs exclusive access (ONNX Runtime's `Session::run`) locks inside.
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    fn device(&self) -> Device;
+    /// Runs one forward pass on validated inputs (declared order); returns outputs in declared order.
+    fn infer(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError>;
+}
+
+/// Finds the artifact: `path` itself if it is a file, else the backend's default file inside it.
+pub fn resolve_artifact(kind: BackendKind, path: &Path) -> Result<PathBuf, BackendError> {
+    let file = if path.is_dir() { path.join(kind.default_artifact()) } else { path.to_path_buf() };
+    if !file.is_file() {
+        return Err(BackendError::Load(format!(
+            "artifact {} not found (a {} model needs {})",
+            file.display(),
+            kind,
+            kind.default_artifact()
+        )));
+    }
+    Ok(file)
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String, BackendError> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| BackendError::Load(format!("cannot open {}: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| BackendError::Load(format!("cannot read {}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Loads one backend instance from an artifact file (see [`resolve_artifact`]).
+pub fn load(
+    kind: BackendKind,
+    artifact: &Path,
+    signature: &Signature,
+    opts: &LoadOptions,
+) -> Result<Box<dyn Backend>, BackendError> {
+    let b: Box<dyn Backend> = match kind {
+        BackendKind::Torch => Box::new(torch::TorchBackend::load(artifact, signature, opts)?),
+        BackendKind::Onnx => Box::new(onnx::OnnxBackend::load(artifact, signature, opts)?),
+        BackendKind::Candle => Box::new(candle::CandleBackend::load(artifact, signature, opts)?),
+    };
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_parse() {
+        assert_eq!("ONNX".parse::<BackendKind>().unwrap(), BackendKind::Onnx);
+        assert_eq!("pytorch_libtorch".parse::<BackendKind>().unwrap(), BackendKind::Torch);
+        assert!("tensorflow".parse::<BackendKind>().is_err());
+    }
+
+    #[test]
+    fn missing_artifact_is_a_load_error() {
+        let e = resolve_artifact(BackendKind::Onnx, Path::new("/nonexistent/dir")).unwrap_err();
+        assert!(matches!(e, BackendError::Load(_)));
+    }
+}

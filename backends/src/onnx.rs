@@ -1,0 +1,242 @@
+//! ONNX models through ONNX Runtime, loaded from a shared library at run time.
+//!
+//! ONNX Runtime allows one environment per process; it is created on first use from
+//! [`LoadOptions::onnxruntime_lib`] or `ORT_DYLIB_PATH`. `Session::run` needs `&mut`,
+//! so each instance owns one session behind a mutex (one instance = one session).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, TensorElementType, ValueType};
+use parking_lot::Mutex;
+
+use crate::error::BackendError;
+use crate::spec::Signature;
+use crate::tensor::{DataType, Tensor, pod};
+use crate::{Backend, BackendKind, Device, LoadOptions, resolve_artifact};
+
+static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Loads ONNX Runtime once per process. Later calls return the first outcome.
+pub fn init_runtime(
+    lib: Option<&Path>,
+) -> Result<&'static ort::environment::Environment, BackendError> {
+    let outcome = ORT_ENV.get_or_init(|| {
+        let path: PathBuf = match lib {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os("ORT_DYLIB_PATH") {
+                Some(p) => PathBuf::from(p),
+                None => {
+                    return Err("no ONNX Runtime library given: pass --onnxruntime-lib or set \
+                                TROUPE_ONNXRUNTIME_LIB / ORT_DYLIB_PATH to libonnxruntime.so"
+                        .to_string());
+                }
+            },
+        };
+        if !path.is_file() {
+            return Err(format!(
+                "ONNX Runtime library {} does not exist (set --onnxruntime-lib, \
+                 TROUPE_ONNXRUNTIME_LIB or ORT_DYLIB_PATH)",
+                path.display()
+            ));
+        }
+        let builder = ort::init_from(&path)
+            .map_err(|e| format!("cannot open ONNX Runtime library {}: {e}", path.display()))?;
+        builder
+            .with_name("troupe")
+            .build()
+            .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
+    });
+    outcome.as_ref().map_err(|e| BackendError::Library(e.clone()))
+}
+
+fn element_type(d: DataType) -> TensorElementType {
+    match d {
+        DataType::Bool => TensorElementType::Bool,
+        DataType::U8 => TensorElementType::Uint8,
+        DataType::U16 => TensorElementType::Uint16,
+        DataType::U32 => TensorElementType::Uint32,
+        DataType::U64 => TensorElementType::Uint64,
+        DataType::I8 => TensorElementType::Int8,
+        DataType::I16 => TensorElementType::Int16,
+        DataType::I32 => TensorElementType::Int32,
+        DataType::I64 => TensorElementType::Int64,
+        DataType::F16 => TensorElementType::Float16,
+        DataType::BF16 => TensorElementType::Bfloat16,
+        DataType::F32 => TensorElementType::Float32,
+        DataType::F64 => TensorElementType::Float64,
+    }
+}
+
+fn from_element_type(t: TensorElementType) -> Option<DataType> {
+    DataType::ALL.into_iter().find(|d| element_type(*d) == t)
+}
+
+/// One ONNX Runtime session.
+pub struct OnnxBackend {
+    session: Mutex<Session>,
+    input_names: Vec<String>,
+    output_names: Vec<String>,
+}
+
+impl OnnxBackend {
+    pub fn load(path: &Path, sig: &Signature, opts: &LoadOptions) -> Result<Self, BackendError> {
+        if let Device::Cuda(_) = opts.device {
+            return Err(BackendError::Device(
+                "this build's ONNX Runtime runs on CPU only; set device = \"cpu\" or \"any\"".into(),
+            ));
+        }
+        let env = init_runtime(opts.onnxruntime_lib.as_deref())?;
+        let file = resolve_artifact(BackendKind::Onnx, path)?;
+        let load_err = |e: ort::Error| BackendError::Load(format!("{}: {e}", file.display()));
+        let session = Session::builder(env)
+            .map_err(load_err)?
+            .with_intra_threads(opts.threads.max(1))
+            .map_err(|e| load_err(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| load_err(e.into()))?
+            .commit_from_file(&file)
+            .map_err(load_err)?;
+
+        // The config must describe the model that is really in the file.
+        for spec in &sig.inputs {
+            let outlet = session.inputs().iter().find(|o| o.name() == spec.name).ok_or_else(|| {
+                BackendError::Load(format!(
+                    "config declares input '{}' but {} has inputs {:?}",
+                    spec.name,
+                    file.display(),
+                    session.inputs().iter().map(|o| o.name()).collect::<Vec<_>>()
+                ))
+            })?;
+            check_outlet_type(outlet.dtype(), spec.dtype, &spec.name)?;
+        }
+        for spec in &sig.outputs {
+            let outlet =
+                session.outputs().iter().find(|o| o.name() == spec.name).ok_or_else(|| {
+                    BackendError::Load(format!(
+                        "config declares output '{}' but {} has outputs {:?}",
+                        spec.name,
+                        file.display(),
+                        session.outputs().iter().map(|o| o.name()).collect::<Vec<_>>()
+                    ))
+                })?;
+            check_outlet_type(outlet.dtype(), spec.dtype, &spec.name)?;
+        }
+        if session.inputs().len() != sig.inputs.len() {
+            return Err(BackendError::Load(format!(
+                "{} has {} inputs but the config declares {}",
+                file.display(),
+                session.inputs().len(),
+                sig.inputs.len()
+            )));
+        }
+        Ok(Self {
+            session: Mutex::new(session),
+            input_names: sig.inputs.iter().map(|s| s.name.clone()).collect(),
+            output_names: sig.outputs.iter().map(|s| s.name.clone()).collect(),
+        })
+    }
+}
+
+fn check_outlet_type(vt: &ValueType, want: DataType, name: &str) -> Result<(), BackendError> {
+    match vt.tensor_type() {
+        Some(t) if t == element_type(want) => Ok(()),
+        Some(t) => Err(BackendError::Load(format!(
+            "tensor '{name}' is {t:?} in the model but {want} in the config"
+        ))),
+        None => Err(BackendError::Load(format!("tensor '{name}' is not a tensor in the model"))),
+    }
+}
+
+fn to_value(t: &Tensor) -> Result<DynValue, BackendError> {
+    let shape: Vec<i64> = t.shape_i64();
+    macro_rules! mk {
+        ($ty:ty) => {
+            ort::value::Tensor::<$ty>::from_array((shape, pod::<$ty>(&t.data)))?.into_dyn()
+        };
+    }
+    Ok(match t.dtype {
+        DataType::Bool => {
+            ort::value::Tensor::<bool>::from_array((shape, t.data.iter().map(|&b| b != 0).collect::<Vec<_>>()))?
+                .into_dyn()
+        }
+        DataType::U8 => mk!(u8),
+        DataType::U16 => mk!(u16),
+        DataType::U32 => mk!(u32),
+        DataType::U64 => mk!(u64),
+        DataType::I8 => mk!(i8),
+        DataType::I16 => mk!(i16),
+        DataType::I32 => mk!(i32),
+        DataType::I64 => mk!(i64),
+        DataType::F16 => mk!(half::f16),
+        DataType::BF16 => mk!(half::bf16),
+        DataType::F32 => mk!(f32),
+        DataType::F64 => mk!(f64),
+    })
+}
+
+fn from_value(name: &str, v: &DynValue) -> Result<Tensor, BackendError> {
+    let ty = v
+        .dtype()
+        .tensor_type()
+        .and_then(from_element_type)
+        .ok_or_else(|| BackendError::OutputMismatch(format!("output '{name}' has an unsupported type")))?;
+    macro_rules! ex {
+        ($ty:ty) => {{
+            let (shape, data) = v.try_extract_tensor::<$ty>()?;
+            (shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), Bytes::copy_from_slice(bytemuck::cast_slice(data)))
+        }};
+    }
+    let (shape, data) = match ty {
+        DataType::Bool => {
+            let (shape, data) = v.try_extract_tensor::<bool>()?;
+            (
+                shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+                Bytes::from(data.iter().map(|&b| b as u8).collect::<Vec<u8>>()),
+            )
+        }
+        DataType::U8 => ex!(u8),
+        DataType::U16 => ex!(u16),
+        DataType::U32 => ex!(u32),
+        DataType::U64 => ex!(u64),
+        DataType::I8 => ex!(i8),
+        DataType::I16 => ex!(i16),
+        DataType::I32 => ex!(i32),
+        DataType::I64 => ex!(i64),
+        DataType::F16 => ex!(half::f16),
+        DataType::BF16 => ex!(half::bf16),
+        DataType::F32 => ex!(f32),
+        DataType::F64 => ex!(f64),
+    };
+    Tensor::new(ty, shape, data)
+}
+
+impl Backend for OnnxBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Onnx
+    }
+
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn infer(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
+        let mut values: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
+        for (name, t) in self.input_names.iter().zip(inputs) {
+            values.push((name.as_str(), SessionInputValue::from(to_value(t)?)));
+        }
+        let mut session = self.session.lock();
+        let outputs = session.run(values)?;
+        self.output_names
+            .iter()
+            .map(|name| {
+                let v = outputs.get(name).ok_or_else(|| {
+                    BackendError::OutputMismatch(format!("model did not produce output '{name}'"))
+                })?;
+                from_value(name, v)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,206 @@
+//! A model's declared signature and the checks every call goes through before a backend sees it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BackendError;
+use crate::tensor::{DataType, Tensor, checked_numel};
+
+/// One declared input or output. `-1` in `dims` is a variable dimension.
+/// When the model batches (`max_batch_size > 0`) `dims` excludes the batch dimension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: DataType,
+    pub dims: Vec<i64>,
+}
+
+/// A model's declared inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Signature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// 0: no batch dimension; otherwise dim 0 is a batch of at most this many.
+    pub max_batch_size: usize,
+}
+
+impl serde::Serialize for DataType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.wire_name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DataType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Signature {
+    /// The full shape an input or output has on the wire: `[-1, dims...]` when batching.
+    pub fn wire_dims(&self, spec: &TensorSpec) -> Vec<i64> {
+        if self.max_batch_size > 0 {
+            std::iter::once(-1).chain(spec.dims.iter().copied()).collect()
+        } else {
+            spec.dims.clone()
+        }
+    }
+
+    /// Checks a declared shape against a call's shape. Returns the batch size (1 when not batching).
+    pub fn check_shape(&self, spec: &TensorSpec, shape: &[usize]) -> Result<usize, BackendError> {
+        let want = self.wire_dims(spec);
+        let shape_err = || {
+            BackendError::InvalidInput(format!(
+                "input '{}' has shape {:?} but the model expects {:?} (-1 = any size{})",
+                spec.name,
+                shape,
+                want,
+                if self.max_batch_size > 0 {
+                    format!(", batch at most {}", self.max_batch_size)
+                } else {
+                    String::new()
+                }
+            ))
+        };
+        if want.len() != shape.len() {
+            return Err(shape_err());
+        }
+        for (&w, &got) in want.iter().zip(shape) {
+            if w >= 0 && w as usize != got {
+                return Err(shape_err());
+            }
+        }
+        if self.max_batch_size > 0 {
+            let batch = shape[0];
+            if batch == 0 || batch > self.max_batch_size {
+                return Err(BackendError::InvalidInput(format!(
+                    "input '{}' has batch size {} but the model accepts 1 to {}",
+                    spec.name, batch, self.max_batch_size
+                )));
+            }
+            Ok(batch)
+        } else {
+            Ok(1)
+        }
+    }
+
+    /// Checks a call's inputs (already in declared order) against the signature:
+    /// data type, shape, byte length, and one batch size shared by all inputs.
+    pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<usize, BackendError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(BackendError::InvalidInput(format!(
+                "model expects {} inputs, got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut batch = None;
+        for (spec, t) in self.inputs.iter().zip(inputs) {
+            if t.dtype != spec.dtype {
+                return Err(BackendError::InvalidInput(format!(
+                    "input '{}' has data type {} but the model expects {}",
+                    spec.name, t.dtype, spec.dtype
+                )));
+            }
+            let b = self.check_shape(spec, &t.shape)?;
+            let want = checked_numel(&t.shape)
+                .and_then(|n| n.checked_mul(t.dtype.size()))
+                .ok_or_else(|| {
+                    BackendError::InvalidInput(format!("input '{}' shape overflows", spec.name))
+                })?;
+            if want != t.data.len() {
+                return Err(BackendError::InvalidInput(format!(
+                    "input '{}' carries {} bytes but shape {:?} of {} needs {}",
+                    spec.name,
+                    t.data.len(),
+                    t.shape,
+                    t.dtype,
+                    want
+                )));
+            }
+            match batch {
+                None => batch = Some(b),
+                Some(prev) if prev != b => {
+                    return Err(BackendError::InvalidInput(format!(
+                        "inputs disagree on the batch size ({prev} and {b} for '{}')",
+                        spec.name
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(batch.unwrap_or(1))
+    }
+
+    /// Checks what a backend produced against the declared outputs.
+    pub fn check_outputs(&self, outputs: &[Tensor]) -> Result<(), BackendError> {
+        if outputs.len() != self.outputs.len() {
+            return Err(BackendError::OutputMismatch(format!(
+                "config declares {} outputs, model produced {}",
+                self.outputs.len(),
+                outputs.len()
+            )));
+        }
+        for (spec, t) in self.outputs.iter().zip(outputs) {
+            if t.dtype != spec.dtype {
+                return Err(BackendError::OutputMismatch(format!(
+                    "output '{}' is {} but the config declares {}",
+                    spec.name, t.dtype, spec.dtype
+                )));
+            }
+            let want = self.wire_dims(spec);
+            let fits = want.len() == t.shape.len()
+                && want
+                    .iter()
+                    .zip(&t.shape)
+                    .all(|(&w, &g)| w < 0 || w as usize == g);
+            if !fits {
+                return Err(BackendError::OutputMismatch(format!(
+                    "output '{}' has shape {:?} but the config declares {:?}",
+                    spec.name, t.shape, want
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig() -> Signature {
+        Signature {
+            inputs: vec![TensorSpec { name: "x".into(), dtype: DataType::F32, dims: vec![4] }],
+            outputs: vec![TensorSpec { name: "y".into(), dtype: DataType::F32, dims: vec![2] }],
+            max_batch_size: 8,
+        }
+    }
+
+    #[test]
+    fn accepts_variable_batch() {
+        let s = sig();
+        let t = Tensor::from_f32(vec![3, 4], &[0.0; 12]).unwrap();
+        assert_eq!(s.check_inputs(&[t]).unwrap(), 3);
+    }
+
+    #[test]
+    fn rejects_bad_shapes_and_types() {
+        let s = sig();
+        let t = Tensor::from_f32(vec![3, 5], &[0.0; 15]).unwrap();
+        assert!(s.check_inputs(&[t]).unwrap_err().to_string().contains("expects [-1, 4]"));
+        let t = Tensor::from_f32(vec![9, 4], &[0.0; 36]).unwrap();
+        assert!(s.check_inputs(&[t]).unwrap_err().to_string().contains("1 to 8"));
+        let t = Tensor::from_f32(vec![4], &[0.0; 4]).unwrap();
+        assert!(s.check_inputs(&[t]).is_err());
+        let t = Tensor::new(DataType::I32, vec![1, 4], vec![0u8; 16].into()).unwrap();
+        assert!(s.check_inputs(&[t]).unwrap_err().to_string().contains("data type INT32"));
+    }
+
+    #[test]
+    fn checks_outputs() {
+        let s = sig();
+        assert!(s.check_outputs(&[Tensor::from_f32(vec![3, 2], &[0.0; 6]).unwrap()]).is_ok());
+        assert!(s.check_outputs(&[Tensor::from_f32(vec![3, 3], &[0.0; 9]).unwrap()]).is_err());
+    }
+}

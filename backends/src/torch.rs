@@ -1,0 +1,137 @@
+//! TorchScript models through libtorch (`tch`).
+//!
+//! TorchScript has no input names: declared inputs are passed positionally, and the
+//! module's result (a tensor, or a tuple/list of tensors) maps to declared outputs in order.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use tch::{CModule, IValue, Kind};
+
+use crate::error::BackendError;
+use crate::spec::Signature;
+use crate::tensor::{DataType, Tensor};
+use crate::{Backend, BackendKind, Device, LoadOptions, resolve_artifact};
+
+fn kind_of(d: DataType) -> Result<Kind, BackendError> {
+    Ok(match d {
+        DataType::Bool => Kind::Bool,
+        DataType::U8 => Kind::Uint8,
+        DataType::I8 => Kind::Int8,
+        DataType::I16 => Kind::Int16,
+        DataType::I32 => Kind::Int,
+        DataType::I64 => Kind::Int64,
+        DataType::F16 => Kind::Half,
+        DataType::BF16 => Kind::BFloat16,
+        DataType::F32 => Kind::Float,
+        DataType::F64 => Kind::Double,
+        DataType::U16 | DataType::U32 | DataType::U64 => {
+            return Err(BackendError::UnsupportedType(format!("{d} is not supported by the torch backend")));
+        }
+    })
+}
+
+fn dtype_of(k: Kind) -> Result<DataType, BackendError> {
+    Ok(match k {
+        Kind::Bool => DataType::Bool,
+        Kind::Uint8 => DataType::U8,
+        Kind::Int8 => DataType::I8,
+        Kind::Int16 => DataType::I16,
+        Kind::Int => DataType::I32,
+        Kind::Int64 => DataType::I64,
+        Kind::Half => DataType::F16,
+        Kind::BFloat16 => DataType::BF16,
+        Kind::Float => DataType::F32,
+        Kind::Double => DataType::F64,
+        other => {
+            return Err(BackendError::OutputMismatch(format!("torch produced unsupported kind {other:?}")));
+        }
+    })
+}
+
+/// A TorchScript module on one device.
+pub struct TorchBackend {
+    module: CModule,
+    device: tch::Device,
+    out_device: Device,
+}
+
+impl TorchBackend {
+    pub fn load(path: &Path, sig: &Signature, opts: &LoadOptions) -> Result<Self, BackendError> {
+        let file = resolve_artifact(BackendKind::Torch, path)?;
+        let device = match opts.device {
+            Device::Cpu => tch::Device::Cpu,
+            Device::Cuda(i) => {
+                if !tch::Cuda::is_available() {
+                    return Err(BackendError::Device(format!(
+                        "cuda:{i} requested but libtorch has no usable CUDA device here"
+                    )));
+                }
+                tch::Device::Cuda(i)
+            }
+        };
+        for s in sig.inputs.iter().chain(&sig.outputs) {
+            kind_of(s.dtype)?;
+        }
+        let mut module = CModule::load_on_device(&file, device)
+            .map_err(|e| BackendError::Load(format!("{}: {e}", file.display())))?;
+        module.f_set_eval().map_err(|e| BackendError::Load(format!("{}: {e}", file.display())))?;
+        Ok(Self { module, device, out_device: opts.device })
+    }
+}
+
+fn to_torch(t: &Tensor, device: tch::Device) -> Result<tch::Tensor, BackendError> {
+    let x = tch::Tensor::f_from_data_size(&t.data, &t.shape_i64(), kind_of(t.dtype)?)?;
+    Ok(if device == tch::Device::Cpu { x } else { x.f_to_device(device)? })
+}
+
+fn from_torch(t: &tch::Tensor) -> Result<Tensor, BackendError> {
+    let t = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
+    let dtype = dtype_of(t.kind())?;
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let numel: usize = shape.iter().product();
+    let mut buf = vec![0u8; numel * dtype.size()];
+    t.f_copy_data_u8(&mut buf, numel)?;
+    Tensor::new(dtype, shape, Bytes::from(buf))
+}
+
+fn collect(v: IValue, out: &mut Vec<tch::Tensor>) -> Result<(), BackendError> {
+    match v {
+        IValue::Tensor(t) => out.push(t),
+        IValue::Tuple(items) | IValue::GenericList(items) => {
+            for i in items {
+                collect(i, out)?;
+            }
+        }
+        IValue::TensorList(ts) => out.extend(ts),
+        other => {
+            return Err(BackendError::OutputMismatch(format!(
+                "TorchScript module returned {other:?}; expected tensors"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Backend for TorchBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Torch
+    }
+
+    fn device(&self) -> Device {
+        self.out_device
+    }
+
+    fn infer(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
+        tch::no_grad(|| {
+            let args = inputs
+                .iter()
+                .map(|t| to_torch(t, self.device).map(IValue::Tensor))
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self.module.forward_is(&args)?;
+            let mut tensors = Vec::new();
+            collect(out, &mut tensors)?;
+            tensors.iter().map(from_torch).collect()
+        })
+    }
+}
