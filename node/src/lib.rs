@@ -1,0 +1,17 @@
+//! troupe-node: hosts model actors (one per backend instance, under a supervisor) and
+//! serves them over the Open Inference Protocol and `troupe.v1.Models`.
+//!
+//! Read `docs/ARCHITECTURE.md` first: it follows one call from the gRPC handler to the
+//! backend and back.
+
+pub mod actors;
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod registry;
+pub mod server;
+pub mod service;
+
+pub use error::NodeError;
+pub use registry::{NodeOptions, Registry};
+pub use server::{ServeOptions, serve, shutdown_signal};

@@ -1,1 +1,80 @@
-fn main(){}
+//! `troupe-node`: serves a model repository over the Open Inference Protocol.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use troupe_node::{NodeOptions, ServeOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "troupe-node", version, about = "Troupe node: serves TorchScript, ONNX and candle models over the Open Inference Protocol")]
+struct Args {
+    /// Model repository: DIR/<model>/config.toml and DIR/<model>/<version>/<artifact>.
+    #[arg(long, env = "TROUPE_MODEL_REPOSITORY")]
+    model_repository: Option<PathBuf>,
+    /// Address to serve gRPC on (port 0 picks a free port; the address is printed).
+    #[arg(long, env = "TROUPE_LISTEN", default_value = "127.0.0.1:8001")]
+    listen: SocketAddr,
+    /// Intra-op threads of each backend instance (torch, ONNX Runtime, candle).
+    #[arg(long, env = "TROUPE_BACKEND_THREADS", default_value_t = 1)]
+    backend_threads: usize,
+    /// Path of libonnxruntime.so (falls back to ORT_DYLIB_PATH).
+    #[arg(long, env = "TROUPE_ONNXRUNTIME_LIB")]
+    onnxruntime_lib: Option<PathBuf>,
+    /// Largest input tensor accepted, in bytes (larger ones get RESOURCE_EXHAUSTED).
+    #[arg(long, env = "TROUPE_MAX_TENSOR_BYTES", default_value_t = 64 << 20)]
+    max_tensor_bytes: usize,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "TROUPE_MAX_MESSAGE_BYTES", default_value_t = 256 << 20)]
+    max_message_bytes: usize,
+    /// Node id reported in model status (default: the listen address).
+    #[arg(long, env = "TROUPE_NODE_ID")]
+    node_id: Option<String>,
+    /// Allow the request parameter `troupe.fault = "crash"` (for tests of supervision).
+    #[arg(long, env = "TROUPE_ENABLE_FAULT_INJECTION")]
+    enable_fault_injection: bool,
+    /// Log filter (tracing-subscriber EnvFilter syntax).
+    #[arg(long, env = "TROUPE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // candle re-reads /proc/cpuinfo on every matmul unless this is set (see RECIPES).
+    // Set before any thread exists.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: no other thread has started yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", args.backend_threads.max(1).to_string()) };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    tch::set_num_threads(args.backend_threads.max(1) as i32);
+    tch::set_num_interop_threads(1);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        println!("troupe-node listening on {addr}");
+        std::io::stdout().flush()?;
+        let opts = ServeOptions {
+            node: NodeOptions {
+                repository: args.model_repository,
+                backend_threads: args.backend_threads.max(1),
+                onnxruntime_lib: args.onnxruntime_lib,
+                max_tensor_bytes: args.max_tensor_bytes,
+                fault_injection: args.enable_fault_injection,
+            },
+            node_id: args.node_id.unwrap_or_else(|| addr.to_string()),
+            max_message_bytes: args.max_message_bytes,
+        };
+        troupe_node::serve(opts, listener, troupe_node::shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,469 @@
+//! Who owns what: the [`Registry`] owns the table of loaded models (read on every call,
+//! written on load and unload); each [`LoadedModel`] owns its replica slots and statistics;
+//! the supervisor actor owns the replica actors' lifecycles.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use tracing::{info, instrument, warn};
+use troupe_backends::{Backend, BackendError, Device, LoadOptions, Tensor};
+
+use crate::actors::{NodeSupervisor, ReplicaMsg, SupervisorMsg};
+use crate::config::{DevicePref, ModelDef, validate_name, validate_version};
+use crate::error::NodeError;
+
+/// Node-wide settings the registry needs.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub repository: Option<PathBuf>,
+    pub backend_threads: usize,
+    pub onnxruntime_lib: Option<PathBuf>,
+    pub max_tensor_bytes: usize,
+    pub fault_injection: bool,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            repository: None,
+            backend_threads: 1,
+            onnxruntime_lib: None,
+            max_tensor_bytes: 64 << 20,
+            fault_injection: false,
+        }
+    }
+}
+
+/// A duration counter as Triton reports it.
+#[derive(Default)]
+pub struct DurationStat {
+    pub count: AtomicU64,
+    pub ns: AtomicU64,
+}
+
+impl DurationStat {
+    fn add(&self, d: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Per-model counters behind ModelStatistics.
+#[derive(Default)]
+pub struct Stats {
+    pub success: DurationStat,
+    pub fail: DurationStat,
+    pub queue: DurationStat,
+    pub compute: DurationStat,
+    pub inference_count: AtomicU64,
+    pub execution_count: AtomicU64,
+    pub last_inference_ms: AtomicU64,
+}
+
+impl Stats {
+    pub fn record_execution(&self, queue: Duration, compute: Duration) {
+        self.queue.add(queue);
+        self.compute.add(compute);
+        self.execution_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_call(&self, ok: bool, batch: usize, total: Duration) {
+        if ok {
+            self.success.add(total);
+            self.inference_count.fetch_add(batch as u64, Ordering::Relaxed);
+        } else {
+            self.fail.add(total);
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        self.last_inference_ms.store(now, Ordering::Relaxed);
+    }
+}
+
+/// One replica slot: the actor when it is running, `None` while it restarts.
+#[derive(Default)]
+pub struct Replica {
+    actor: RwLock<Option<ActorRef<ReplicaMsg>>>,
+    pub in_flight: AtomicU64,
+    pub restarts: AtomicU32,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Replica {
+    pub fn set_actor(&self, a: Option<ActorRef<ReplicaMsg>>) {
+        *self.actor.write() = a;
+    }
+    pub fn mark_failed(&self, err: String) {
+        *self.actor.write() = None;
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock() = Some(err);
+    }
+    pub fn set_error(&self, err: String) {
+        *self.last_error.lock() = Some(err);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.actor.read().is_some()
+    }
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+}
+
+/// A loaded model version.
+pub struct LoadedModel {
+    pub def: ModelDef,
+    /// sha256 of the artifact that was loaded.
+    pub sha256: String,
+    pub replicas: Vec<Replica>,
+    pub stats: Stats,
+    pub loaded_at: SystemTime,
+    unloading: AtomicBool,
+    load_opts: LoadOptions,
+}
+
+struct InFlight<'a>(&'a AtomicU64);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl LoadedModel {
+    pub fn is_unloading(&self) -> bool {
+        self.unloading.load(Ordering::Acquire)
+    }
+
+    /// Ready when at least one replica is running.
+    pub fn is_ready(&self) -> bool {
+        !self.is_unloading() && self.replicas.iter().any(Replica::is_ready)
+    }
+
+    pub fn ready_replicas(&self) -> usize {
+        self.replicas.iter().filter(|r| r.is_ready()).count()
+    }
+
+    /// Loads one backend instance (blocking).
+    pub fn load_backend(&self) -> Result<Arc<dyn Backend>, BackendError> {
+        let b = troupe_backends::load(self.def.backend, &self.def.artifact, &self.def.signature, &self.load_opts)?;
+        Ok(Arc::from(b))
+    }
+
+    /// The ready replica with the fewest calls in flight.
+    fn pick(&self, skip: Option<usize>) -> Option<(usize, ActorRef<ReplicaMsg>)> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .filter_map(|(i, r)| r.actor.read().clone().map(|a| (i, a, r.in_flight.load(Ordering::Relaxed))))
+            .min_by_key(|(_, _, n)| *n)
+            .map(|(i, a, _)| (i, a))
+    }
+
+    /// Runs one validated call on a replica. A replica that is gone before it takes the
+    /// call is skipped for another; one that dies while running it answers UNAVAILABLE.
+    pub async fn infer(&self, inputs: Vec<Tensor>, batch: usize) -> Result<Vec<Tensor>, NodeError> {
+        let start = Instant::now();
+        let result = self.infer_inner(inputs).await;
+        self.stats.record_call(result.is_ok(), batch, start.elapsed());
+        result
+    }
+
+    async fn infer_inner(&self, mut inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NodeError> {
+        let name = &self.def.name;
+        let mut skip = None;
+        for _attempt in 0..2 {
+            let (index, actor) = self.pick(skip).ok_or_else(|| NodeError::Unavailable(name.clone()))?;
+            let slot = &self.replicas[index];
+            slot.in_flight.fetch_add(1, Ordering::Relaxed);
+            let _guard = InFlight(&slot.in_flight);
+            let enqueued = Instant::now();
+            let sent = actor
+                .call(|reply| ReplicaMsg::Infer { inputs, enqueued, reply }, None)
+                .await;
+            match sent {
+                Ok(CallResult::Success(Ok(out))) => {
+                    self.def.signature.check_outputs(&out).map_err(|e| NodeError::backend(name, e))?;
+                    return Ok(out);
+                }
+                Ok(CallResult::Success(Err(e))) => return Err(NodeError::backend(name, e)),
+                Ok(CallResult::Timeout) => return Err(NodeError::Internal("replica call timed out".into())),
+                Ok(CallResult::SenderError) => {
+                    return Err(NodeError::Unavailable(format!("{name} (its replica failed during the call)")));
+                }
+                Err(ractor::MessagingErr::SendErr(ReplicaMsg::Infer { inputs: back, .. })) => {
+                    // The replica stopped before taking the call: try another.
+                    inputs = back;
+                    skip = Some(index);
+                }
+                Err(_) => return Err(NodeError::Unavailable(name.clone())),
+            }
+        }
+        Err(NodeError::Unavailable(name.clone()))
+    }
+
+    /// Fault injection: makes one replica fail.
+    pub fn crash_one(&self) -> Result<(), NodeError> {
+        let (_, actor) = self.pick(None).ok_or_else(|| NodeError::Unavailable(self.def.name.clone()))?;
+        actor.cast(ReplicaMsg::Crash).map_err(|_| NodeError::Unavailable(self.def.name.clone()))
+    }
+}
+
+/// The loaded models of this node.
+pub struct Registry {
+    pub opts: NodeOptions,
+    models: RwLock<BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>>,
+    failures: RwLock<BTreeMap<String, String>>,
+    admin: tokio::sync::Mutex<()>,
+    supervisor: ActorRef<SupervisorMsg>,
+}
+
+impl Registry {
+    /// Starts the supervisor. Models are loaded with [`Registry::load_repository`] or [`Registry::load`].
+    pub async fn start(opts: NodeOptions) -> Result<Arc<Self>, NodeError> {
+        let (supervisor, _join) = Actor::spawn(Some("troupe-node-supervisor".into()), NodeSupervisor, ())
+            .await
+            .map_err(|e| NodeError::Internal(format!("cannot start the supervisor: {e}")))?;
+        Ok(Arc::new(Self {
+            opts,
+            models: RwLock::default(),
+            failures: RwLock::default(),
+            admin: tokio::sync::Mutex::new(()),
+            supervisor,
+        }))
+    }
+
+    /// The model to serve `name` / `version` ("" = latest loaded).
+    pub fn get(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, NodeError> {
+        let not_found = || NodeError::ModelNotFound { name: name.to_string(), version: version.to_string() };
+        let models = self.models.read();
+        let versions = models.get(name).ok_or_else(not_found)?;
+        if version.is_empty() {
+            versions.values().next_back().cloned().ok_or_else(not_found)
+        } else {
+            let v = version.parse::<u64>().map_err(|_| not_found())?;
+            versions.get(&v).cloned().ok_or_else(not_found)
+        }
+    }
+
+    /// Every loaded model version.
+    pub fn list(&self) -> Vec<Arc<LoadedModel>> {
+        self.models.read().values().flat_map(|v| v.values().cloned()).collect()
+    }
+
+    /// Models that failed their last load, with the reason.
+    pub fn failures(&self) -> BTreeMap<String, String> {
+        self.failures.read().clone()
+    }
+
+    fn load_options(&self, def: &ModelDef) -> Result<LoadOptions, NodeError> {
+        let device = match def.device {
+            DevicePref::Cpu | DevicePref::Any => Device::Cpu,
+            DevicePref::Gpu => Device::Cuda(0),
+        };
+        Ok(LoadOptions {
+            threads: def.threads.unwrap_or(self.opts.backend_threads).max(1),
+            device,
+            onnxruntime_lib: self.opts.onnxruntime_lib.clone(),
+        })
+    }
+
+    /// Loads a model version. With `replace`, other loaded versions of the same name are
+    /// unloaded once the new one is ready (repository semantics: one version served);
+    /// without it, loading an existing name and version is ALREADY_EXISTS.
+    #[instrument(skip_all, fields(model = %def.name, version = %def.version, backend = %def.backend))]
+    pub async fn load(&self, def: ModelDef, replace: bool) -> Result<Arc<LoadedModel>, NodeError> {
+        let _admin = self.admin.lock().await;
+        let name = def.name.clone();
+        let result = self.load_locked(def, replace).await;
+        match &result {
+            Ok(_) => {
+                self.failures.write().remove(&name);
+            }
+            Err(e) => {
+                warn!(model = %name, error = %e, "load failed");
+                self.failures.write().insert(name, e.to_string());
+            }
+        }
+        result
+    }
+
+    async fn load_locked(&self, def: ModelDef, replace: bool) -> Result<Arc<LoadedModel>, NodeError> {
+        validate_name(&def.name)?;
+        let version = validate_version(&def.version)?;
+        if !replace && self.get(&def.name, &def.version).is_ok() {
+            return Err(NodeError::AlreadyExists { name: def.name.clone(), version: def.version.clone() });
+        }
+        let started = Instant::now();
+        let load_opts = self.load_options(&def)?;
+        let artifact = def.artifact.clone();
+        if !artifact.is_file() {
+            return Err(NodeError::Load {
+                model: def.name.clone(),
+                source: BackendError::Load(format!("artifact {} not found", artifact.display())),
+            });
+        }
+        let digest = tokio::task::spawn_blocking(move || troupe_backends::sha256_file(&artifact))
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?
+            .map_err(|source| NodeError::Load { model: def.name.clone(), source })?;
+        if let Some(want) = &def.sha256 {
+            if want != &digest {
+                return Err(NodeError::Checksum {
+                    path: def.artifact.display().to_string(),
+                    expected: want.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let instances = def.instances;
+        let model = Arc::new(LoadedModel {
+            def,
+            sha256: digest,
+            replicas: (0..instances).map(|_| Replica::default()).collect(),
+            stats: Stats::default(),
+            loaded_at: SystemTime::now(),
+            unloading: AtomicBool::new(false),
+            load_opts,
+        });
+        // Load every instance first (each its own session), then start the actors.
+        let mut backends = Vec::with_capacity(instances);
+        for _ in 0..instances {
+            let m = model.clone();
+            let b = tokio::task::spawn_blocking(move || m.load_backend())
+                .await
+                .map_err(|e| NodeError::Internal(format!("loader panicked: {e}")))?
+                .map_err(|source| NodeError::Load { model: model.def.name.clone(), source })?;
+            backends.push(b);
+        }
+        for (index, backend) in backends.into_iter().enumerate() {
+            let m = model.clone();
+            self.supervisor
+                .call(|reply| SupervisorMsg::Spawn { model: m, index, backend, reply }, None)
+                .await
+                .map_err(|e| NodeError::Internal(format!("supervisor unavailable: {e}")))
+                .and_then(|r| match r {
+                    CallResult::Success(r) => r.map_err(NodeError::Internal),
+                    _ => Err(NodeError::Internal("supervisor did not answer".into())),
+                })?;
+        }
+        let old: Vec<Arc<LoadedModel>> = {
+            let mut models = self.models.write();
+            let versions = models.entry(model.def.name.clone()).or_default();
+            let old = if replace { std::mem::take(versions).into_values().collect() } else { Vec::new() };
+            versions.insert(version, model.clone());
+            old
+        };
+        for o in old {
+            stop_model(&o).await;
+        }
+        info!(
+            model = %model.def.name,
+            version = %model.def.version,
+            backend = %model.def.backend,
+            instances,
+            ms = started.elapsed().as_millis() as u64,
+            "model loaded"
+        );
+        Ok(model)
+    }
+
+    /// Loads (or reloads) a model from the repository, latest version.
+    pub async fn load_from_repository(&self, name: &str) -> Result<Arc<LoadedModel>, NodeError> {
+        validate_name(name)?;
+        let repo = self.opts.repository.clone().ok_or_else(|| {
+            NodeError::FailedPrecondition("this node has no model repository (--model-repository)".into())
+        })?;
+        let def = match ModelDef::from_repository(&repo, name, None) {
+            Ok(d) => d,
+            Err(e) => {
+                if !matches!(e, NodeError::NotInRepository { .. }) {
+                    self.failures.write().insert(name.to_string(), e.to_string());
+                }
+                return Err(e);
+            }
+        };
+        self.load(def, true).await
+    }
+
+    /// Model names in the repository (directories holding a config.toml).
+    pub fn repository_models(&self) -> Vec<String> {
+        let Some(repo) = &self.opts.repository else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(repo) else { return Vec::new() };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("config.toml").is_file())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| validate_name(n).is_ok())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Loads every model of the repository; a model that fails is recorded and skipped.
+    pub async fn load_repository(&self) -> Vec<(String, Result<(), NodeError>)> {
+        let mut out = Vec::new();
+        for name in self.repository_models() {
+            let r = self.load_from_repository(&name).await.map(|_| ());
+            out.push((name, r));
+        }
+        out
+    }
+
+    /// Unloads a model (all versions when `version` is None). Calls already queued finish.
+    #[instrument(skip_all, fields(model = %name))]
+    pub async fn unload(&self, name: &str, version: Option<&str>) -> Result<(), NodeError> {
+        let _admin = self.admin.lock().await;
+        let not_found = || NodeError::ModelNotFound { name: name.to_string(), version: version.unwrap_or("").to_string() };
+        let removed: Vec<Arc<LoadedModel>> = {
+            let mut models = self.models.write();
+            let versions = models.get_mut(name).ok_or_else(not_found)?;
+            let removed = match version.filter(|v| !v.is_empty()) {
+                None => std::mem::take(versions).into_values().collect(),
+                Some(v) => {
+                    let v = v.parse::<u64>().map_err(|_| not_found())?;
+                    vec![versions.remove(&v).ok_or_else(not_found)?]
+                }
+            };
+            if versions.is_empty() {
+                models.remove(name);
+            }
+            removed
+        };
+        self.failures.write().remove(name);
+        for m in removed {
+            stop_model(&m).await;
+            info!(model = %m.def.name, version = %m.def.version, "model unloaded");
+        }
+        Ok(())
+    }
+
+    /// Stops every model (graceful shutdown).
+    pub async fn shutdown(&self) {
+        let all: Vec<Arc<LoadedModel>> = {
+            let mut models = self.models.write();
+            std::mem::take(&mut *models).into_values().flat_map(|v| v.into_values()).collect()
+        };
+        for m in all {
+            stop_model(&m).await;
+        }
+        self.supervisor.stop(None);
+    }
+}
+
+/// Marks a model unloading and lets each replica finish what it has queued.
+async fn stop_model(m: &Arc<LoadedModel>) {
+    m.unloading.store(true, Ordering::Release);
+    for r in &m.replicas {
+        let actor = r.actor.write().take();
+        if let Some(a) = actor {
+            if a.drain_and_wait(Some(Duration::from_secs(30))).await.is_err() {
+                a.stop(Some("unload timed out".into()));
+            }
+        }
+    }
+}

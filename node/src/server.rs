@@ -1,0 +1,104 @@
+//! Assembles the node's gRPC server: the inference and Models services, grpc.health.v1,
+//! and server reflection (v1 and v1alpha), with graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+use troupe_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use troupe_proto::troupe::models_server::ModelsServer;
+
+use crate::error::NodeError;
+use crate::registry::{NodeOptions, Registry};
+use crate::service::inference::InferenceService;
+use crate::service::models::ModelsService;
+
+/// Everything `serve` needs besides the listener.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub node: NodeOptions,
+    pub node_id: String,
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, finishes the calls in flight,
+/// and drains every model. Models of the repository load after the listener is up;
+/// ServerReady turns true when they are loaded.
+pub async fn serve(
+    opts: ServeOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let registry = Registry::start(opts.node.clone()).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_not_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
+
+    let inference = GrpcInferenceServiceServer::new(InferenceService::new(registry.clone(), ready.clone()))
+        .max_decoding_message_size(opts.max_message_bytes)
+        .max_encoding_message_size(opts.max_message_bytes);
+    let models = ModelsServer::new(ModelsService::new(registry.clone(), opts.node_id.clone()));
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(troupe_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(troupe_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
+
+    let loader = {
+        let registry = registry.clone();
+        let ready = ready.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            for (name, r) in registry.load_repository().await {
+                if let Err(e) = r {
+                    warn!(model = %name, error = %e, "model not loaded");
+                }
+            }
+            ready.store(true, Ordering::Release);
+            health.set_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
+            health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            info!(models = registry.list().len(), "node ready");
+        })
+    };
+
+    let addr = listener.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
+    info!(%addr, "serving");
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(inference)
+        .add_service(models)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    info!("stopped accepting; draining models");
+    loader.abort();
+    registry.shutdown().await;
+    result.map_err(|e| NodeError::Internal(format!("server: {e}")))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+        _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "shutting down"),
+    }
+}

@@ -1,0 +1,3 @@
+//! gRPC services of a node.
+pub mod inference;
+pub mod models;
