@@ -1,0 +1,198 @@
+//! Test harness: real `troupe-node` processes on free loopback ports, serving copies of
+//! the example model repository. Build the binaries first (`cargo build --workspace --bins`;
+//! `scripts/test.sh` does).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+use troupe_client::Client;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// `target/<profile>/` of the running test binary.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// Path of a workspace binary, failing clearly when it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(p.is_file(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+    p
+}
+
+/// The ONNX Runtime library (ORT_DYLIB_PATH, set by .cargo/config.toml or the caller).
+pub fn onnxruntime_lib() -> PathBuf {
+    let p = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| {
+        root().join(".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1")
+    });
+    let p = if p.is_relative() { root().join(p) } else { p };
+    assert!(p.is_file(), "ONNX Runtime library {} is missing: run scripts/setup.sh", p.display());
+    p
+}
+
+/// A temporary model repository holding copies of the named example models.
+pub fn repository(models: &[&str]) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for m in models {
+        copy_dir(&root().join("models/repository").join(m), &dir.path().join(m)).expect("copy model");
+    }
+    dir
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dst = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dst)?;
+        } else {
+            std::fs::copy(e.path(), dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// A running node. Killed when dropped; its log is printed if the test panicked.
+pub struct Node {
+    child: Option<Child>,
+    pub addr: String,
+    log: PathBuf,
+    _logdir: TempDir,
+}
+
+impl Node {
+    /// Starts a node on `repository` with extra flags and waits until it is ready.
+    pub async fn start(repository: &Path, extra: &[&str]) -> Result<Node> {
+        let logdir = tempfile::tempdir()?;
+        let log = logdir.path().join("node.log");
+        let mut child = Command::new(binary("troupe-node"))
+            .arg("--model-repository")
+            .arg(repository)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--onnxruntime-lib")
+            .arg(onnxruntime_lib())
+            .args(extra)
+            .env("TROUPE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawn troupe-node")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        })
+        .await??;
+        let addr = line
+            .trim()
+            .strip_prefix("troupe-node listening on ")
+            .with_context(|| format!("unexpected first line {line:?}"))?
+            .to_string();
+        let node = Node { child: Some(child), addr, log, _logdir: logdir };
+        node.wait_ready(Duration::from_secs(60)).await?;
+        Ok(node)
+    }
+
+    /// Waits until ServerReady is true.
+    pub async fn wait_ready(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(mut c) = Client::connect(&self.addr).await {
+                if c.server_ready().await.unwrap_or(false) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("node {} not ready within {within:?}; log:\n{}", self.addr, self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr).await.expect("connect to node")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?.success();
+        if !ok {
+            bail!("kill -TERM failed");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("node did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- node {} log ----\n{}", self.addr, self.log_text());
+        }
+    }
+}
+
+/// One reference case: input, shape and expected output.
+pub struct Case {
+    pub shape: Vec<i64>,
+    pub input: Vec<f32>,
+    pub output: Vec<f32>,
+}
+
+/// Cases of `models/reference/<file>`.
+pub fn reference(file: &str) -> Vec<Case> {
+    let text = std::fs::read_to_string(root().join("models/reference").join(file)).expect("reference file");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("reference json");
+    let floats = |x: &serde_json::Value| -> Vec<f32> {
+        x.as_array().expect("array").iter().map(|f| f.as_f64().expect("number") as f32).collect()
+    };
+    v["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| Case {
+            shape: c["input"]["shape"].as_array().expect("shape").iter().map(|d| d.as_i64().expect("dim")).collect(),
+            input: floats(&c["input"]["data"]),
+            output: floats(&c["output"]["data"]),
+        })
+        .collect()
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

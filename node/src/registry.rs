@@ -342,14 +342,20 @@ impl Registry {
         }
         for (index, backend) in backends.into_iter().enumerate() {
             let m = model.clone();
-            self.supervisor
+            let spawned = self
+                .supervisor
                 .call(|reply| SupervisorMsg::Spawn { model: m, index, backend, reply }, None)
                 .await
                 .map_err(|e| NodeError::Internal(format!("supervisor unavailable: {e}")))
                 .and_then(|r| match r {
                     CallResult::Success(r) => r.map_err(NodeError::Internal),
                     _ => Err(NodeError::Internal("supervisor did not answer".into())),
-                })?;
+                });
+            if let Err(e) = spawned {
+                // Stop the replicas this load already started.
+                stop_model(&model).await;
+                return Err(e);
+            }
         }
         let old: Vec<Arc<LoadedModel>> = {
             let mut models = self.models.write();

@@ -37,6 +37,7 @@ pub async fn serve(
     let ready = Arc::new(AtomicBool::new(false));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_not_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
 
     let inference = GrpcInferenceServiceServer::new(InferenceService::new(registry.clone(), ready.clone()))
         .max_decoding_message_size(opts.max_message_bytes)
