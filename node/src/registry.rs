@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tracing::{info, instrument, warn};
-use troupe_backends::{Backend, BackendError, Device, LoadOptions, Tensor};
+use troupe_backends::{Backend, BackendError, Device, LoadOptions, Signature, Tensor};
 
 use crate::actors::{NodeSupervisor, ReplicaMsg, SupervisorMsg};
 use crate::config::{DevicePref, ModelDef, validate_name, validate_version};
@@ -147,9 +147,10 @@ impl LoadedModel {
         self.replicas.iter().filter(|r| r.is_ready()).count()
     }
 
-    /// Loads one backend instance (blocking).
+    /// Loads one backend instance and warms it up (blocking).
     pub fn load_backend(&self) -> Result<Arc<dyn Backend>, BackendError> {
         let b = troupe_backends::load(self.def.backend, &self.def.artifact, &self.def.signature, &self.load_opts)?;
+        warm_up(b.as_ref(), &self.def.signature)?;
         Ok(Arc::from(b))
     }
 
@@ -459,6 +460,27 @@ impl Registry {
         }
         self.supervisor.stop(None);
     }
+}
+
+/// Runs two batch-1 calls of zeros when every dimension is fixed: TorchScript optimizes
+/// on its first runs, and a config that does not fit the model fails here, at load time,
+/// instead of on the first user call.
+fn warm_up(b: &dyn Backend, sig: &Signature) -> Result<(), BackendError> {
+    let mut inputs = Vec::with_capacity(sig.inputs.len());
+    for spec in &sig.inputs {
+        let dims = sig.wire_dims(spec);
+        let shape: Vec<usize> = dims.iter().enumerate().map(|(i, &d)| if i == 0 && sig.max_batch_size > 0 { 1 } else { d.max(-1) as usize }).collect();
+        if dims.iter().skip(usize::from(sig.max_batch_size > 0)).any(|&d| d < 0) {
+            return Ok(()); // variable dims: nothing safe to guess
+        }
+        let bytes = shape.iter().product::<usize>() * spec.dtype.size();
+        inputs.push(Tensor::new(spec.dtype, shape, vec![0u8; bytes].into())?);
+    }
+    for _ in 0..2 {
+        let out = b.infer(&inputs).map_err(|e| BackendError::Load(format!("warm-up call failed: {e}")))?;
+        sig.check_outputs(&out).map_err(|e| BackendError::Load(format!("warm-up: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Marks a model unloading and lets each replica finish what it has queued.
