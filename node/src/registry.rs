@@ -226,7 +226,7 @@ pub struct Registry {
 impl Registry {
     /// Starts the supervisor. Models are loaded with [`Registry::load_repository`] or [`Registry::load`].
     pub async fn start(opts: NodeOptions) -> Result<Arc<Self>, NodeError> {
-        let (supervisor, _join) = Actor::spawn(Some("troupe-node-supervisor".into()), NodeSupervisor, ())
+        let (supervisor, _join) = Actor::spawn(None, NodeSupervisor, ())
             .await
             .map_err(|e| NodeError::Internal(format!("cannot start the supervisor: {e}")))?;
         Ok(Arc::new(Self {

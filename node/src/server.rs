@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 use troupe_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use troupe_proto::troupe::models_server::ModelsServer;
@@ -79,7 +78,10 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(inference)
         .add_service(models)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     info!("stopped accepting; draining models");
     loader.abort();
