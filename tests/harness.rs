@@ -13,29 +13,47 @@ use troupe_client::Client;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// `target/<profile>/` of the running test binary.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary, failing clearly when it was not built.
 pub fn binary(name: &str) -> PathBuf {
     let p = target_dir().join(name);
-    assert!(p.is_file(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
 /// The ONNX Runtime library (ORT_DYLIB_PATH, set by .cargo/config.toml or the caller).
 pub fn onnxruntime_lib() -> PathBuf {
-    let p = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| {
-        root().join(".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1")
-    });
+    let p = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            root().join(
+                ".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1",
+            )
+        });
     let p = if p.is_relative() { root().join(p) } else { p };
-    assert!(p.is_file(), "ONNX Runtime library {} is missing: run scripts/setup.sh", p.display());
+    assert!(
+        p.is_file(),
+        "ONNX Runtime library {} is missing: run scripts/setup.sh",
+        p.display()
+    );
     p
 }
 
@@ -43,7 +61,11 @@ pub fn onnxruntime_lib() -> PathBuf {
 pub fn repository(models: &[&str]) -> TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for m in models {
-        copy_dir(&root().join("models/repository").join(m), &dir.path().join(m)).expect("copy model");
+        copy_dir(
+            &root().join("models/repository").join(m),
+            &dir.path().join(m),
+        )
+        .expect("copy model");
     }
     dir
 }
@@ -99,7 +121,12 @@ impl Node {
             .strip_prefix("troupe-node listening on ")
             .with_context(|| format!("unexpected first line {line:?}"))?
             .to_string();
-        let node = Node { child: Some(child), addr, log, _logdir: logdir };
+        let node = Node {
+            child: Some(child),
+            addr,
+            log,
+            _logdir: logdir,
+        };
         node.wait_ready(Duration::from_secs(60)).await?;
         Ok(node)
     }
@@ -108,13 +135,17 @@ impl Node {
     pub async fn wait_ready(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(mut c) = Client::connect(&self.addr).await {
-                if c.server_ready().await.unwrap_or(false) {
-                    return Ok(());
-                }
+            if let Ok(mut c) = Client::connect(&self.addr).await
+                && c.server_ready().await.unwrap_or(false)
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("node {} not ready within {within:?}; log:\n{}", self.addr, self.log_text());
+                bail!(
+                    "node {} not ready within {within:?}; log:\n{}",
+                    self.addr,
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -135,7 +166,10 @@ impl Node {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> Result<ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
-        let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?.success();
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?
+            .success();
         if !ok {
             bail!("kill -TERM failed");
         }
@@ -174,17 +208,27 @@ pub struct Case {
 
 /// Cases of `models/reference/<file>`.
 pub fn reference(file: &str) -> Vec<Case> {
-    let text = std::fs::read_to_string(root().join("models/reference").join(file)).expect("reference file");
+    let text = std::fs::read_to_string(root().join("models/reference").join(file))
+        .expect("reference file");
     let v: serde_json::Value = serde_json::from_str(&text).expect("reference json");
     let floats = |x: &serde_json::Value| -> Vec<f32> {
-        x.as_array().expect("array").iter().map(|f| f.as_f64().expect("number") as f32).collect()
+        x.as_array()
+            .expect("array")
+            .iter()
+            .map(|f| f.as_f64().expect("number") as f32)
+            .collect()
     };
     v["cases"]
         .as_array()
         .expect("cases")
         .iter()
         .map(|c| Case {
-            shape: c["input"]["shape"].as_array().expect("shape").iter().map(|d| d.as_i64().expect("dim")).collect(),
+            shape: c["input"]["shape"]
+                .as_array()
+                .expect("shape")
+                .iter()
+                .map(|d| d.as_i64().expect("dim"))
+                .collect(),
             input: floats(&c["input"]["data"]),
             output: floats(&c["output"]["data"]),
         })
@@ -194,5 +238,8 @@ pub fn reference(file: &str) -> Vec<Case> {
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

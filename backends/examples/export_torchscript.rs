@@ -22,8 +22,12 @@ fn export_mlp(models: &std::path::Path) -> Result<()> {
             .map(|(_, t)| t.shallow_clone())
             .with_context(|| format!("tensor {n} missing"))
     };
-    let (w0, b0, w1, b1) =
-        (get("layers.0.weight")?, get("layers.0.bias")?, get("layers.1.weight")?, get("layers.1.bias")?);
+    let (w0, b0, w1, b1) = (
+        get("layers.0.weight")?,
+        get("layers.0.bias")?,
+        get("layers.1.weight")?,
+        get("layers.1.bias")?,
+    );
     let example = Tensor::zeros([2, w0.size()[1]], (Kind::Float, tch::Device::Cpu));
     let mut f = |xs: &[Tensor]| -> Vec<Tensor> {
         let h = xs[0].linear(&w0, Some(&b0)).relu();
@@ -42,13 +46,18 @@ fn export_resnet(models: &std::path::Path) -> Result<()> {
     let net = tch::vision::resnet::resnet18(&vs.root(), 1000);
     let example = Tensor::zeros([1, 3, 224, 224], (Kind::Float, tch::Device::Cpu));
     let mut f = |xs: &[Tensor]| -> Vec<Tensor> { vec![xs[0].apply_t(&net, false)] };
-    let module = tch::no_grad(|| CModule::create_by_tracing("ResNet18", "forward", &[example], &mut f))?;
+    let module =
+        tch::no_grad(|| CModule::create_by_tracing("ResNet18", "forward", &[example], &mut f))?;
     let dir = models.join("bench/resnet18_torch/1");
     std::fs::create_dir_all(&dir)?;
     module.save(dir.join("model.pt"))?;
     let cfg = models.join("bench/resnet18_onnx/config.toml");
-    let text = std::fs::read_to_string(&cfg).context("bench/resnet18_onnx/config.toml (run make_models.py --bench)")?;
-    std::fs::write(models.join("bench/resnet18_torch/config.toml"), text.replace("backend = \"onnx\"", "backend = \"torch\""))?;
+    let text = std::fs::read_to_string(&cfg)
+        .context("bench/resnet18_onnx/config.toml (run make_models.py --bench)")?;
+    std::fs::write(
+        models.join("bench/resnet18_torch/config.toml"),
+        text.replace("backend = \"onnx\"", "backend = \"torch\""),
+    )?;
     println!("wrote {}", dir.join("model.pt").display());
     Ok(())
 }

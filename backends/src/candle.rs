@@ -121,11 +121,17 @@ impl CandleBackend {
             let w = get(format!("layers.{i}.weight"), &[fan_out, fan_in])?;
             let b = get(format!("layers.{i}.bias"), &[fan_out])?;
             dtype.get_or_insert(w.dtype());
-            layers.push(Layer { w_t: w.t()?.contiguous()?, b, act: *act });
+            layers.push(Layer {
+                w_t: w.t()?.contiguous()?,
+                b,
+                act: *act,
+            });
         }
         let dtype = dtype.unwrap_or(DType::F32);
         if sig.inputs.len() != 1 || sig.outputs.len() != 1 {
-            return Err(BackendError::Load("a candle mlp has exactly one input and one output".into()));
+            return Err(BackendError::Load(
+                "a candle mlp has exactly one input and one output".into(),
+            ));
         }
         let last = sig.inputs[0].dims.last().copied().unwrap_or(-1);
         if last >= 0 && last as usize != arch.sizes[0] {
@@ -136,7 +142,11 @@ impl CandleBackend {
         }
         ctype(sig.inputs[0].dtype)?;
         ctype(sig.outputs[0].dtype)?;
-        Ok(Self { layers, device, dtype })
+        Ok(Self {
+            layers,
+            device,
+            dtype,
+        })
     }
 }
 
@@ -145,8 +155,12 @@ fn to_bytes(t: &CTensor, dtype: DataType) -> Result<Bytes, BackendError> {
     let b = match dtype {
         DataType::F32 => Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<f32>()?)),
         DataType::F64 => Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<f64>()?)),
-        DataType::F16 => Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<half::f16>()?)),
-        DataType::BF16 => Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<half::bf16>()?)),
+        DataType::F16 => {
+            Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<half::f16>()?))
+        }
+        DataType::BF16 => {
+            Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<half::bf16>()?))
+        }
         DataType::U8 => Bytes::from(flat.to_vec1::<u8>()?),
         DataType::U32 => Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<u32>()?)),
         DataType::I64 => Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<i64>()?)),
@@ -172,8 +186,9 @@ impl Backend for CandleBackend {
             .first()
             .ok_or_else(|| BackendError::InvalidInput("candle mlp needs one input".into()))?;
         let out_dtype = input.dtype;
-        let mut x = CTensor::from_raw_buffer(&input.data, ctype(input.dtype)?, &input.shape, &self.device)?
-            .to_dtype(self.dtype)?;
+        let mut x =
+            CTensor::from_raw_buffer(&input.data, ctype(input.dtype)?, &input.shape, &self.device)?
+                .to_dtype(self.dtype)?;
         for layer in &self.layers {
             x = x.broadcast_matmul(&layer.w_t)?.broadcast_add(&layer.b)?;
             x = match layer.act {
@@ -181,8 +196,9 @@ impl Backend for CandleBackend {
                 Activation::Relu => x.relu()?,
                 Activation::Gelu => x.gelu()?,
                 Activation::Tanh => x.tanh()?,
-                Activation::Sigmoid => candle_core::Tensor::ones_like(&x)?
-                    .broadcast_div(&(x.neg()?.exp()? + 1.0)?)?,
+                Activation::Sigmoid => {
+                    candle_core::Tensor::ones_like(&x)?.broadcast_div(&(x.neg()?.exp()? + 1.0)?)?
+                }
             };
         }
         let x = x.to_dtype(ctype(out_dtype)?)?;

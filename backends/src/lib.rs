@@ -110,7 +110,11 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { threads: 1, device: Device::Cpu, onnxruntime_lib: None }
+        Self {
+            threads: 1,
+            device: Device::Cpu,
+            onnxruntime_lib: None,
+        }
     }
 }
 
@@ -125,7 +129,11 @@ pub trait Backend: Send + Sync {
 
 /// Finds the artifact: `path` itself if it is a file, else the backend's default file inside it.
 pub fn resolve_artifact(kind: BackendKind, path: &Path) -> Result<PathBuf, BackendError> {
-    let file = if path.is_dir() { path.join(kind.default_artifact()) } else { path.to_path_buf() };
+    let file = if path.is_dir() {
+        path.join(kind.default_artifact())
+    } else {
+        path.to_path_buf()
+    };
     if !file.is_file() {
         return Err(BackendError::Load(format!(
             "artifact {} not found (a {} model needs {})",
@@ -178,7 +186,10 @@ mod tests {
     #[test]
     fn backend_names_parse() {
         assert_eq!("ONNX".parse::<BackendKind>().unwrap(), BackendKind::Onnx);
-        assert_eq!("pytorch_libtorch".parse::<BackendKind>().unwrap(), BackendKind::Torch);
+        assert_eq!(
+            "pytorch_libtorch".parse::<BackendKind>().unwrap(),
+            BackendKind::Torch
+        );
         assert!("tensorflow".parse::<BackendKind>().is_err());
     }
 

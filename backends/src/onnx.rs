@@ -29,9 +29,11 @@ pub fn init_runtime(
             None => match std::env::var_os("ORT_DYLIB_PATH") {
                 Some(p) => PathBuf::from(p),
                 None => {
-                    return Err("no ONNX Runtime library given: pass --onnxruntime-lib or set \
+                    return Err(
+                        "no ONNX Runtime library given: pass --onnxruntime-lib or set \
                                 TROUPE_ONNXRUNTIME_LIB / ORT_DYLIB_PATH to libonnxruntime.so"
-                        .to_string());
+                            .to_string(),
+                    );
                 }
             },
         };
@@ -49,7 +51,9 @@ pub fn init_runtime(
             .build()
             .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
     });
-    outcome.as_ref().map_err(|e| BackendError::Library(e.clone()))
+    outcome
+        .as_ref()
+        .map_err(|e| BackendError::Library(e.clone()))
 }
 
 fn element_type(d: DataType) -> TensorElementType {
@@ -85,7 +89,8 @@ impl OnnxBackend {
     pub fn load(path: &Path, sig: &Signature, opts: &LoadOptions) -> Result<Self, BackendError> {
         if let Device::Cuda(_) = opts.device {
             return Err(BackendError::Device(
-                "this build's ONNX Runtime runs on CPU only; set device = \"cpu\" or \"any\"".into(),
+                "this build's ONNX Runtime runs on CPU only; set device = \"cpu\" or \"any\""
+                    .into(),
             ));
         }
         let env = init_runtime(opts.onnxruntime_lib.as_deref())?;
@@ -102,24 +107,39 @@ impl OnnxBackend {
 
         // The config must describe the model that is really in the file.
         for spec in &sig.inputs {
-            let outlet = session.inputs().iter().find(|o| o.name() == spec.name).ok_or_else(|| {
-                BackendError::Load(format!(
-                    "config declares input '{}' but {} has inputs {:?}",
-                    spec.name,
-                    file.display(),
-                    session.inputs().iter().map(|o| o.name()).collect::<Vec<_>>()
-                ))
-            })?;
+            let outlet = session
+                .inputs()
+                .iter()
+                .find(|o| o.name() == spec.name)
+                .ok_or_else(|| {
+                    BackendError::Load(format!(
+                        "config declares input '{}' but {} has inputs {:?}",
+                        spec.name,
+                        file.display(),
+                        session
+                            .inputs()
+                            .iter()
+                            .map(|o| o.name())
+                            .collect::<Vec<_>>()
+                    ))
+                })?;
             check_outlet_type(outlet.dtype(), spec.dtype, &spec.name)?;
         }
         for spec in &sig.outputs {
-            let outlet =
-                session.outputs().iter().find(|o| o.name() == spec.name).ok_or_else(|| {
+            let outlet = session
+                .outputs()
+                .iter()
+                .find(|o| o.name() == spec.name)
+                .ok_or_else(|| {
                     BackendError::Load(format!(
                         "config declares output '{}' but {} has outputs {:?}",
                         spec.name,
                         file.display(),
-                        session.outputs().iter().map(|o| o.name()).collect::<Vec<_>>()
+                        session
+                            .outputs()
+                            .iter()
+                            .map(|o| o.name())
+                            .collect::<Vec<_>>()
                     ))
                 })?;
             check_outlet_type(outlet.dtype(), spec.dtype, &spec.name)?;
@@ -146,7 +166,9 @@ fn check_outlet_type(vt: &ValueType, want: DataType, name: &str) -> Result<(), B
         Some(t) => Err(BackendError::Load(format!(
             "tensor '{name}' is {t:?} in the model but {want} in the config"
         ))),
-        None => Err(BackendError::Load(format!("tensor '{name}' is not a tensor in the model"))),
+        None => Err(BackendError::Load(format!(
+            "tensor '{name}' is not a tensor in the model"
+        ))),
     }
 }
 
@@ -158,10 +180,11 @@ fn to_value(t: &Tensor) -> Result<DynValue, BackendError> {
         };
     }
     Ok(match t.dtype {
-        DataType::Bool => {
-            ort::value::Tensor::<bool>::from_array((shape, t.data.iter().map(|&b| b != 0).collect::<Vec<_>>()))?
-                .into_dyn()
-        }
+        DataType::Bool => ort::value::Tensor::<bool>::from_array((
+            shape,
+            t.data.iter().map(|&b| b != 0).collect::<Vec<_>>(),
+        ))?
+        .into_dyn(),
         DataType::U8 => mk!(u8),
         DataType::U16 => mk!(u16),
         DataType::U32 => mk!(u32),
@@ -182,11 +205,16 @@ fn from_value(name: &str, v: &DynValue) -> Result<Tensor, BackendError> {
         .dtype()
         .tensor_type()
         .and_then(from_element_type)
-        .ok_or_else(|| BackendError::OutputMismatch(format!("output '{name}' has an unsupported type")))?;
+        .ok_or_else(|| {
+            BackendError::OutputMismatch(format!("output '{name}' has an unsupported type"))
+        })?;
     macro_rules! ex {
         ($ty:ty) => {{
             let (shape, data) = v.try_extract_tensor::<$ty>()?;
-            (shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), Bytes::copy_from_slice(bytemuck::cast_slice(data)))
+            (
+                shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+                Bytes::copy_from_slice(bytemuck::cast_slice(data)),
+            )
         }};
     }
     let (shape, data) = match ty {

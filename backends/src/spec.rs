@@ -40,7 +40,9 @@ impl Signature {
     /// The full shape an input or output has on the wire: `[-1, dims...]` when batching.
     pub fn wire_dims(&self, spec: &TensorSpec) -> Vec<i64> {
         if self.max_batch_size > 0 {
-            std::iter::once(-1).chain(spec.dims.iter().copied()).collect()
+            std::iter::once(-1)
+                .chain(spec.dims.iter().copied())
+                .collect()
         } else {
             spec.dims.clone()
         }
@@ -171,8 +173,16 @@ mod tests {
 
     fn sig() -> Signature {
         Signature {
-            inputs: vec![TensorSpec { name: "x".into(), dtype: DataType::F32, dims: vec![4] }],
-            outputs: vec![TensorSpec { name: "y".into(), dtype: DataType::F32, dims: vec![2] }],
+            inputs: vec![TensorSpec {
+                name: "x".into(),
+                dtype: DataType::F32,
+                dims: vec![4],
+            }],
+            outputs: vec![TensorSpec {
+                name: "y".into(),
+                dtype: DataType::F32,
+                dims: vec![2],
+            }],
             max_batch_size: 8,
         }
     }
@@ -188,19 +198,40 @@ mod tests {
     fn rejects_bad_shapes_and_types() {
         let s = sig();
         let t = Tensor::from_f32(vec![3, 5], &[0.0; 15]).unwrap();
-        assert!(s.check_inputs(&[t]).unwrap_err().to_string().contains("expects [-1, 4]"));
+        assert!(
+            s.check_inputs(&[t])
+                .unwrap_err()
+                .to_string()
+                .contains("expects [-1, 4]")
+        );
         let t = Tensor::from_f32(vec![9, 4], &[0.0; 36]).unwrap();
-        assert!(s.check_inputs(&[t]).unwrap_err().to_string().contains("1 to 8"));
+        assert!(
+            s.check_inputs(&[t])
+                .unwrap_err()
+                .to_string()
+                .contains("1 to 8")
+        );
         let t = Tensor::from_f32(vec![4], &[0.0; 4]).unwrap();
         assert!(s.check_inputs(&[t]).is_err());
         let t = Tensor::new(DataType::I32, vec![1, 4], vec![0u8; 16].into()).unwrap();
-        assert!(s.check_inputs(&[t]).unwrap_err().to_string().contains("data type INT32"));
+        assert!(
+            s.check_inputs(&[t])
+                .unwrap_err()
+                .to_string()
+                .contains("data type INT32")
+        );
     }
 
     #[test]
     fn checks_outputs() {
         let s = sig();
-        assert!(s.check_outputs(&[Tensor::from_f32(vec![3, 2], &[0.0; 6]).unwrap()]).is_ok());
-        assert!(s.check_outputs(&[Tensor::from_f32(vec![3, 3], &[0.0; 9]).unwrap()]).is_err());
+        assert!(
+            s.check_outputs(&[Tensor::from_f32(vec![3, 2], &[0.0; 6]).unwrap()])
+                .is_ok()
+        );
+        assert!(
+            s.check_outputs(&[Tensor::from_f32(vec![3, 3], &[0.0; 9]).unwrap()])
+                .is_err()
+        );
     }
 }

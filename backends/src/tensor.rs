@@ -95,7 +95,10 @@ impl DataType {
 
     /// True for floating-point types.
     pub fn is_float(self) -> bool {
-        matches!(self, DataType::F16 | DataType::BF16 | DataType::F32 | DataType::F64)
+        matches!(
+            self,
+            DataType::F16 | DataType::BF16 | DataType::F32 | DataType::F64
+        )
     }
 }
 
@@ -167,7 +170,11 @@ impl Tensor {
 
     /// An FP32 tensor from values.
     pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> Result<Self, BackendError> {
-        Self::new(DataType::F32, shape, Bytes::copy_from_slice(bytemuck::cast_slice(values)))
+        Self::new(
+            DataType::F32,
+            shape,
+            Bytes::copy_from_slice(bytemuck::cast_slice(values)),
+        )
     }
 
     /// The values of an FP32 tensor (copied; the byte buffer may be unaligned).
@@ -193,8 +200,14 @@ impl Tensor {
             DataType::I32 => pod::<i32>(d).into_iter().map(f64::from).collect(),
             DataType::U64 => pod::<u64>(d).into_iter().map(|v| v as f64).collect(),
             DataType::I64 => pod::<i64>(d).into_iter().map(|v| v as f64).collect(),
-            DataType::F16 => pod::<half::f16>(d).into_iter().map(|v| v.to_f64()).collect(),
-            DataType::BF16 => pod::<half::bf16>(d).into_iter().map(|v| v.to_f64()).collect(),
+            DataType::F16 => pod::<half::f16>(d)
+                .into_iter()
+                .map(|v| v.to_f64())
+                .collect(),
+            DataType::BF16 => pod::<half::bf16>(d)
+                .into_iter()
+                .map(|v| v.to_f64())
+                .collect(),
             DataType::F32 => pod::<f32>(d).into_iter().map(f64::from).collect(),
             DataType::F64 => pod::<f64>(d),
         }

@@ -26,7 +26,9 @@ fn kind_of(d: DataType) -> Result<Kind, BackendError> {
         DataType::F32 => Kind::Float,
         DataType::F64 => Kind::Double,
         DataType::U16 | DataType::U32 | DataType::U64 => {
-            return Err(BackendError::UnsupportedType(format!("{d} is not supported by the torch backend")));
+            return Err(BackendError::UnsupportedType(format!(
+                "{d} is not supported by the torch backend"
+            )));
         }
     })
 }
@@ -44,7 +46,9 @@ fn dtype_of(k: Kind) -> Result<DataType, BackendError> {
         Kind::Float => DataType::F32,
         Kind::Double => DataType::F64,
         other => {
-            return Err(BackendError::OutputMismatch(format!("torch produced unsupported kind {other:?}")));
+            return Err(BackendError::OutputMismatch(format!(
+                "torch produced unsupported kind {other:?}"
+            )));
         }
     })
 }
@@ -75,14 +79,24 @@ impl TorchBackend {
         }
         let mut module = CModule::load_on_device(&file, device)
             .map_err(|e| BackendError::Load(format!("{}: {e}", file.display())))?;
-        module.f_set_eval().map_err(|e| BackendError::Load(format!("{}: {e}", file.display())))?;
-        Ok(Self { module, device, out_device: opts.device })
+        module
+            .f_set_eval()
+            .map_err(|e| BackendError::Load(format!("{}: {e}", file.display())))?;
+        Ok(Self {
+            module,
+            device,
+            out_device: opts.device,
+        })
     }
 }
 
 fn to_torch(t: &Tensor, device: tch::Device) -> Result<tch::Tensor, BackendError> {
     let x = tch::Tensor::f_from_data_size(&t.data, &t.shape_i64(), kind_of(t.dtype)?)?;
-    Ok(if device == tch::Device::Cpu { x } else { x.f_to_device(device)? })
+    Ok(if device == tch::Device::Cpu {
+        x
+    } else {
+        x.f_to_device(device)?
+    })
 }
 
 fn from_torch(t: &tch::Tensor) -> Result<Tensor, BackendError> {

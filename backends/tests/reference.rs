@@ -13,8 +13,16 @@ fn models() -> PathBuf {
 
 fn mlp_sig(inp: usize, out: usize) -> Signature {
     Signature {
-        inputs: vec![TensorSpec { name: "input".into(), dtype: DataType::F32, dims: vec![inp as i64] }],
-        outputs: vec![TensorSpec { name: "output".into(), dtype: DataType::F32, dims: vec![out as i64] }],
+        inputs: vec![TensorSpec {
+            name: "input".into(),
+            dtype: DataType::F32,
+            dims: vec![inp as i64],
+        }],
+        outputs: vec![TensorSpec {
+            name: "output".into(),
+            dtype: DataType::F32,
+            dims: vec![out as i64],
+        }],
         max_batch_size: 64,
     }
 }
@@ -28,15 +36,23 @@ fn cases(file: &str) -> Vec<Case> {
     let text = std::fs::read_to_string(models().join("reference").join(file)).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let vec_of = |x: &serde_json::Value| -> Vec<f32> {
-        x.as_array().unwrap().iter().map(|f| f.as_f64().unwrap() as f32).collect()
+        x.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_f64().unwrap() as f32)
+            .collect()
     };
     v["cases"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| {
-            let shape: Vec<usize> =
-                c["input"]["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let shape: Vec<usize> = c["input"]["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
             Case {
                 input: Tensor::from_f32(shape, &vec_of(&c["input"]["data"])).unwrap(),
                 output: vec_of(&c["output"]["data"]),
@@ -78,7 +94,10 @@ fn mlp_matches_reference_on_every_backend() {
 #[test]
 fn linear_matches_reference() {
     let sig = mlp_sig(8, 1);
-    for (kind, model) in [(BackendKind::Onnx, "linear_onnx"), (BackendKind::Candle, "linear_candle")] {
+    for (kind, model) in [
+        (BackendKind::Onnx, "linear_onnx"),
+        (BackendKind::Candle, "linear_candle"),
+    ] {
         let b = load(kind, model, &sig);
         for c in cases("linear.json") {
             let out = b.infer(std::slice::from_ref(&c.input)).unwrap();
@@ -99,7 +118,9 @@ fn nan_and_inf_are_served() {
         (BackendKind::Torch, "mlp_torch"),
         (BackendKind::Candle, "mlp_candle"),
     ] {
-        let out = load(kind, model, &sig).infer(std::slice::from_ref(&x)).unwrap();
+        let out = load(kind, model, &sig)
+            .infer(std::slice::from_ref(&x))
+            .unwrap();
         assert_eq!(out[0].shape, vec![1, 4], "{kind}");
     }
 }
@@ -111,7 +132,11 @@ fn corrupt_artifacts_are_load_errors() {
     for kind in [BackendKind::Onnx, BackendKind::Torch, BackendKind::Candle] {
         let f = dir.join(kind.default_artifact());
         std::fs::write(&f, b"this is not a model").unwrap();
-        std::fs::write(dir.join("model.json"), r#"{"architecture":"mlp","sizes":[16,32,4],"activations":["relu","none"]}"#).unwrap();
+        std::fs::write(
+            dir.join("model.json"),
+            r#"{"architecture":"mlp","sizes":[16,32,4],"activations":["relu","none"]}"#,
+        )
+        .unwrap();
         match troupe_backends::load(kind, &dir, &sig, &LoadOptions::default()) {
             Err(BackendError::Load(msg)) => assert!(!msg.is_empty()),
             Err(other) => panic!("{kind}: expected a load error, got {other}"),
@@ -125,7 +150,9 @@ fn config_that_disagrees_with_the_onnx_model_is_rejected() {
     let mut sig = mlp_sig(16, 4);
     sig.inputs[0].name = "pixels".into();
     let dir = models().join("repository/mlp_onnx/1");
-    let e = troupe_backends::load(BackendKind::Onnx, &dir, &sig, &LoadOptions::default()).err().unwrap();
+    let e = troupe_backends::load(BackendKind::Onnx, &dir, &sig, &LoadOptions::default())
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("pixels"), "{e}");
 }
 

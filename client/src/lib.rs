@@ -54,12 +54,22 @@ pub struct InputTensor {
 impl InputTensor {
     /// An FP32 input.
     pub fn f32(name: &str, shape: Vec<i64>, values: &[f32]) -> Self {
-        Self::raw(name, "FP32", shape, Bytes::copy_from_slice(bytemuck::cast_slice(values)))
+        Self::raw(
+            name,
+            "FP32",
+            shape,
+            Bytes::copy_from_slice(bytemuck::cast_slice(values)),
+        )
     }
 
     /// Any data type, from raw bytes.
     pub fn raw(name: &str, datatype: &str, shape: Vec<i64>, data: Bytes) -> Self {
-        Self { name: name.into(), datatype: datatype.into(), shape, data }
+        Self {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape,
+            data,
+        }
     }
 }
 
@@ -93,24 +103,39 @@ impl InferResult {
     pub fn f32(&self, name: &str) -> Result<Vec<f32>, ClientError> {
         let o = self.output(name)?;
         if o.datatype != "FP32" {
-            return Err(ClientError::Decode(format!("output '{name}' is {}, not FP32", o.datatype)));
+            return Err(ClientError::Decode(format!(
+                "output '{name}' is {}, not FP32",
+                o.datatype
+            )));
         }
         if o.data.len() % 4 != 0 {
-            return Err(ClientError::Decode(format!("output '{name}' has {} bytes", o.data.len())));
+            return Err(ClientError::Decode(format!(
+                "output '{name}' has {} bytes",
+                o.data.len()
+            )));
         }
         Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&o.data))
     }
 }
 
 /// Builds an infer request from inputs (raw contents).
-pub fn infer_request(model: &str, version: &str, inputs: Vec<InputTensor>) -> pb::ModelInferRequest {
+pub fn infer_request(
+    model: &str,
+    version: &str,
+    inputs: Vec<InputTensor>,
+) -> pb::ModelInferRequest {
     let mut req = pb::ModelInferRequest {
         model_name: model.into(),
         model_version: version.into(),
         ..Default::default()
     };
     for i in inputs {
-        req.inputs.push(InferInputTensor { name: i.name, datatype: i.datatype, shape: i.shape, ..Default::default() });
+        req.inputs.push(InferInputTensor {
+            name: i.name,
+            datatype: i.datatype,
+            shape: i.shape,
+            ..Default::default()
+        });
         req.raw_input_contents.push(i.data);
     }
     req
@@ -129,9 +154,18 @@ pub fn decode_response(resp: pb::ModelInferResponse) -> Result<InferResult, Clie
         .outputs
         .into_iter()
         .zip(resp.raw_output_contents)
-        .map(|(o, data)| OutputTensor { name: o.name, datatype: o.datatype, shape: o.shape, data })
+        .map(|(o, data)| OutputTensor {
+            name: o.name,
+            datatype: o.datatype,
+            shape: o.shape,
+            data,
+        })
         .collect();
-    Ok(InferResult { model_name: resp.model_name, model_version: resp.model_version, outputs })
+    Ok(InferResult {
+        model_name: resp.model_name,
+        model_version: resp.model_version,
+        outputs,
+    })
 }
 
 /// A connection to one node or router.
@@ -144,7 +178,11 @@ pub struct Client {
 impl Client {
     /// Connects to `http://HOST:PORT` (a bare `HOST:PORT` works too).
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
         let channel = Endpoint::from_shared(uri)?.connect().await?;
         Ok(Self::from_channel(channel))
     }
@@ -170,21 +208,42 @@ impl Client {
     }
 
     pub async fn server_live(&mut self) -> Result<bool, ClientError> {
-        Ok(self.inference.server_live(pb::ServerLiveRequest {}).await?.into_inner().live)
+        Ok(self
+            .inference
+            .server_live(pb::ServerLiveRequest {})
+            .await?
+            .into_inner()
+            .live)
     }
 
     pub async fn server_ready(&mut self) -> Result<bool, ClientError> {
-        Ok(self.inference.server_ready(pb::ServerReadyRequest {}).await?.into_inner().ready)
+        Ok(self
+            .inference
+            .server_ready(pb::ServerReadyRequest {})
+            .await?
+            .into_inner()
+            .ready)
     }
 
     pub async fn model_ready(&mut self, name: &str) -> Result<bool, ClientError> {
-        let r = pb::ModelReadyRequest { name: name.into(), version: String::new() };
+        let r = pb::ModelReadyRequest {
+            name: name.into(),
+            version: String::new(),
+        };
         Ok(self.inference.model_ready(r).await?.into_inner().ready)
     }
 
     /// Runs a model (latest version).
-    pub async fn infer(&mut self, model: &str, inputs: Vec<InputTensor>) -> Result<InferResult, ClientError> {
-        let resp = self.inference.model_infer(infer_request(model, "", inputs)).await?.into_inner();
+    pub async fn infer(
+        &mut self,
+        model: &str,
+        inputs: Vec<InputTensor>,
+    ) -> Result<InferResult, ClientError> {
+        let resp = self
+            .inference
+            .model_infer(infer_request(model, "", inputs))
+            .await?
+            .into_inner();
         decode_response(resp)
     }
 }

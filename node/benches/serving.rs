@@ -12,15 +12,20 @@ use troupe_backends::{Backend, BackendKind, DataType, LoadOptions, Signature, Te
 use troupe_client::{Client, InputTensor};
 use troupe_node::{NodeOptions, ServeOptions};
 
-const MODELS: [(BackendKind, &str); 3] =
-    [(BackendKind::Onnx, "mlp_onnx"), (BackendKind::Torch, "mlp_torch"), (BackendKind::Candle, "mlp_candle")];
+const MODELS: [(BackendKind, &str); 3] = [
+    (BackendKind::Onnx, "mlp_onnx"),
+    (BackendKind::Torch, "mlp_torch"),
+    (BackendKind::Candle, "mlp_candle"),
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn ort_lib() -> PathBuf {
-    let p = PathBuf::from(std::env::var("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH (set by .cargo/config.toml)"));
+    let p = PathBuf::from(
+        std::env::var("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH (set by .cargo/config.toml)"),
+    );
     if p.is_relative() { root().join(p) } else { p }
 }
 
@@ -30,26 +35,49 @@ fn serving(c: &mut Criterion) {
     tch::set_num_threads(1);
     tch::set_num_interop_threads(1);
     let sig = Signature {
-        inputs: vec![TensorSpec { name: "input".into(), dtype: DataType::F32, dims: vec![16] }],
-        outputs: vec![TensorSpec { name: "output".into(), dtype: DataType::F32, dims: vec![4] }],
+        inputs: vec![TensorSpec {
+            name: "input".into(),
+            dtype: DataType::F32,
+            dims: vec![16],
+        }],
+        outputs: vec![TensorSpec {
+            name: "output".into(),
+            dtype: DataType::F32,
+            dims: vec![4],
+        }],
         max_batch_size: 64,
     };
     let x: Vec<f32> = (0..16).map(|i| i as f32 / 16.0).collect();
     let input = Tensor::from_f32(vec![1, 16], &x).expect("tensor");
-    let opts = LoadOptions { threads: 1, onnxruntime_lib: Some(ort_lib()), ..Default::default() };
+    let opts = LoadOptions {
+        threads: 1,
+        onnxruntime_lib: Some(ort_lib()),
+        ..Default::default()
+    };
 
     let mut g = c.benchmark_group("mlp_batch1");
-    g.measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1)).sample_size(60);
+    g.measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(60);
     for (kind, model) in MODELS {
         let dir = root().join("models/repository").join(model).join("1");
-        let b: Arc<dyn Backend> = Arc::from(troupe_backends::load(kind, &dir, &sig, &opts).expect("load"));
+        let b: Arc<dyn Backend> =
+            Arc::from(troupe_backends::load(kind, &dir, &sig, &opts).expect("load"));
         let inputs = vec![input.clone()];
-        g.bench_function(format!("in_process/{kind}"), |bench| bench.iter(|| b.infer(&inputs).expect("infer")));
+        g.bench_function(format!("in_process/{kind}"), |bench| {
+            bench.iter(|| b.infer(&inputs).expect("infer"))
+        });
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (addr, stop) = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let serve_opts = ServeOptions {
             node: NodeOptions {
@@ -65,10 +93,10 @@ fn serving(c: &mut Criterion) {
             let _ = rx.await;
         }));
         loop {
-            if let Ok(mut c) = Client::connect(&addr).await {
-                if c.server_ready().await.unwrap_or(false) {
-                    break;
-                }
+            if let Ok(mut c) = Client::connect(&addr).await
+                && c.server_ready().await.unwrap_or(false)
+            {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -90,16 +118,27 @@ fn serving(c: &mut Criterion) {
         reg
     });
     for (kind, model) in MODELS {
-        let req = troupe_client::infer_request(model, "", vec![InputTensor::f32("input", vec![1, 16], &x)]);
+        let req = troupe_client::infer_request(
+            model,
+            "",
+            vec![InputTensor::f32("input", vec![1, 16], &x)],
+        );
         let reg = registry.clone();
         g.bench_function(format!("node_no_network/{kind}"), |bench| {
             bench.to_async(&rt).iter(|| {
                 let (reg, req) = (reg.clone(), req.clone());
                 async move {
                     let m = reg.get(&req.model_name, "").expect("model");
-                    let inputs = troupe_node::convert::request_inputs(model, &req, &m.def.signature, 1 << 20).expect("inputs");
+                    let inputs = troupe_node::convert::request_inputs(
+                        model,
+                        &req,
+                        &m.def.signature,
+                        1 << 20,
+                    )
+                    .expect("inputs");
                     let out = m.infer(inputs, 1).await.expect("infer");
-                    troupe_node::convert::response(&req, "1", &m.def.signature, out).expect("response")
+                    troupe_node::convert::response(&req, "1", &m.def.signature, out)
+                        .expect("response")
                 }
             })
         });
@@ -116,7 +155,11 @@ fn serving(c: &mut Criterion) {
             bench.to_async(&rt).iter(|| {
                 let mut c = client.clone();
                 let x = x.clone();
-                async move { c.infer(model, vec![InputTensor::f32("input", vec![1, 16], &x)]).await.expect("infer") }
+                async move {
+                    c.infer(model, vec![InputTensor::f32("input", vec![1, 16], &x)])
+                        .await
+                        .expect("infer")
+                }
             })
         });
     }

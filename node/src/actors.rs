@@ -53,13 +53,18 @@ impl Actor for ReplicaActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ReplicaMsg::Infer { inputs, enqueued, reply } => {
+            ReplicaMsg::Infer {
+                inputs,
+                enqueued,
+                reply,
+            } => {
                 let started = Instant::now();
                 let backend = state.backend.clone();
                 let joined = tokio::task::spawn_blocking(move || backend.infer(&inputs)).await;
                 let compute = started.elapsed();
                 if let Some(m) = state.model.upgrade() {
-                    m.stats.record_execution(started.duration_since(enqueued), compute);
+                    m.stats
+                        .record_execution(started.duration_since(enqueued), compute);
                 }
                 match joined {
                     Ok(result) => {
@@ -90,7 +95,11 @@ pub enum SupervisorMsg {
         reply: RpcReplyPort<Result<(), String>>,
     },
     /// A failed replica's backend was reloaded: start it again.
-    Respawn { model: Weak<LoadedModel>, index: usize, backend: Arc<dyn Backend> },
+    Respawn {
+        model: Weak<LoadedModel>,
+        index: usize,
+        backend: Arc<dyn Backend>,
+    },
 }
 
 /// Parent of every replica actor.
@@ -108,10 +117,17 @@ async fn spawn_replica(
     index: usize,
     backend: Arc<dyn Backend>,
 ) -> Result<(), String> {
-    let (actor, _join) = Actor::spawn_linked(None, ReplicaActor, (backend, Arc::downgrade(model)), myself.get_cell())
-        .await
-        .map_err(|e| format!("cannot start replica actor: {e}"))?;
-    state.children.insert(actor.get_id(), (Arc::downgrade(model), index));
+    let (actor, _join) = Actor::spawn_linked(
+        None,
+        ReplicaActor,
+        (backend, Arc::downgrade(model)),
+        myself.get_cell(),
+    )
+    .await
+    .map_err(|e| format!("cannot start replica actor: {e}"))?;
+    state
+        .children
+        .insert(actor.get_id(), (Arc::downgrade(model), index));
     model.replicas[index].set_actor(Some(actor));
     Ok(())
 }
@@ -129,7 +145,11 @@ fn reload(myself: ActorRef<SupervisorMsg>, model: Weak<LoadedModel>, index: usiz
             let loader = m.clone();
             match tokio::task::spawn_blocking(move || loader.load_backend()).await {
                 Ok(Ok(backend)) => {
-                    let _ = myself.cast(SupervisorMsg::Respawn { model: model.clone(), index, backend });
+                    let _ = myself.cast(SupervisorMsg::Respawn {
+                        model: model.clone(),
+                        index,
+                        backend,
+                    });
                     return;
                 }
                 Ok(Err(e)) => {
@@ -152,7 +172,11 @@ impl Actor for NodeSupervisor {
     type State = SupervisorState;
     type Arguments = ();
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
         Ok(SupervisorState::default())
     }
 
@@ -163,12 +187,23 @@ impl Actor for NodeSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Spawn { model, index, backend, reply } => {
+            SupervisorMsg::Spawn {
+                model,
+                index,
+                backend,
+                reply,
+            } => {
                 let r = spawn_replica(&myself, state, &model, index, backend).await;
                 let _ = reply.send(r);
             }
-            SupervisorMsg::Respawn { model, index, backend } => {
-                let Some(m) = model.upgrade() else { return Ok(()) };
+            SupervisorMsg::Respawn {
+                model,
+                index,
+                backend,
+            } => {
+                let Some(m) = model.upgrade() else {
+                    return Ok(());
+                };
                 if m.is_unloading() {
                     return Ok(());
                 }
@@ -192,8 +227,12 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some((model, index)) = state.children.remove(&cell.get_id()) else { return Ok(()) };
-                let Some(m) = model.upgrade() else { return Ok(()) };
+                let Some((model, index)) = state.children.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                let Some(m) = model.upgrade() else {
+                    return Ok(());
+                };
                 m.replicas[index].mark_failed(err.to_string());
                 warn!(model = %m.def.name, replica = index, error = %err, "replica failed; restarting");
                 if !m.is_unloading() {

@@ -90,9 +90,18 @@ pub fn validate_name(name: &str) -> Result<(), NodeError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.contains("..")
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok { Ok(()) } else { Err(NodeError::InvalidName(name.escape_default().to_string())) }
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(NodeError::InvalidName(name.escape_default().to_string()))
+    }
 }
 
 /// Versions are positive integers, as in Triton repositories.
@@ -114,9 +123,16 @@ fn tensor_spec(t: TensorCfg, what: &str) -> Result<TensorSpec, String> {
         return Err(format!("{what} with an empty name"));
     }
     if let Some(d) = t.dims.iter().find(|&&d| d < -1) {
-        return Err(format!("{what} '{}': dimension {d} (use -1 for variable)", t.name));
+        return Err(format!(
+            "{what} '{}': dimension {d} (use -1 for variable)",
+            t.name
+        ));
     }
-    Ok(TensorSpec { name: t.name, dtype, dims: t.dims })
+    Ok(TensorSpec {
+        name: t.name,
+        dtype,
+        dims: t.dims,
+    })
 }
 
 fn check_unique(specs: &[TensorSpec], what: &str) -> Result<(), String> {
@@ -152,7 +168,11 @@ pub fn latest_version(model_dir: &Path) -> Result<String, NodeError> {
 
 impl ModelDef {
     /// Reads `repository/<name>/config.toml`; `version` None picks the latest version directory.
-    pub fn from_repository(repository: &Path, name: &str, version: Option<&str>) -> Result<Self, NodeError> {
+    pub fn from_repository(
+        repository: &Path,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Self, NodeError> {
         validate_name(name)?;
         let dir = repository.join(name);
         let cfg_path = dir.join("config.toml");
@@ -173,21 +193,45 @@ impl ModelDef {
             }
             None => latest_version(&dir)?,
         };
-        Self::from_toml(&text, name, &version, &dir.join(&version))
-            .map_err(|msg| NodeError::Config { path: cfg_path.display().to_string(), msg })
+        Self::from_toml(&text, name, &version, &dir.join(&version)).map_err(|msg| {
+            NodeError::Config {
+                path: cfg_path.display().to_string(),
+                msg,
+            }
+        })
     }
 
     /// Parses a config's text for the artifact in `version_dir`.
-    pub fn from_toml(text: &str, name: &str, version: &str, version_dir: &Path) -> Result<Self, String> {
+    pub fn from_toml(
+        text: &str,
+        name: &str,
+        version: &str,
+        version_dir: &Path,
+    ) -> Result<Self, String> {
         let f: ConfigFile = toml::from_str(text).map_err(|e| e.to_string())?;
-        let backend: BackendKind = f.backend.parse().map_err(|e: troupe_backends::BackendError| e.to_string())?;
-        let inputs = f.inputs.into_iter().map(|t| tensor_spec(t, "input")).collect::<Result<Vec<_>, _>>()?;
-        let outputs = f.outputs.into_iter().map(|t| tensor_spec(t, "output")).collect::<Result<Vec<_>, _>>()?;
+        let backend: BackendKind = f
+            .backend
+            .parse()
+            .map_err(|e: troupe_backends::BackendError| e.to_string())?;
+        let inputs = f
+            .inputs
+            .into_iter()
+            .map(|t| tensor_spec(t, "input"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outputs = f
+            .outputs
+            .into_iter()
+            .map(|t| tensor_spec(t, "output"))
+            .collect::<Result<Vec<_>, _>>()?;
         check_unique(&inputs, "input")?;
         check_unique(&outputs, "output")?;
-        let artifact_name = f.artifact.unwrap_or_else(|| backend.default_artifact().to_string());
+        let artifact_name = f
+            .artifact
+            .unwrap_or_else(|| backend.default_artifact().to_string());
         if artifact_name.contains('/') || artifact_name.contains("..") {
-            return Err(format!("artifact '{artifact_name}' must be a file name inside the version directory"));
+            return Err(format!(
+                "artifact '{artifact_name}' must be a file name inside the version directory"
+            ));
         }
         let instances = f.instances.unwrap_or(1);
         if instances == 0 || instances > 64 {
@@ -199,7 +243,11 @@ impl ModelDef {
             backend,
             artifact: version_dir.join(artifact_name),
             sha256: f.sha256.get(version).map(|s| s.to_ascii_lowercase()),
-            signature: Signature { inputs, outputs, max_batch_size: f.max_batch_size },
+            signature: Signature {
+                inputs,
+                outputs,
+                max_batch_size: f.max_batch_size,
+            },
             instances,
             device: f.device,
             threads: f.threads,
@@ -210,7 +258,11 @@ impl ModelDef {
     /// From the wire `ModelSpec` (Models.Create).
     pub fn from_spec(spec: &pb::ModelSpec) -> Result<Self, NodeError> {
         validate_name(&spec.name)?;
-        let version = if spec.version.is_empty() { "1".to_string() } else { spec.version.clone() };
+        let version = if spec.version.is_empty() {
+            "1".to_string()
+        } else {
+            spec.version.clone()
+        };
         validate_version(&version)?;
         let bad = |m: String| NodeError::InvalidArgument(format!("model '{}': {m}", spec.name));
         let backend = match pb::BackendKind::try_from(spec.backend) {
@@ -222,7 +274,16 @@ impl ModelDef {
         let conv = |ts: &[pb::TensorSpec], what: &str| -> Result<Vec<TensorSpec>, NodeError> {
             let v = ts
                 .iter()
-                .map(|t| tensor_spec(TensorCfg { name: t.name.clone(), data_type: t.data_type.clone(), dims: t.dims.clone() }, what))
+                .map(|t| {
+                    tensor_spec(
+                        TensorCfg {
+                            name: t.name.clone(),
+                            data_type: t.data_type.clone(),
+                            dims: t.dims.clone(),
+                        },
+                        what,
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(bad)?;
             check_unique(&v, what).map_err(bad)?;
@@ -230,12 +291,21 @@ impl ModelDef {
         };
         let inputs = conv(&spec.inputs, "input")?;
         let outputs = conv(&spec.outputs, "output")?;
-        let uri = spec.artifact_uri.strip_prefix("file://").unwrap_or(&spec.artifact_uri);
+        let uri = spec
+            .artifact_uri
+            .strip_prefix("file://")
+            .unwrap_or(&spec.artifact_uri);
         if uri.is_empty() {
-            return Err(bad("artifact_uri is required (a local path to the model file or its directory)".into()));
+            return Err(bad(
+                "artifact_uri is required (a local path to the model file or its directory)".into(),
+            ));
         }
         let path = PathBuf::from(uri);
-        let artifact = if path.is_dir() { path.join(backend.default_artifact()) } else { path };
+        let artifact = if path.is_dir() {
+            path.join(backend.default_artifact())
+        } else {
+            path
+        };
         let device = match pb::DevicePreference::try_from(spec.device) {
             Ok(pb::DevicePreference::Cpu) => DevicePref::Cpu,
             Ok(pb::DevicePreference::Gpu) => DevicePref::Gpu,
@@ -248,7 +318,11 @@ impl ModelDef {
             backend,
             artifact,
             sha256: (!spec.sha256.is_empty()).then(|| spec.sha256.to_ascii_lowercase()),
-            signature: Signature { inputs, outputs, max_batch_size: spec.max_batch_size as usize },
+            signature: Signature {
+                inputs,
+                outputs,
+                max_batch_size: spec.max_batch_size as usize,
+            },
             instances: spec.instances.clamp(1, 64) as usize,
             device,
             threads: None,
@@ -264,7 +338,11 @@ impl ModelDef {
     pub fn to_spec(&self, sha256: &str) -> pb::ModelSpec {
         let conv = |ts: &[TensorSpec]| {
             ts.iter()
-                .map(|t| pb::TensorSpec { name: t.name.clone(), data_type: t.dtype.wire_name().into(), dims: t.dims.clone() })
+                .map(|t| pb::TensorSpec {
+                    name: t.name.clone(),
+                    data_type: t.dtype.wire_name().into(),
+                    dims: t.dims.clone(),
+                })
                 .collect()
         };
         pb::ModelSpec {
@@ -325,11 +403,20 @@ dims = [2]
 
     #[test]
     fn rejects_bad_configs() {
-        let e = ModelDef::from_toml(&CFG.replace("FP32\"\ndims = [4]", "FP99\"\ndims = [4]"), "m", "1", Path::new("/")).unwrap_err();
+        let e = ModelDef::from_toml(
+            &CFG.replace("FP32\"\ndims = [4]", "FP99\"\ndims = [4]"),
+            "m",
+            "1",
+            Path::new("/"),
+        )
+        .unwrap_err();
         assert!(e.contains("FP99"), "{e}");
-        let e = ModelDef::from_toml(&CFG.replace("onnx", "tensorflow"), "m", "1", Path::new("/")).unwrap_err();
+        let e = ModelDef::from_toml(&CFG.replace("onnx", "tensorflow"), "m", "1", Path::new("/"))
+            .unwrap_err();
         assert!(e.contains("tensorflow"), "{e}");
-        assert!(ModelDef::from_toml(&format!("{CFG}\nbogus = 1\n"), "m", "1", Path::new("/")).is_err());
+        assert!(
+            ModelDef::from_toml(&format!("{CFG}\nbogus = 1\n"), "m", "1", Path::new("/")).is_err()
+        );
     }
 
     #[test]

@@ -16,13 +16,23 @@ fn invalid(msg: String) -> NodeError {
 }
 
 /// Validates a wire shape: no negative dimension, no overflow, within `limit` bytes.
-fn byte_size(name: &str, shape: &[i64], dtype: DataType, limit: usize) -> Result<Vec<usize>, NodeError> {
+fn byte_size(
+    name: &str,
+    shape: &[i64],
+    dtype: DataType,
+    limit: usize,
+) -> Result<Vec<usize>, NodeError> {
     let mut dims = Vec::with_capacity(shape.len());
     for &d in shape {
         if d < 0 {
-            return Err(invalid(format!("input '{name}' has negative dimension {d} in shape {shape:?}")));
+            return Err(invalid(format!(
+                "input '{name}' has negative dimension {d} in shape {shape:?}"
+            )));
         }
-        dims.push(usize::try_from(d).map_err(|_| invalid(format!("input '{name}': dimension {d} is too large")))?);
+        dims.push(
+            usize::try_from(d)
+                .map_err(|_| invalid(format!("input '{name}': dimension {d} is too large")))?,
+        );
     }
     let bytes = checked_numel(&dims)
         .and_then(|n| n.checked_mul(dtype.size()))
@@ -35,13 +45,26 @@ fn byte_size(name: &str, shape: &[i64], dtype: DataType, limit: usize) -> Result
     Ok(dims)
 }
 
-fn typed_to_bytes(name: &str, dtype: DataType, c: &InferTensorContents, numel: usize) -> Result<Bytes, NodeError> {
+fn typed_to_bytes(
+    name: &str,
+    dtype: DataType,
+    c: &InferTensorContents,
+    numel: usize,
+) -> Result<Bytes, NodeError> {
     fn enc<T: bytemuck::Pod, S: Copy>(v: &[S], f: impl Fn(S) -> T) -> Bytes {
         let out: Vec<T> = v.iter().map(|&x| f(x)).collect();
         Bytes::from(bytemuck::cast_slice::<T, u8>(&out).to_vec())
     }
     let (count, bytes) = match dtype {
-        DataType::Bool => (c.bool_contents.len(), Bytes::from(c.bool_contents.iter().map(|&b| b as u8).collect::<Vec<u8>>())),
+        DataType::Bool => (
+            c.bool_contents.len(),
+            Bytes::from(
+                c.bool_contents
+                    .iter()
+                    .map(|&b| b as u8)
+                    .collect::<Vec<u8>>(),
+            ),
+        ),
         DataType::U8 => (c.uint_contents.len(), enc(&c.uint_contents, |x| x as u8)),
         DataType::U16 => (c.uint_contents.len(), enc(&c.uint_contents, |x| x as u16)),
         DataType::U32 => (c.uint_contents.len(), enc(&c.uint_contents, |x| x)),
@@ -53,18 +76,27 @@ fn typed_to_bytes(name: &str, dtype: DataType, c: &InferTensorContents, numel: u
         DataType::F32 => (c.fp32_contents.len(), enc(&c.fp32_contents, |x| x)),
         DataType::F64 => (c.fp64_contents.len(), enc(&c.fp64_contents, |x| x)),
         DataType::F16 | DataType::BF16 => {
-            return Err(invalid(format!("input '{name}': {dtype} has no typed contents field; send it in raw_input_contents")));
+            return Err(invalid(format!(
+                "input '{name}': {dtype} has no typed contents field; send it in raw_input_contents"
+            )));
         }
     };
     if count != numel {
-        return Err(invalid(format!("input '{name}' has {count} values in contents but its shape holds {numel}")));
+        return Err(invalid(format!(
+            "input '{name}' has {count} values in contents but its shape holds {numel}"
+        )));
     }
     Ok(bytes)
 }
 
 /// Turns a request's inputs into tensors in the model's declared order, checking names,
 /// data types, shapes and sizes. `limit` is the per-tensor byte limit.
-pub fn request_inputs(model: &str, req: &ModelInferRequest, sig: &Signature, limit: usize) -> Result<Vec<Tensor>, NodeError> {
+pub fn request_inputs(
+    model: &str,
+    req: &ModelInferRequest,
+    sig: &Signature,
+    limit: usize,
+) -> Result<Vec<Tensor>, NodeError> {
     let raw = &req.raw_input_contents;
     if !raw.is_empty() && raw.len() != req.inputs.len() {
         return Err(invalid(format!(
@@ -73,33 +105,63 @@ pub fn request_inputs(model: &str, req: &ModelInferRequest, sig: &Signature, lim
             req.inputs.len()
         )));
     }
-    let declared = || sig.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+    let declared = || {
+        sig.inputs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut slots: Vec<Option<Tensor>> = vec![None; sig.inputs.len()];
     for (i, input) in req.inputs.iter().enumerate() {
-        let InferInputTensor { name, datatype, shape, contents, .. } = input;
-        let pos = sig.inputs.iter().position(|s| &s.name == name).ok_or_else(|| {
-            invalid(format!("model '{model}' has no input '{name}' (inputs: {})", declared()))
-        })?;
+        let InferInputTensor {
+            name,
+            datatype,
+            shape,
+            contents,
+            ..
+        } = input;
+        let pos = sig
+            .inputs
+            .iter()
+            .position(|s| &s.name == name)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "model '{model}' has no input '{name}' (inputs: {})",
+                    declared()
+                ))
+            })?;
         if slots[pos].is_some() {
             return Err(invalid(format!("input '{name}' is given twice")));
         }
-        let dtype: DataType = datatype
-            .parse()
-            .map_err(|_| invalid(format!("input '{name}' has unsupported datatype '{datatype}'")))?;
+        let dtype: DataType = datatype.parse().map_err(|_| {
+            invalid(format!(
+                "input '{name}' has unsupported datatype '{datatype}'"
+            ))
+        })?;
         let want = sig.inputs[pos].dtype;
         if dtype != want {
-            return Err(invalid(format!("input '{name}' has datatype {dtype} but model '{model}' expects {want}")));
+            return Err(invalid(format!(
+                "input '{name}' has datatype {dtype} but model '{model}' expects {want}"
+            )));
         }
         let dims = byte_size(name, shape, dtype, limit)?;
         let numel: usize = dims.iter().product();
         let data = if raw.is_empty() {
             let c = contents.as_ref().ok_or_else(|| {
-                invalid(format!("input '{name}' has no data: send raw_input_contents or contents"))
+                invalid(format!(
+                    "input '{name}' has no data: send raw_input_contents or contents"
+                ))
             })?;
             typed_to_bytes(name, dtype, c, numel)?
         } else {
-            if contents.as_ref().is_some_and(|c| c != &InferTensorContents::default()) {
-                return Err(invalid(format!("input '{name}' has both contents and raw_input_contents; send one")));
+            if contents
+                .as_ref()
+                .is_some_and(|c| c != &InferTensorContents::default())
+            {
+                return Err(invalid(format!(
+                    "input '{name}' has both contents and raw_input_contents; send one"
+                )));
             }
             let b = raw[i].clone();
             let want_len = numel * dtype.size();
@@ -111,15 +173,24 @@ pub fn request_inputs(model: &str, req: &ModelInferRequest, sig: &Signature, lim
             }
             b
         };
-        slots[pos] = Some(Tensor { dtype, shape: dims, data });
+        slots[pos] = Some(Tensor {
+            dtype,
+            shape: dims,
+            data,
+        });
     }
     let mut out = Vec::with_capacity(slots.len());
     for (spec, slot) in sig.inputs.iter().zip(slots) {
         out.push(slot.ok_or_else(|| {
-            invalid(format!("missing input '{}' for model '{model}' (inputs: {})", spec.name, declared()))
+            invalid(format!(
+                "missing input '{}' for model '{model}' (inputs: {})",
+                spec.name,
+                declared()
+            ))
         })?);
     }
-    sig.check_inputs(&out).map_err(|e| NodeError::backend(model, e))?;
+    sig.check_inputs(&out)
+        .map_err(|e| NodeError::backend(model, e))?;
     Ok(out)
 }
 
@@ -133,8 +204,16 @@ pub fn response(
 ) -> Result<ModelInferResponse, NodeError> {
     for o in &req.outputs {
         if !sig.outputs.iter().any(|s| s.name == o.name) {
-            let names = sig.outputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
-            return Err(invalid(format!("model '{}' has no output '{}' (outputs: {names})", req.model_name, o.name)));
+            let names = sig
+                .outputs
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(invalid(format!(
+                "model '{}' has no output '{}' (outputs: {names})",
+                req.model_name, o.name
+            )));
         }
     }
     let mut resp = ModelInferResponse {
@@ -166,16 +245,33 @@ mod tests {
     fn sig() -> Signature {
         Signature {
             inputs: vec![
-                TensorSpec { name: "a".into(), dtype: DataType::F32, dims: vec![2] },
-                TensorSpec { name: "b".into(), dtype: DataType::I64, dims: vec![1] },
+                TensorSpec {
+                    name: "a".into(),
+                    dtype: DataType::F32,
+                    dims: vec![2],
+                },
+                TensorSpec {
+                    name: "b".into(),
+                    dtype: DataType::I64,
+                    dims: vec![1],
+                },
             ],
-            outputs: vec![TensorSpec { name: "y".into(), dtype: DataType::F32, dims: vec![1] }],
+            outputs: vec![TensorSpec {
+                name: "y".into(),
+                dtype: DataType::F32,
+                dims: vec![1],
+            }],
             max_batch_size: 4,
         }
     }
 
     fn input(name: &str, dt: &str, shape: Vec<i64>) -> InferInputTensor {
-        InferInputTensor { name: name.into(), datatype: dt.into(), shape, ..Default::default() }
+        InferInputTensor {
+            name: name.into(),
+            datatype: dt.into(),
+            shape,
+            ..Default::default()
+        }
     }
 
     fn req(inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> ModelInferRequest {
@@ -188,12 +284,20 @@ mod tests {
     }
 
     fn err(r: ModelInferRequest) -> String {
-        request_inputs("m", &r, &sig(), 1 << 20).unwrap_err().to_string()
+        request_inputs("m", &r, &sig(), 1 << 20)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn accepts_raw_inputs_in_any_order() {
-        let r = req(vec![input("b", "INT64", vec![1, 1]), input("a", "FP32", vec![1, 2])], vec![vec![0; 8], vec![0; 8]]);
+        let r = req(
+            vec![
+                input("b", "INT64", vec![1, 1]),
+                input("a", "FP32", vec![1, 2]),
+            ],
+            vec![vec![0; 8], vec![0; 8]],
+        );
         let t = request_inputs("m", &r, &sig(), 1 << 20).unwrap();
         assert_eq!(t[0].dtype, DataType::F32);
         assert_eq!(t[1].dtype, DataType::I64);
@@ -202,9 +306,15 @@ mod tests {
     #[test]
     fn accepts_typed_contents() {
         let mut a = input("a", "FP32", vec![1, 2]);
-        a.contents = Some(InferTensorContents { fp32_contents: vec![1.0, 2.0], ..Default::default() });
+        a.contents = Some(InferTensorContents {
+            fp32_contents: vec![1.0, 2.0],
+            ..Default::default()
+        });
         let mut b = input("b", "INT64", vec![1, 1]);
-        b.contents = Some(InferTensorContents { int64_contents: vec![7], ..Default::default() });
+        b.contents = Some(InferTensorContents {
+            int64_contents: vec![7],
+            ..Default::default()
+        });
         let t = request_inputs("m", &req(vec![a, b], vec![]), &sig(), 1 << 20).unwrap();
         assert_eq!(t[0].to_f32().unwrap(), vec![1.0, 2.0]);
     }
@@ -212,16 +322,70 @@ mod tests {
     #[test]
     fn rejects_each_class_of_bad_input() {
         let ok_b = || input("b", "INT64", vec![1, 1]);
-        assert!(err(req(vec![input("zz", "FP32", vec![1, 2]), ok_b()], vec![vec![0; 8], vec![0; 8]])).contains("no input 'zz'"));
+        assert!(
+            err(req(
+                vec![input("zz", "FP32", vec![1, 2]), ok_b()],
+                vec![vec![0; 8], vec![0; 8]]
+            ))
+            .contains("no input 'zz'")
+        );
         assert!(err(req(vec![ok_b()], vec![vec![0; 8]])).contains("missing input 'a'"));
-        assert!(err(req(vec![input("a", "FP64", vec![1, 2]), ok_b()], vec![vec![0; 16], vec![0; 8]])).contains("expects FP32"));
-        assert!(err(req(vec![input("a", "FP32", vec![1, 3]), ok_b()], vec![vec![0; 12], vec![0; 8]])).contains("shape"));
-        assert!(err(req(vec![input("a", "FP32", vec![1, 2]), ok_b()], vec![vec![0; 7], vec![0; 8]])).contains("7 raw bytes"));
-        assert!(err(req(vec![input("a", "FP32", vec![-1, 2]), ok_b()], vec![vec![0; 8], vec![0; 8]])).contains("negative"));
-        assert!(err(req(vec![input("a", "FP32", vec![i64::MAX, i64::MAX]), ok_b()], vec![vec![0; 8], vec![0; 8]])).contains("overflows"));
-        assert!(err(req(vec![input("a", "FP32", vec![1, 2]), input("a", "FP32", vec![1, 2])], vec![vec![0; 8], vec![0; 8]])).contains("twice"));
-        assert!(err(req(vec![input("a", "STRING", vec![1, 2]), ok_b()], vec![vec![0; 8], vec![0; 8]])).contains("unsupported datatype"));
-        let big = req(vec![input("a", "FP32", vec![1 << 20, 2]), ok_b()], vec![vec![0; 8], vec![0; 8]]);
+        assert!(
+            err(req(
+                vec![input("a", "FP64", vec![1, 2]), ok_b()],
+                vec![vec![0; 16], vec![0; 8]]
+            ))
+            .contains("expects FP32")
+        );
+        assert!(
+            err(req(
+                vec![input("a", "FP32", vec![1, 3]), ok_b()],
+                vec![vec![0; 12], vec![0; 8]]
+            ))
+            .contains("shape")
+        );
+        assert!(
+            err(req(
+                vec![input("a", "FP32", vec![1, 2]), ok_b()],
+                vec![vec![0; 7], vec![0; 8]]
+            ))
+            .contains("7 raw bytes")
+        );
+        assert!(
+            err(req(
+                vec![input("a", "FP32", vec![-1, 2]), ok_b()],
+                vec![vec![0; 8], vec![0; 8]]
+            ))
+            .contains("negative")
+        );
+        assert!(
+            err(req(
+                vec![input("a", "FP32", vec![i64::MAX, i64::MAX]), ok_b()],
+                vec![vec![0; 8], vec![0; 8]]
+            ))
+            .contains("overflows")
+        );
+        assert!(
+            err(req(
+                vec![
+                    input("a", "FP32", vec![1, 2]),
+                    input("a", "FP32", vec![1, 2])
+                ],
+                vec![vec![0; 8], vec![0; 8]]
+            ))
+            .contains("twice")
+        );
+        assert!(
+            err(req(
+                vec![input("a", "STRING", vec![1, 2]), ok_b()],
+                vec![vec![0; 8], vec![0; 8]]
+            ))
+            .contains("unsupported datatype")
+        );
+        let big = req(
+            vec![input("a", "FP32", vec![1 << 20, 2]), ok_b()],
+            vec![vec![0; 8], vec![0; 8]],
+        );
         let e = request_inputs("m", &big, &sig(), 1 << 20).unwrap_err();
         assert!(matches!(e, NodeError::TooLarge(_)), "{e}");
     }

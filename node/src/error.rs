@@ -9,7 +9,9 @@ pub enum NodeError {
     ModelNotFound { name: String, version: String },
     #[error("no model '{name}' in the model repository {repository}")]
     NotInRepository { name: String, repository: String },
-    #[error("invalid model name '{0}': use letters, digits, '_', '-' and '.', at most 128, no path characters")]
+    #[error(
+        "invalid model name '{0}': use letters, digits, '_', '-' and '.', at most 128, no path characters"
+    )]
     InvalidName(String),
     #[error("{0}")]
     InvalidArgument(String),
@@ -20,14 +22,20 @@ pub enum NodeError {
     #[error("invalid model config {path}: {msg}")]
     Config { path: String, msg: String },
     #[error("sha256 mismatch for {path}: expected {expected}, file has {actual}")]
-    Checksum { path: String, expected: String, actual: String },
+    Checksum {
+        path: String,
+        expected: String,
+        actual: String,
+    },
     #[error("cannot load model '{model}': {source}")]
     Load {
         model: String,
         #[source]
         source: BackendError,
     },
-    #[error("model '{0}' has no ready replica right now (it is restarting or unloading); retry shortly")]
+    #[error(
+        "model '{0}' has no ready replica right now (it is restarting or unloading); retry shortly"
+    )]
     Unavailable(String),
     #[error("model '{model}': {source}")]
     Backend {
@@ -42,7 +50,11 @@ pub enum NodeError {
 }
 
 fn version_suffix(v: &str) -> String {
-    if v.is_empty() { String::new() } else { format!(" version {v}") }
+    if v.is_empty() {
+        String::new()
+    } else {
+        format!(" version {v}")
+    }
 }
 
 impl From<NodeError> for tonic::Status {
@@ -76,7 +88,10 @@ impl From<NodeError> for tonic::Status {
 impl NodeError {
     /// Wraps a backend error raised while validating or running a call.
     pub fn backend(model: &str, source: BackendError) -> Self {
-        NodeError::Backend { model: model.to_string(), source }
+        NodeError::Backend {
+            model: model.to_string(),
+            source,
+        }
     }
 }
 
@@ -87,13 +102,21 @@ mod tests {
 
     #[test]
     fn statuses_carry_the_right_code_and_message() {
-        let s: tonic::Status = NodeError::ModelNotFound { name: "m".into(), version: "3".into() }.into();
+        let s: tonic::Status = NodeError::ModelNotFound {
+            name: "m".into(),
+            version: "3".into(),
+        }
+        .into();
         assert_eq!(s.code(), Code::NotFound);
         assert!(s.message().contains("'m' version 3"), "{}", s.message());
         let s: tonic::Status =
             NodeError::backend("m", BackendError::InvalidInput("bad shape".into())).into();
         assert_eq!(s.code(), Code::InvalidArgument);
-        let s: tonic::Status = NodeError::Load { model: "m".into(), source: BackendError::Load("corrupt".into()) }.into();
+        let s: tonic::Status = NodeError::Load {
+            model: "m".into(),
+            source: BackendError::Load("corrupt".into()),
+        }
+        .into();
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert!(s.message().contains("corrupt"));
     }

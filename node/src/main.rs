@@ -9,7 +9,11 @@ use clap::Parser;
 use troupe_node::{NodeOptions, ServeOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "troupe-node", version, about = "Troupe node: serves TorchScript, ONNX and candle models over the Open Inference Protocol")]
+#[command(
+    name = "troupe-node",
+    version,
+    about = "Troupe node: serves TorchScript, ONNX and candle models over the Open Inference Protocol"
+)]
 struct Args {
     /// Model repository: DIR/<model>/config.toml and DIR/<model>/<version>/<artifact>.
     #[arg(long, env = "TROUPE_MODEL_REPOSITORY")]
@@ -55,7 +59,9 @@ fn main() -> anyhow::Result<()> {
     tch::set_num_threads(args.backend_threads.max(1) as i32);
     tch::set_num_interop_threads(1);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -76,11 +76,15 @@ impl Stats {
     fn record_call(&self, ok: bool, batch: usize, total: Duration) {
         if ok {
             self.success.add(total);
-            self.inference_count.fetch_add(batch as u64, Ordering::Relaxed);
+            self.inference_count
+                .fetch_add(batch as u64, Ordering::Relaxed);
         } else {
             self.fail.add(total);
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
         self.last_inference_ms.store(now, Ordering::Relaxed);
     }
 }
@@ -149,7 +153,12 @@ impl LoadedModel {
 
     /// Loads one backend instance and warms it up (blocking).
     pub fn load_backend(&self) -> Result<Arc<dyn Backend>, BackendError> {
-        let b = troupe_backends::load(self.def.backend, &self.def.artifact, &self.def.signature, &self.load_opts)?;
+        let b = troupe_backends::load(
+            self.def.backend,
+            &self.def.artifact,
+            &self.def.signature,
+            &self.load_opts,
+        )?;
         warm_up(b.as_ref(), &self.def.signature)?;
         Ok(Arc::from(b))
     }
@@ -160,7 +169,12 @@ impl LoadedModel {
             .iter()
             .enumerate()
             .filter(|(i, _)| Some(*i) != skip)
-            .filter_map(|(i, r)| r.actor.read().clone().map(|a| (i, a, r.in_flight.load(Ordering::Relaxed))))
+            .filter_map(|(i, r)| {
+                r.actor
+                    .read()
+                    .clone()
+                    .map(|a| (i, a, r.in_flight.load(Ordering::Relaxed)))
+            })
             .min_by_key(|(_, _, n)| *n)
             .map(|(i, a, _)| (i, a))
     }
@@ -170,7 +184,8 @@ impl LoadedModel {
     pub async fn infer(&self, inputs: Vec<Tensor>, batch: usize) -> Result<Vec<Tensor>, NodeError> {
         let start = Instant::now();
         let result = self.infer_inner(inputs).await;
-        self.stats.record_call(result.is_ok(), batch, start.elapsed());
+        self.stats
+            .record_call(result.is_ok(), batch, start.elapsed());
         result
     }
 
@@ -178,23 +193,39 @@ impl LoadedModel {
         let name = &self.def.name;
         let mut skip = None;
         for _attempt in 0..2 {
-            let (index, actor) = self.pick(skip).ok_or_else(|| NodeError::Unavailable(name.clone()))?;
+            let (index, actor) = self
+                .pick(skip)
+                .ok_or_else(|| NodeError::Unavailable(name.clone()))?;
             let slot = &self.replicas[index];
             slot.in_flight.fetch_add(1, Ordering::Relaxed);
             let _guard = InFlight(&slot.in_flight);
             let enqueued = Instant::now();
             let sent = actor
-                .call(|reply| ReplicaMsg::Infer { inputs, enqueued, reply }, None)
+                .call(
+                    |reply| ReplicaMsg::Infer {
+                        inputs,
+                        enqueued,
+                        reply,
+                    },
+                    None,
+                )
                 .await;
             match sent {
                 Ok(CallResult::Success(Ok(out))) => {
-                    self.def.signature.check_outputs(&out).map_err(|e| NodeError::backend(name, e))?;
+                    self.def
+                        .signature
+                        .check_outputs(&out)
+                        .map_err(|e| NodeError::backend(name, e))?;
                     return Ok(out);
                 }
                 Ok(CallResult::Success(Err(e))) => return Err(NodeError::backend(name, e)),
-                Ok(CallResult::Timeout) => return Err(NodeError::Internal("replica call timed out".into())),
+                Ok(CallResult::Timeout) => {
+                    return Err(NodeError::Internal("replica call timed out".into()));
+                }
                 Ok(CallResult::SenderError) => {
-                    return Err(NodeError::Unavailable(format!("{name} (its replica failed during the call)")));
+                    return Err(NodeError::Unavailable(format!(
+                        "{name} (its replica failed during the call)"
+                    )));
                 }
                 Err(ractor::MessagingErr::SendErr(ReplicaMsg::Infer { inputs: back, .. })) => {
                     // The replica stopped before taking the call: try another.
@@ -209,8 +240,12 @@ impl LoadedModel {
 
     /// Fault injection: makes one replica fail.
     pub fn crash_one(&self) -> Result<(), NodeError> {
-        let (_, actor) = self.pick(None).ok_or_else(|| NodeError::Unavailable(self.def.name.clone()))?;
-        actor.cast(ReplicaMsg::Crash).map_err(|_| NodeError::Unavailable(self.def.name.clone()))
+        let (_, actor) = self
+            .pick(None)
+            .ok_or_else(|| NodeError::Unavailable(self.def.name.clone()))?;
+        actor
+            .cast(ReplicaMsg::Crash)
+            .map_err(|_| NodeError::Unavailable(self.def.name.clone()))
     }
 }
 
@@ -240,7 +275,10 @@ impl Registry {
 
     /// The model to serve `name` / `version` ("" = latest loaded).
     pub fn get(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, NodeError> {
-        let not_found = || NodeError::ModelNotFound { name: name.to_string(), version: version.to_string() };
+        let not_found = || NodeError::ModelNotFound {
+            name: name.to_string(),
+            version: version.to_string(),
+        };
         let models = self.models.read();
         let versions = models.get(name).ok_or_else(not_found)?;
         if version.is_empty() {
@@ -253,7 +291,11 @@ impl Registry {
 
     /// Every loaded model version.
     pub fn list(&self) -> Vec<Arc<LoadedModel>> {
-        self.models.read().values().flat_map(|v| v.values().cloned()).collect()
+        self.models
+            .read()
+            .values()
+            .flat_map(|v| v.values().cloned())
+            .collect()
     }
 
     /// Models that failed their last load, with the reason.
@@ -293,11 +335,18 @@ impl Registry {
         result
     }
 
-    async fn load_locked(&self, def: ModelDef, replace: bool) -> Result<Arc<LoadedModel>, NodeError> {
+    async fn load_locked(
+        &self,
+        def: ModelDef,
+        replace: bool,
+    ) -> Result<Arc<LoadedModel>, NodeError> {
         validate_name(&def.name)?;
         let version = validate_version(&def.version)?;
         if !replace && self.get(&def.name, &def.version).is_ok() {
-            return Err(NodeError::AlreadyExists { name: def.name.clone(), version: def.version.clone() });
+            return Err(NodeError::AlreadyExists {
+                name: def.name.clone(),
+                version: def.version.clone(),
+            });
         }
         let started = Instant::now();
         let load_opts = self.load_options(&def)?;
@@ -311,15 +360,18 @@ impl Registry {
         let digest = tokio::task::spawn_blocking(move || troupe_backends::sha256_file(&artifact))
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))?
-            .map_err(|source| NodeError::Load { model: def.name.clone(), source })?;
-        if let Some(want) = &def.sha256 {
-            if want != &digest {
-                return Err(NodeError::Checksum {
-                    path: def.artifact.display().to_string(),
-                    expected: want.clone(),
-                    actual: digest,
-                });
-            }
+            .map_err(|source| NodeError::Load {
+                model: def.name.clone(),
+                source,
+            })?;
+        if let Some(want) = &def.sha256
+            && want != &digest
+        {
+            return Err(NodeError::Checksum {
+                path: def.artifact.display().to_string(),
+                expected: want.clone(),
+                actual: digest,
+            });
         }
         let instances = def.instances;
         let model = Arc::new(LoadedModel {
@@ -338,14 +390,25 @@ impl Registry {
             let b = tokio::task::spawn_blocking(move || m.load_backend())
                 .await
                 .map_err(|e| NodeError::Internal(format!("loader panicked: {e}")))?
-                .map_err(|source| NodeError::Load { model: model.def.name.clone(), source })?;
+                .map_err(|source| NodeError::Load {
+                    model: model.def.name.clone(),
+                    source,
+                })?;
             backends.push(b);
         }
         for (index, backend) in backends.into_iter().enumerate() {
             let m = model.clone();
             let spawned = self
                 .supervisor
-                .call(|reply| SupervisorMsg::Spawn { model: m, index, backend, reply }, None)
+                .call(
+                    |reply| SupervisorMsg::Spawn {
+                        model: m,
+                        index,
+                        backend,
+                        reply,
+                    },
+                    None,
+                )
                 .await
                 .map_err(|e| NodeError::Internal(format!("supervisor unavailable: {e}")))
                 .and_then(|r| match r {
@@ -361,7 +424,11 @@ impl Registry {
         let old: Vec<Arc<LoadedModel>> = {
             let mut models = self.models.write();
             let versions = models.entry(model.def.name.clone()).or_default();
-            let old = if replace { std::mem::take(versions).into_values().collect() } else { Vec::new() };
+            let old = if replace {
+                std::mem::take(versions).into_values().collect()
+            } else {
+                Vec::new()
+            };
             versions.insert(version, model.clone());
             old
         };
@@ -383,13 +450,17 @@ impl Registry {
     pub async fn load_from_repository(&self, name: &str) -> Result<Arc<LoadedModel>, NodeError> {
         validate_name(name)?;
         let repo = self.opts.repository.clone().ok_or_else(|| {
-            NodeError::FailedPrecondition("this node has no model repository (--model-repository)".into())
+            NodeError::FailedPrecondition(
+                "this node has no model repository (--model-repository)".into(),
+            )
         })?;
         let def = match ModelDef::from_repository(&repo, name, None) {
             Ok(d) => d,
             Err(e) => {
                 if !matches!(e, NodeError::NotInRepository { .. }) {
-                    self.failures.write().insert(name.to_string(), e.to_string());
+                    self.failures
+                        .write()
+                        .insert(name.to_string(), e.to_string());
                 }
                 return Err(e);
             }
@@ -399,8 +470,12 @@ impl Registry {
 
     /// Model names in the repository (directories holding a config.toml).
     pub fn repository_models(&self) -> Vec<String> {
-        let Some(repo) = &self.opts.repository else { return Vec::new() };
-        let Ok(entries) = std::fs::read_dir(repo) else { return Vec::new() };
+        let Some(repo) = &self.opts.repository else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(repo) else {
+            return Vec::new();
+        };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join("config.toml").is_file())
@@ -425,7 +500,10 @@ impl Registry {
     #[instrument(skip_all, fields(model = %name))]
     pub async fn unload(&self, name: &str, version: Option<&str>) -> Result<(), NodeError> {
         let _admin = self.admin.lock().await;
-        let not_found = || NodeError::ModelNotFound { name: name.to_string(), version: version.unwrap_or("").to_string() };
+        let not_found = || NodeError::ModelNotFound {
+            name: name.to_string(),
+            version: version.unwrap_or("").to_string(),
+        };
         let removed: Vec<Arc<LoadedModel>> = {
             let mut models = self.models.write();
             let versions = models.get_mut(name).ok_or_else(not_found)?;
@@ -453,7 +531,10 @@ impl Registry {
     pub async fn shutdown(&self) {
         let all: Vec<Arc<LoadedModel>> = {
             let mut models = self.models.write();
-            std::mem::take(&mut *models).into_values().flat_map(|v| v.into_values()).collect()
+            std::mem::take(&mut *models)
+                .into_values()
+                .flat_map(|v| v.into_values())
+                .collect()
         };
         for m in all {
             stop_model(&m).await;
@@ -469,16 +550,33 @@ fn warm_up(b: &dyn Backend, sig: &Signature) -> Result<(), BackendError> {
     let mut inputs = Vec::with_capacity(sig.inputs.len());
     for spec in &sig.inputs {
         let dims = sig.wire_dims(spec);
-        let shape: Vec<usize> = dims.iter().enumerate().map(|(i, &d)| if i == 0 && sig.max_batch_size > 0 { 1 } else { d.max(-1) as usize }).collect();
-        if dims.iter().skip(usize::from(sig.max_batch_size > 0)).any(|&d| d < 0) {
+        let shape: Vec<usize> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| {
+                if i == 0 && sig.max_batch_size > 0 {
+                    1
+                } else {
+                    d.max(-1) as usize
+                }
+            })
+            .collect();
+        if dims
+            .iter()
+            .skip(usize::from(sig.max_batch_size > 0))
+            .any(|&d| d < 0)
+        {
             return Ok(()); // variable dims: nothing safe to guess
         }
         let bytes = shape.iter().product::<usize>() * spec.dtype.size();
         inputs.push(Tensor::new(spec.dtype, shape, vec![0u8; bytes].into())?);
     }
     for _ in 0..2 {
-        let out = b.infer(&inputs).map_err(|e| BackendError::Load(format!("warm-up call failed: {e}")))?;
-        sig.check_outputs(&out).map_err(|e| BackendError::Load(format!("warm-up: {e}")))?;
+        let out = b
+            .infer(&inputs)
+            .map_err(|e| BackendError::Load(format!("warm-up call failed: {e}")))?;
+        sig.check_outputs(&out)
+            .map_err(|e| BackendError::Load(format!("warm-up: {e}")))?;
     }
     Ok(())
 }
@@ -488,10 +586,12 @@ async fn stop_model(m: &Arc<LoadedModel>) {
     m.unloading.store(true, Ordering::Release);
     for r in &m.replicas {
         let actor = r.actor.write().take();
-        if let Some(a) = actor {
-            if a.drain_and_wait(Some(Duration::from_secs(30))).await.is_err() {
-                a.stop(Some("unload timed out".into()));
-            }
+        if let Some(a) = actor
+            && a.drain_and_wait(Some(Duration::from_secs(30)))
+                .await
+                .is_err()
+        {
+            a.stop(Some("unload timed out".into()));
         }
     }
 }

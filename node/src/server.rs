@@ -35,12 +35,17 @@ pub async fn serve(
     let registry = Registry::start(opts.node.clone()).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_not_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    health
+        .set_not_serving::<GrpcInferenceServiceServer<InferenceService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
 
-    let inference = GrpcInferenceServiceServer::new(InferenceService::new(registry.clone(), ready.clone()))
-        .max_decoding_message_size(opts.max_message_bytes)
-        .max_encoding_message_size(opts.max_message_bytes);
+    let inference =
+        GrpcInferenceServiceServer::new(InferenceService::new(registry.clone(), ready.clone()))
+            .max_decoding_message_size(opts.max_message_bytes)
+            .max_encoding_message_size(opts.max_message_bytes);
     let models = ModelsServer::new(ModelsService::new(registry.clone(), opts.node_id.clone()));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(troupe_proto::FILE_DESCRIPTOR_SET)
@@ -64,13 +69,19 @@ pub async fn serve(
                 }
             }
             ready.store(true, Ordering::Release);
-            health.set_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
-            health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            health
+                .set_serving::<GrpcInferenceServiceServer<InferenceService>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
             info!(models = registry.list().len(), "node ready");
         })
     };
 
-    let addr = listener.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
     info!(%addr, "serving");
     let result = tonic::transport::Server::builder()
         .add_service(health_service)

@@ -52,24 +52,43 @@ fn model_state(m: &LoadedModel) -> (&'static str, String) {
     if m.is_ready() {
         ("READY", String::new())
     } else {
-        let reason = m.replicas.iter().find_map(|r| r.last_error()).unwrap_or_else(|| "restarting".into());
+        let reason = m
+            .replicas
+            .iter()
+            .find_map(|r| r.last_error())
+            .unwrap_or_else(|| "restarting".into());
         ("UNAVAILABLE", reason)
     }
 }
 
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
-    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        Ok(Response::new(pb::ServerReadyResponse { ready: self.ready.load(Ordering::Acquire) }))
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.ready.load(Ordering::Acquire),
+        }))
     }
 
-    async fn model_ready(&self, req: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = req.into_inner();
-        let ready = self.registry.get(&r.name, &r.version).map(|m| m.is_ready()).unwrap_or(false);
+        let ready = self
+            .registry
+            .get(&r.name, &r.version)
+            .map(|m| m.is_ready())
+            .unwrap_or(false);
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -80,9 +99,14 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(pb::ServerMetadataResponse {
             name: "troupe".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: ["model_repository", "model_configuration", "statistics", "parameters"]
-                .map(String::from)
-                .to_vec(),
+            extensions: [
+                "model_repository",
+                "model_configuration",
+                "statistics",
+                "parameters",
+            ]
+            .map(String::from)
+            .to_vec(),
         }))
     }
 
@@ -109,7 +133,10 @@ impl GrpcInferenceService for InferenceService {
     }
 
     #[instrument(skip_all, fields(model = %req.get_ref().model_name, version = %req.get_ref().model_version))]
-    async fn model_infer(&self, req: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let req = req.into_inner();
         let model = self.registry.get(&req.model_name, &req.model_version)?;
         if let Some(p) = req.parameters.get(FAULT_PARAM) {
@@ -119,20 +146,42 @@ impl GrpcInferenceService for InferenceService {
                 ))
                 .into());
             }
-            if matches!(&p.parameter_choice, Some(ParameterChoice::StringParam(s)) if s == "crash") {
+            if matches!(&p.parameter_choice, Some(ParameterChoice::StringParam(s)) if s == "crash")
+            {
                 model.crash_one()?;
-                return Err(NodeError::Unavailable(format!("{} (replica crashed by fault injection)", model.def.name)).into());
+                return Err(NodeError::Unavailable(format!(
+                    "{} (replica crashed by fault injection)",
+                    model.def.name
+                ))
+                .into());
             }
         }
         let sig = &model.def.signature;
-        let inputs = convert::request_inputs(&model.def.name, &req, sig, self.registry.opts.max_tensor_bytes)?;
-        let batch = if sig.max_batch_size > 0 { inputs.first().map(|t| t.shape[0]).unwrap_or(1) } else { 1 };
+        let inputs = convert::request_inputs(
+            &model.def.name,
+            &req,
+            sig,
+            self.registry.opts.max_tensor_bytes,
+        )?;
+        let batch = if sig.max_batch_size > 0 {
+            inputs.first().map(|t| t.shape[0]).unwrap_or(1)
+        } else {
+            1
+        };
         let span = info_span!("backend", backend = %model.def.backend, batch);
         let outputs = model.infer(inputs, batch).instrument(span).await?;
-        Ok(Response::new(convert::response(&req, &model.def.version, sig, outputs)?))
+        Ok(Response::new(convert::response(
+            &req,
+            &model.def.version,
+            sig,
+            outputs,
+        )?))
     }
 
-    async fn model_config(&self, req: Request<pb::ModelConfigRequest>) -> Result<Response<pb::ModelConfigResponse>, Status> {
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = req.into_inner();
         let m = self.registry.get(&r.name, &r.version)?;
         let sig = &m.def.signature;
@@ -176,7 +225,9 @@ impl GrpcInferenceService for InferenceService {
                 .to_string(),
             ..Default::default()
         };
-        Ok(Response::new(pb::ModelConfigResponse { config: Some(config) }))
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(config),
+        }))
     }
 
     async fn model_statistics(
@@ -184,7 +235,11 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
         let r = req.into_inner();
-        let models = if r.name.is_empty() { self.registry.list() } else { vec![self.registry.get(&r.name, &r.version)?] };
+        let models = if r.name.is_empty() {
+            self.registry.list()
+        } else {
+            vec![self.registry.get(&r.name, &r.version)?]
+        };
         let model_stats = models
             .iter()
             .map(|m| {
@@ -221,7 +276,12 @@ impl GrpcInferenceService for InferenceService {
         let failures = self.registry.failures();
         for m in &loaded {
             let (state, reason) = model_state(m);
-            models.push(ModelIndex { name: m.def.name.clone(), version: m.def.version.clone(), state: state.into(), reason });
+            models.push(ModelIndex {
+                name: m.def.name.clone(),
+                version: m.def.version.clone(),
+                state: state.into(),
+                reason,
+            });
         }
         for name in self.registry.repository_models() {
             if loaded.iter().any(|m| m.def.name == name) {
@@ -231,11 +291,21 @@ impl GrpcInferenceService for InferenceService {
                 Some(reason) => ("UNAVAILABLE", reason.clone()),
                 None => ("UNAVAILABLE", "unloaded".to_string()),
             };
-            models.push(ModelIndex { name, version: String::new(), state: state.into(), reason });
+            models.push(ModelIndex {
+                name,
+                version: String::new(),
+                state: state.into(),
+                reason,
+            });
         }
         for (name, reason) in &failures {
             if !models.iter().any(|m| &m.name == name) {
-                models.push(ModelIndex { name: name.clone(), version: String::new(), state: "UNAVAILABLE".into(), reason: reason.clone() });
+                models.push(ModelIndex {
+                    name: name.clone(),
+                    version: String::new(),
+                    state: "UNAVAILABLE".into(),
+                    reason: reason.clone(),
+                });
             }
         }
         if r.ready {

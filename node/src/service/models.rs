@@ -30,8 +30,16 @@ impl ModelsService {
             .map(|(i, r)| pb::ReplicaStatus {
                 node_id: self.node_id.clone(),
                 instance: i as u32,
-                state: if r.is_ready() { pb::ModelState::Ready } else { pb::ModelState::Unavailable } as i32,
-                reason: if r.is_ready() { String::new() } else { r.last_error().unwrap_or_default() },
+                state: if r.is_ready() {
+                    pb::ModelState::Ready
+                } else {
+                    pb::ModelState::Unavailable
+                } as i32,
+                reason: if r.is_ready() {
+                    String::new()
+                } else {
+                    r.last_error().unwrap_or_default()
+                },
                 in_flight: r.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                 restarts: r.restarts.load(std::sync::atomic::Ordering::Relaxed),
             })
@@ -39,8 +47,16 @@ impl ModelsService {
         let ready = m.is_ready();
         pb::ModelStatus {
             spec: Some(m.def.to_spec(&m.sha256)),
-            state: if ready { pb::ModelState::Ready } else { pb::ModelState::Unavailable } as i32,
-            reason: if ready { String::new() } else { "no replica is running (restarting)".into() },
+            state: if ready {
+                pb::ModelState::Ready
+            } else {
+                pb::ModelState::Unavailable
+            } as i32,
+            reason: if ready {
+                String::new()
+            } else {
+                "no replica is running (restarting)".into()
+            },
             ready_replicas: m.ready_replicas() as u32,
             desired_replicas: 1,
             replicas,
@@ -49,7 +65,10 @@ impl ModelsService {
 
     fn failed(name: &str, reason: &str) -> pb::ModelStatus {
         pb::ModelStatus {
-            spec: Some(pb::ModelSpec { name: name.to_string(), ..Default::default() }),
+            spec: Some(pb::ModelSpec {
+                name: name.to_string(),
+                ..Default::default()
+            }),
             state: pb::ModelState::Failed as i32,
             reason: reason.to_string(),
             desired_replicas: 1,
@@ -61,25 +80,33 @@ impl ModelsService {
 #[tonic::async_trait]
 impl Models for ModelsService {
     #[instrument(skip_all, fields(model = tracing::field::Empty))]
-    async fn create(&self, req: Request<pb::CreateModelRequest>) -> Result<Response<pb::ModelStatus>, Status> {
-        let spec = req
-            .into_inner()
-            .spec
-            .ok_or_else(|| NodeError::InvalidArgument("CreateModelRequest.spec is required".into()))?;
+    async fn create(
+        &self,
+        req: Request<pb::CreateModelRequest>,
+    ) -> Result<Response<pb::ModelStatus>, Status> {
+        let spec = req.into_inner().spec.ok_or_else(|| {
+            NodeError::InvalidArgument("CreateModelRequest.spec is required".into())
+        })?;
         tracing::Span::current().record("model", spec.name.as_str());
         let def = ModelDef::from_spec(&spec)?;
         let m = self.registry.load(def, false).await?;
         Ok(Response::new(self.status(&m)))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteModelRequest>) -> Result<Response<pb::DeleteModelResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteModelRequest>,
+    ) -> Result<Response<pb::DeleteModelResponse>, Status> {
         let r = req.into_inner();
         validate_name(&r.name)?;
         self.registry.unload(&r.name, Some(&r.version)).await?;
         Ok(Response::new(pb::DeleteModelResponse {}))
     }
 
-    async fn get(&self, req: Request<pb::GetModelRequest>) -> Result<Response<pb::ModelStatus>, Status> {
+    async fn get(
+        &self,
+        req: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::ModelStatus>, Status> {
         let r = req.into_inner();
         validate_name(&r.name)?;
         match self.registry.get(&r.name, &r.version) {
@@ -91,7 +118,10 @@ impl Models for ModelsService {
         }
     }
 
-    async fn list(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list(
+        &self,
+        _: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let loaded = self.registry.list();
         let mut models: Vec<pb::ModelStatus> = loaded.iter().map(|m| self.status(m)).collect();
         for (name, reason) in self.registry.failures() {
