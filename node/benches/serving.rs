@@ -136,7 +136,7 @@ fn serving(c: &mut Criterion) {
                         1 << 20,
                     )
                     .expect("inputs");
-                    let out = m.infer(inputs, 1).await.expect("infer");
+                    let out = m.infer(inputs, 1, None, false).await.expect("infer");
                     troupe_node::convert::response(&req, "1", &m.def.signature, out)
                         .expect("response")
                 }

@@ -8,42 +8,113 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{error, info, warn};
-use troupe_backends::{Backend, BackendError, Tensor};
+use troupe_backends::{Backend, BackendError};
 
+use crate::batcher::{Entry, Queue, concat, split};
+use crate::error::NodeError;
 use crate::registry::LoadedModel;
 
-/// Work for one replica.
+/// Work for one replica: `Serve` starts its loop of pulling batches from the model's
+/// queue, sent once when the actor starts.
 pub enum ReplicaMsg {
-    /// Run one call. `enqueued` measures the time spent waiting in the mailbox.
-    Infer {
-        inputs: Vec<Tensor>,
-        enqueued: Instant,
-        reply: RpcReplyPort<Result<Vec<Tensor>, BackendError>>,
-    },
-    /// Fault injection (only when the node runs with --enable-fault-injection): fail now.
-    Crash,
+    Serve,
 }
 
-/// One backend instance. It runs calls one at a time, each on a blocking thread, so the
-/// async runtime is never blocked.
+/// One backend instance. It takes batches from its model's queue one at a time and runs
+/// each on a blocking thread, so the async runtime is never blocked.
 pub struct ReplicaActor;
 
 pub struct ReplicaState {
     backend: Arc<dyn Backend>,
     model: Weak<LoadedModel>,
+    queue: Arc<Queue>,
+    index: usize,
+}
+
+/// Answers every call of a batch with the same error.
+fn fail_all(batch: Vec<Entry>, err: impl Fn() -> NodeError) {
+    for e in batch {
+        let _ = e.reply.send(Err(err()));
+    }
+}
+
+impl ReplicaState {
+    /// Runs one batch. Err means this instance must be restarted.
+    async fn run(&self, mut batch: Vec<Entry>) -> Result<(), String> {
+        let Some(model) = self.model.upgrade() else { return Ok(()) };
+        let name = model.def.name.clone();
+        if batch.iter().any(|e| e.fault) {
+            // Fault injection: fail this instance; the batch's callers see UNAVAILABLE.
+            drop(batch);
+            return Err("fault injected: replica crashed on request".into());
+        }
+        let rows: Vec<usize> = batch.iter().map(|e| e.rows).collect();
+        let oldest = batch.iter().map(|e| e.enqueued).min().unwrap_or_else(Instant::now);
+        let inputs = match concat(&mut batch) {
+            Ok(i) => i,
+            Err(e) => {
+                fail_all(batch, || NodeError::backend(&name, BackendError::InvalidInput(e.to_string())));
+                return Ok(());
+            }
+        };
+        let started = Instant::now();
+        let backend = self.backend.clone();
+        let joined = tokio::task::spawn_blocking(move || backend.infer(&inputs)).await;
+        let compute = started.elapsed();
+        model.stats.record_execution(started.duration_since(oldest), compute, rows.iter().sum());
+        match joined {
+            Ok(Ok(outputs)) => {
+                if let Err(e) = model.def.signature.check_outputs(&outputs) {
+                    fail_all(batch, || NodeError::backend(&name, BackendError::OutputMismatch(e.to_string())));
+                    return Ok(());
+                }
+                match split(outputs, &rows) {
+                    Ok(parts) => {
+                        for (e, out) in batch.into_iter().zip(parts) {
+                            let _ = e.reply.send(Ok(out));
+                        }
+                    }
+                    Err(e) => fail_all(batch, || NodeError::backend(&name, BackendError::OutputMismatch(e.to_string()))),
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                let kind = |m: &str| match &e {
+                    BackendError::InvalidInput(_) => BackendError::InvalidInput(m.to_string()),
+                    BackendError::Shape(_) => BackendError::Shape(m.to_string()),
+                    BackendError::UnsupportedType(_) => BackendError::UnsupportedType(m.to_string()),
+                    _ => BackendError::Runtime(m.to_string()),
+                };
+                fail_all(batch, || NodeError::backend(&name, kind(&msg)));
+                Ok(())
+            }
+            Err(join_err) => {
+                // The backend panicked: this instance may be in a bad state.
+                let msg = format!("backend panicked: {join_err}");
+                fail_all(batch, || NodeError::Unavailable(format!("{name} (its replica failed during the call)")));
+                Err(msg)
+            }
+        }
+    }
 }
 
 impl Actor for ReplicaActor {
     type Msg = ReplicaMsg;
     type State = ReplicaState;
-    type Arguments = (Arc<dyn Backend>, Weak<LoadedModel>);
+    type Arguments = (Arc<dyn Backend>, Weak<LoadedModel>, Arc<Queue>, usize);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (backend, model): Self::Arguments,
+        (backend, model, queue, index): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ReplicaState { backend, model })
+        Ok(ReplicaState { backend, model, queue, index })
+    }
+
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, _state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        myself.send_message(ReplicaMsg::Serve)?;
+        Ok(())
     }
 
     async fn handle(
@@ -53,34 +124,23 @@ impl Actor for ReplicaActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ReplicaMsg::Infer {
-                inputs,
-                enqueued,
-                reply,
-            } => {
-                let started = Instant::now();
-                let backend = state.backend.clone();
-                let joined = tokio::task::spawn_blocking(move || backend.infer(&inputs)).await;
-                let compute = started.elapsed();
-                if let Some(m) = state.model.upgrade() {
-                    m.stats
-                        .record_execution(started.duration_since(enqueued), compute);
-                }
-                match joined {
-                    Ok(result) => {
-                        let _ = reply.send(result);
-                        Ok(())
+            ReplicaMsg::Serve => {
+                // Until the queue is closed and empty (unload or shutdown).
+                while let Some(batch) = state.queue.next_batch().await {
+                    let calls = batch.len();
+                    let busy = state.model.upgrade();
+                    if let Some(m) = &busy {
+                        m.replicas[state.index].in_flight.store(calls as u64, std::sync::atomic::Ordering::Relaxed);
                     }
-                    Err(join_err) => {
-                        // The backend panicked: this instance may be in a bad state. Fail the
-                        // actor; the supervisor reloads it.
-                        let msg = format!("backend panicked: {join_err}");
-                        let _ = reply.send(Err(BackendError::Runtime(msg.clone())));
-                        Err(msg.into())
+                    let result = state.run(batch).await;
+                    if let Some(m) = &busy {
+                        m.replicas[state.index].in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
                     }
+                    state.queue.finished(calls);
+                    result?;
                 }
+                Ok(())
             }
-            ReplicaMsg::Crash => Err("fault injected: replica crashed on request".into()),
         }
     }
 }
@@ -120,7 +180,7 @@ async fn spawn_replica(
     let (actor, _join) = Actor::spawn_linked(
         None,
         ReplicaActor,
-        (backend, Arc::downgrade(model)),
+        (backend, Arc::downgrade(model), model.queue.clone(), index),
         myself.get_cell(),
     )
     .await

@@ -11,7 +11,37 @@ use serde::Deserialize;
 use troupe_backends::{BackendKind, DataType, Signature, TensorSpec};
 use troupe_proto::troupe as pb;
 
+use crate::batcher::BatchConfig;
 use crate::error::NodeError;
+
+/// Default bound of a model's queue.
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 1024;
+
+fn batch_config(
+    max_batch_size: usize,
+    db: Option<&DynamicBatchingCfg>,
+    max_queue_size: Option<usize>,
+) -> Result<BatchConfig, String> {
+    let max_queue_size = max_queue_size.unwrap_or(DEFAULT_MAX_QUEUE_SIZE);
+    if max_queue_size == 0 {
+        return Err("max_queue_size must be at least 1".into());
+    }
+    let Some(db) = db else {
+        return Ok(BatchConfig { max_queue_size, ..Default::default() });
+    };
+    if max_batch_size < 2 {
+        return Err("dynamic_batching needs max_batch_size of 2 or more".into());
+    }
+    if let Some(p) = db.preferred_batch_sizes.iter().find(|&&p| p == 0 || p > max_batch_size) {
+        return Err(format!("preferred batch size {p} is not within 1..={max_batch_size}"));
+    }
+    Ok(BatchConfig {
+        max_batch_size,
+        max_queue_delay: std::time::Duration::from_micros(db.max_queue_delay_us),
+        preferred_batch_sizes: db.preferred_batch_sizes.clone(),
+        max_queue_size,
+    })
+}
 
 /// Device preference of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -43,6 +73,18 @@ struct TensorCfg {
     dims: Vec<i64>,
 }
 
+/// `[dynamic_batching]` of a config.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicBatchingCfg {
+    /// How long the oldest queued call may wait for others (microseconds).
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
+    /// Batch sizes that are sent at once when reachable.
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
+}
+
 /// `config.toml` as written in a repository.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +109,12 @@ struct ConfigFile {
     outputs: Vec<TensorCfg>,
     #[serde(default)]
     resources: ResourcesCfg,
+    /// Join calls into batches (needs max_batch_size > 1).
+    #[serde(default)]
+    dynamic_batching: Option<DynamicBatchingCfg>,
+    /// Calls that may wait in the model's queue; more get RESOURCE_EXHAUSTED.
+    #[serde(default)]
+    max_queue_size: Option<usize>,
 }
 
 /// A model as the node handles it, whatever it was declared with.
@@ -83,6 +131,7 @@ pub struct ModelDef {
     pub device: DevicePref,
     pub threads: Option<usize>,
     pub resources: ResourcesCfg,
+    pub batching: BatchConfig,
 }
 
 /// Model names become paths: allow only a safe alphabet.
@@ -233,6 +282,7 @@ impl ModelDef {
                 "artifact '{artifact_name}' must be a file name inside the version directory"
             ));
         }
+        let batching = batch_config(f.max_batch_size, f.dynamic_batching.as_ref(), f.max_queue_size)?;
         let instances = f.instances.unwrap_or(1);
         if instances == 0 || instances > 64 {
             return Err(format!("instances = {instances}: use 1 to 64"));
@@ -252,6 +302,7 @@ impl ModelDef {
             device: f.device,
             threads: f.threads,
             resources: f.resources,
+            batching,
         })
     }
 
@@ -331,6 +382,15 @@ impl ModelDef {
                 memory_mb: res.memory_bytes.div_ceil(1 << 20),
                 gpu_memory_mb: res.gpu_memory_bytes.div_ceil(1 << 20),
             },
+            batching: batch_config(
+                spec.max_batch_size as usize,
+                spec.dynamic_batching.as_ref().map(|d| DynamicBatchingCfg {
+                    max_queue_delay_us: d.max_queue_delay_us,
+                    preferred_batch_sizes: d.preferred_batch_sizes.iter().map(|&p| p as usize).collect(),
+                }).as_ref(),
+                (spec.max_queue_size > 0).then_some(spec.max_queue_size as usize),
+            )
+            .map_err(bad)?,
         })
     }
 
@@ -371,6 +431,11 @@ impl ModelDef {
             max_batch_size: self.signature.max_batch_size as u32,
             replicas: 1,
             labels: Default::default(),
+            dynamic_batching: self.batching.batching().then(|| pb::DynamicBatching {
+                max_queue_delay_us: self.batching.max_queue_delay.as_micros() as u64,
+                preferred_batch_sizes: self.batching.preferred_batch_sizes.iter().map(|&p| p as u32).collect(),
+            }),
+            max_queue_size: self.batching.max_queue_size as u32,
         }
     }
 }
@@ -417,6 +482,18 @@ dims = [2]
         assert!(
             ModelDef::from_toml(&format!("{CFG}\nbogus = 1\n"), "m", "1", Path::new("/")).is_err()
         );
+    }
+
+    #[test]
+    fn batching_config() {
+        let d = ModelDef::from_toml(&format!("max_queue_size = 4\n{CFG}\n[dynamic_batching]\nmax_queue_delay_us = 500\npreferred_batch_sizes = [4]\n"), "m", "1", Path::new("/")).unwrap();
+        assert_eq!(d.batching.max_batch_size, 8);
+        assert_eq!(d.batching.max_queue_size, 4);
+        assert_eq!(d.batching.max_queue_delay, std::time::Duration::from_micros(500));
+        let e = ModelDef::from_toml(&format!("{CFG}\n[dynamic_batching]\npreferred_batch_sizes = [16]\n"), "m", "1", Path::new("/")).unwrap_err();
+        assert!(e.contains("16"), "{e}");
+        let no_batch = CFG.replace("max_batch_size = 8", "max_batch_size = 0");
+        assert!(ModelDef::from_toml(&format!("{no_batch}\n[dynamic_batching]\n"), "m", "1", Path::new("/")).is_err());
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub enum NodeError {
         #[source]
         source: BackendError,
     },
+    #[error("model '{model}' has {size} calls queued, its limit (max_queue_size); retry later or raise the limit")]
+    QueueFull { model: String, size: usize },
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("internal error: {0}")]
@@ -63,7 +67,8 @@ impl From<NodeError> for tonic::Status {
         let code = match &e {
             NodeError::ModelNotFound { .. } | NodeError::NotInRepository { .. } => Code::NotFound,
             NodeError::InvalidName(_) | NodeError::InvalidArgument(_) => Code::InvalidArgument,
-            NodeError::TooLarge(_) => Code::ResourceExhausted,
+            NodeError::TooLarge(_) | NodeError::QueueFull { .. } => Code::ResourceExhausted,
+            NodeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             NodeError::AlreadyExists { .. } => Code::AlreadyExists,
             NodeError::Config { .. }
             | NodeError::Checksum { .. }

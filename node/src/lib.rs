@@ -5,6 +5,7 @@
 //! backend and back.
 
 pub mod actors;
+pub mod batcher;
 pub mod config;
 pub mod convert;
 pub mod error;

@@ -15,6 +15,7 @@ use tracing::{info, instrument, warn};
 use troupe_backends::{Backend, BackendError, Device, LoadOptions, Signature, Tensor};
 
 use crate::actors::{NodeSupervisor, ReplicaMsg, SupervisorMsg};
+use crate::batcher::Queue;
 use crate::config::{DevicePref, ModelDef, validate_name, validate_version};
 use crate::error::NodeError;
 
@@ -64,13 +65,19 @@ pub struct Stats {
     pub inference_count: AtomicU64,
     pub execution_count: AtomicU64,
     pub last_inference_ms: AtomicU64,
+    /// Executions by batch size (rows): count and compute time.
+    pub batches: Mutex<BTreeMap<usize, (u64, u64)>>,
 }
 
 impl Stats {
-    pub fn record_execution(&self, queue: Duration, compute: Duration) {
+    pub fn record_execution(&self, queue: Duration, compute: Duration, rows: usize) {
         self.queue.add(queue);
         self.compute.add(compute);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
+        let mut b = self.batches.lock();
+        let e = b.entry(rows).or_default();
+        e.0 += 1;
+        e.1 += compute.as_nanos() as u64;
     }
 
     fn record_call(&self, ok: bool, batch: usize, total: Duration) {
@@ -93,6 +100,7 @@ impl Stats {
 #[derive(Default)]
 pub struct Replica {
     actor: RwLock<Option<ActorRef<ReplicaMsg>>>,
+    /// Calls in the batch this replica is running now.
     pub in_flight: AtomicU64,
     pub restarts: AtomicU32,
     last_error: Mutex<Option<String>>,
@@ -125,17 +133,12 @@ pub struct LoadedModel {
     pub sha256: String,
     pub replicas: Vec<Replica>,
     pub stats: Stats,
+    pub queue: Arc<Queue>,
     pub loaded_at: SystemTime,
     unloading: AtomicBool,
     load_opts: LoadOptions,
 }
 
-struct InFlight<'a>(&'a AtomicU64);
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 impl LoadedModel {
     pub fn is_unloading(&self) -> bool {
@@ -163,89 +166,42 @@ impl LoadedModel {
         Ok(Arc::from(b))
     }
 
-    /// The ready replica with the fewest calls in flight.
-    fn pick(&self, skip: Option<usize>) -> Option<(usize, ActorRef<ReplicaMsg>)> {
-        self.replicas
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != skip)
-            .filter_map(|(i, r)| {
-                r.actor
-                    .read()
-                    .clone()
-                    .map(|a| (i, a, r.in_flight.load(Ordering::Relaxed)))
-            })
-            .min_by_key(|(_, _, n)| *n)
-            .map(|(i, a, _)| (i, a))
-    }
-
-    /// Runs one validated call on a replica. A replica that is gone before it takes the
-    /// call is skipped for another; one that dies while running it answers UNAVAILABLE.
-    pub async fn infer(&self, inputs: Vec<Tensor>, batch: usize) -> Result<Vec<Tensor>, NodeError> {
+    /// Queues one validated call and waits for its answer, at most until `deadline`.
+    /// UNAVAILABLE at once when no replica is running; RESOURCE_EXHAUSTED when the
+    /// queue is full. Dropping the future (the client cancelled) takes the call out of
+    /// the queue.
+    pub async fn infer(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Option<Instant>,
+        fault: bool,
+    ) -> Result<Vec<Tensor>, NodeError> {
         let start = Instant::now();
-        let result = self.infer_inner(inputs).await;
-        self.stats
-            .record_call(result.is_ok(), batch, start.elapsed());
+        let result = self.infer_inner(inputs, rows, deadline, fault).await;
+        self.stats.record_call(result.is_ok(), rows, start.elapsed());
         result
     }
 
-    async fn infer_inner(&self, mut inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NodeError> {
+    async fn infer_inner(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Option<Instant>,
+        fault: bool,
+    ) -> Result<Vec<Tensor>, NodeError> {
         let name = &self.def.name;
-        let mut skip = None;
-        for _attempt in 0..2 {
-            let (index, actor) = self
-                .pick(skip)
-                .ok_or_else(|| NodeError::Unavailable(name.clone()))?;
-            let slot = &self.replicas[index];
-            slot.in_flight.fetch_add(1, Ordering::Relaxed);
-            let _guard = InFlight(&slot.in_flight);
-            let enqueued = Instant::now();
-            let sent = actor
-                .call(
-                    |reply| ReplicaMsg::Infer {
-                        inputs,
-                        enqueued,
-                        reply,
-                    },
-                    None,
-                )
-                .await;
-            match sent {
-                Ok(CallResult::Success(Ok(out))) => {
-                    self.def
-                        .signature
-                        .check_outputs(&out)
-                        .map_err(|e| NodeError::backend(name, e))?;
-                    return Ok(out);
-                }
-                Ok(CallResult::Success(Err(e))) => return Err(NodeError::backend(name, e)),
-                Ok(CallResult::Timeout) => {
-                    return Err(NodeError::Internal("replica call timed out".into()));
-                }
-                Ok(CallResult::SenderError) => {
-                    return Err(NodeError::Unavailable(format!(
-                        "{name} (its replica failed during the call)"
-                    )));
-                }
-                Err(ractor::MessagingErr::SendErr(ReplicaMsg::Infer { inputs: back, .. })) => {
-                    // The replica stopped before taking the call: try another.
-                    inputs = back;
-                    skip = Some(index);
-                }
-                Err(_) => return Err(NodeError::Unavailable(name.clone())),
-            }
+        if !self.is_ready() {
+            return Err(NodeError::Unavailable(name.clone()));
         }
-        Err(NodeError::Unavailable(name.clone()))
-    }
-
-    /// Fault injection: makes one replica fail.
-    pub fn crash_one(&self) -> Result<(), NodeError> {
-        let (_, actor) = self
-            .pick(None)
-            .ok_or_else(|| NodeError::Unavailable(self.def.name.clone()))?;
-        actor
-            .cast(ReplicaMsg::Crash)
-            .map_err(|_| NodeError::Unavailable(self.def.name.clone()))
+        let (_ticket, rx) = self.queue.push(inputs, rows, deadline, fault)?;
+        let answer = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), rx).await.map_err(|_| {
+                NodeError::DeadlineExceeded(format!("model '{name}' did not answer within the call's deadline"))
+            })?,
+            None => rx.await,
+        };
+        answer.map_err(|_| NodeError::Unavailable(format!("{name} (its replica failed during the call)")))?
     }
 }
 
@@ -374,11 +330,13 @@ impl Registry {
             });
         }
         let instances = def.instances;
+        let (def_name, def_batching) = (def.name.clone(), def.batching.clone());
         let model = Arc::new(LoadedModel {
             def,
             sha256: digest,
             replicas: (0..instances).map(|_| Replica::default()).collect(),
             stats: Stats::default(),
+            queue: Queue::new(&def_name, def_batching),
             loaded_at: SystemTime::now(),
             unloading: AtomicBool::new(false),
             load_opts,
@@ -584,6 +542,7 @@ fn warm_up(b: &dyn Backend, sig: &Signature) -> Result<(), BackendError> {
 /// Marks a model unloading and lets each replica finish what it has queued.
 async fn stop_model(m: &Arc<LoadedModel>) {
     m.unloading.store(true, Ordering::Release);
+    m.queue.close();
     for r in &m.replicas {
         let actor = r.actor.write().take();
         if let Some(a) = actor
@@ -594,4 +553,6 @@ async fn stop_model(m: &Arc<LoadedModel>) {
             a.stop(Some("unload timed out".into()));
         }
     }
+    // Nothing can run what is still queued (every replica was down): answer it.
+    m.queue.fail_remaining(|| NodeError::Unavailable(format!("{} (unloaded)", m.def.name)));
 }

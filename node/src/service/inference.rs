@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info_span, instrument};
@@ -14,6 +15,23 @@ use troupe_proto::inference::{self as pb, model_instance_group};
 use crate::convert;
 use crate::error::NodeError;
 use crate::registry::{LoadedModel, Registry};
+
+/// The deadline the client set with `grpc-timeout` (e.g. "100m", "5S").
+pub fn request_deadline<T>(req: &Request<T>) -> Option<Instant> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    let d = match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Instant::now().checked_add(d)
+}
 
 /// Request parameter that crashes a replica (only with --enable-fault-injection).
 pub const FAULT_PARAM: &str = "troupe.fault";
@@ -137,8 +155,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let deadline = request_deadline(&req);
         let req = req.into_inner();
         let model = self.registry.get(&req.model_name, &req.model_version)?;
+        let mut fault = false;
         if let Some(p) = req.parameters.get(FAULT_PARAM) {
             if !self.registry.opts.fault_injection {
                 return Err(NodeError::FailedPrecondition(format!(
@@ -146,30 +166,23 @@ impl GrpcInferenceService for InferenceService {
                 ))
                 .into());
             }
-            if matches!(&p.parameter_choice, Some(ParameterChoice::StringParam(s)) if s == "crash")
-            {
-                model.crash_one()?;
-                return Err(NodeError::Unavailable(format!(
-                    "{} (replica crashed by fault injection)",
-                    model.def.name
-                ))
-                .into());
-            }
+            fault = matches!(&p.parameter_choice, Some(ParameterChoice::StringParam(s)) if s == "crash");
         }
-        let sig = &model.def.signature;
-        let inputs = convert::request_inputs(
-            &model.def.name,
-            &req,
-            sig,
-            self.registry.opts.max_tensor_bytes,
-        )?;
-        let batch = if sig.max_batch_size > 0 {
-            inputs.first().map(|t| t.shape[0]).unwrap_or(1)
-        } else {
-            1
+        // KServe/Triton clients may also send a `timeout` parameter in microseconds.
+        let timeout_us = req.parameters.get("timeout").and_then(|p| match p.parameter_choice {
+            Some(ParameterChoice::Int64Param(us)) if us > 0 => Some(us as u64),
+            Some(ParameterChoice::Uint64Param(us)) if us > 0 => Some(us),
+            _ => None,
+        });
+        let deadline = match timeout_us.and_then(|us| Instant::now().checked_add(Duration::from_micros(us))) {
+            Some(d) => Some(deadline.map_or(d, |g| g.min(d))),
+            None => deadline,
         };
-        let span = info_span!("backend", backend = %model.def.backend, batch);
-        let outputs = model.infer(inputs, batch).instrument(span).await?;
+        let sig = &model.def.signature;
+        let inputs = convert::request_inputs(&model.def.name, &req, sig, self.registry.opts.max_tensor_bytes)?;
+        let rows = if sig.max_batch_size > 0 { inputs.first().map(|t| t.shape[0]).unwrap_or(1) } else { 1 };
+        let span = info_span!("queue_and_backend", backend = %model.def.backend, rows);
+        let outputs = model.infer(inputs, rows, deadline, fault).instrument(span).await?;
         Ok(Response::new(convert::response(
             &req,
             &model.def.version,
@@ -216,6 +229,11 @@ impl GrpcInferenceService for InferenceService {
                 count: m.def.instances as i32,
                 ..Default::default()
             }],
+            dynamic_batching: m.def.batching.batching().then(|| pb::ModelDynamicBatching {
+                preferred_batch_size: m.def.batching.preferred_batch_sizes.iter().map(|&p| p as i32).collect(),
+                max_queue_delay_microseconds: m.def.batching.max_queue_delay.as_micros() as u64,
+                ..Default::default()
+            }),
             default_model_filename: m
                 .def
                 .artifact
@@ -259,6 +277,16 @@ impl GrpcInferenceService for InferenceService {
                         compute_output: Some(pb::StatisticDuration::default()),
                         ..Default::default()
                     }),
+                    batch_stats: s
+                        .batches
+                        .lock()
+                        .iter()
+                        .map(|(&rows, &(count, ns))| pb::InferBatchStatistics {
+                            batch_size: rows as u64,
+                            compute_infer: Some(pb::StatisticDuration { count, ns }),
+                            ..Default::default()
+                        })
+                        .collect(),
                     ..Default::default()
                 }
             })

@@ -60,6 +60,7 @@ impl ModelsService {
             ready_replicas: m.ready_replicas() as u32,
             desired_replicas: 1,
             replicas,
+            queue_length: m.queue.len() as u32,
         }
     }
 

@@ -1,0 +1,394 @@
+//! The per-model request queue and dynamic batcher.
+//!
+//! Every call of a model goes through one bounded [`Queue`]. Each backend instance (a
+//! replica actor) pulls its next batch with [`Queue::next_batch`] when it is idle, so
+//! instances are fed from one queue. With dynamic batching on, a batch joins queued calls
+//! along dimension 0 up to `max_batch_size`: it leaves at once when it is full or has a
+//! preferred size, else when its oldest call has waited `max_queue_delay`.
+//!
+//! Calls never wait on the dead: a call whose client cancelled leaves the queue at once
+//! (its [`Ticket`] is dropped with the handler), and a call whose deadline passed while
+//! queued is answered DEADLINE_EXCEEDED and never run.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
+use troupe_backends::{BackendError, Tensor};
+
+use crate::error::NodeError;
+
+/// How a model's queue forms batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchConfig {
+    /// Largest batch (sum of the calls' dim 0); 0 or 1 means one call at a time.
+    pub max_batch_size: usize,
+    /// How long the oldest call may wait for others to join it.
+    pub max_queue_delay: Duration,
+    /// Sizes that leave at once when reachable.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Calls that may wait; more get RESOURCE_EXHAUSTED.
+    pub max_queue_size: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { max_batch_size: 0, max_queue_delay: Duration::ZERO, preferred_batch_sizes: Vec::new(), max_queue_size: 1024 }
+    }
+}
+
+impl BatchConfig {
+    pub fn batching(&self) -> bool {
+        self.max_batch_size > 1
+    }
+}
+
+/// What the batcher decided for the calls now queued (sizes in queue order).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Take this many calls from the front now.
+    Take(usize),
+    /// Wait for more calls, at most this long.
+    Wait(Duration),
+    /// Nothing queued.
+    Idle,
+}
+
+/// The batching decision as a pure function (unit-tested below).
+pub fn plan(sizes: &[usize], oldest_wait: Duration, cfg: &BatchConfig) -> Plan {
+    if sizes.is_empty() {
+        return Plan::Idle;
+    }
+    if !cfg.batching() {
+        return Plan::Take(1);
+    }
+    // Longest prefix that fits, and the longest prefix that hits a preferred size.
+    let (mut sum, mut fit, mut preferred) = (0usize, 0usize, None);
+    for (i, &s) in sizes.iter().enumerate() {
+        if sum + s > cfg.max_batch_size {
+            break;
+        }
+        sum += s;
+        fit = i + 1;
+        if cfg.preferred_batch_sizes.contains(&sum) {
+            preferred = Some(fit);
+        }
+    }
+    if fit == 0 {
+        return Plan::Take(1); // a single call larger than the batch limit runs alone
+    }
+    let full = sum == cfg.max_batch_size || fit < sizes.len();
+    if full {
+        return Plan::Take(fit);
+    }
+    if let Some(n) = preferred.filter(|&n| n == fit) {
+        return Plan::Take(n);
+    }
+    if oldest_wait >= cfg.max_queue_delay {
+        return Plan::Take(fit);
+    }
+    Plan::Wait(cfg.max_queue_delay - oldest_wait)
+}
+
+/// One queued call.
+pub struct Entry {
+    id: u64,
+    pub inputs: Vec<Tensor>,
+    /// Rows along dim 0 (1 when the model does not batch).
+    pub rows: usize,
+    pub enqueued: Instant,
+    pub deadline: Option<Instant>,
+    /// Fault injection: the instance that takes this call fails.
+    pub fault: bool,
+    pub reply: oneshot::Sender<Result<Vec<Tensor>, NodeError>>,
+}
+
+/// A model's queue.
+pub struct Queue {
+    model: String,
+    cfg: BatchConfig,
+    entries: Mutex<VecDeque<Entry>>,
+    notify: Notify,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+    /// Calls taken by an instance and not answered yet.
+    running: AtomicU64,
+}
+
+/// Held by the caller while its call is queued; dropping it (the client cancelled)
+/// takes the call out of the queue.
+pub struct Ticket {
+    queue: Arc<Queue>,
+    id: u64,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut q = self.queue.entries.lock();
+        if let Some(pos) = q.iter().position(|e| e.id == self.id) {
+            q.remove(pos);
+        }
+    }
+}
+
+impl Queue {
+    pub fn new(model: &str, cfg: BatchConfig) -> Arc<Self> {
+        Arc::new(Self {
+            model: model.to_string(),
+            cfg,
+            entries: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &BatchConfig {
+        &self.cfg
+    }
+
+    /// Calls waiting now.
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls taken by an instance and not answered yet.
+    pub fn running(&self) -> u64 {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Queues a call. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when closed.
+    #[allow(clippy::type_complexity)]
+    pub fn push(
+        self: &Arc<Self>,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Option<Instant>,
+        fault: bool,
+    ) -> Result<(Ticket, oneshot::Receiver<Result<Vec<Tensor>, NodeError>>), NodeError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(NodeError::Unavailable(format!("{} (unloading)", self.model)));
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut q = self.entries.lock();
+            if q.len() >= self.cfg.max_queue_size {
+                prune(&mut q, Instant::now());
+            }
+            if q.len() >= self.cfg.max_queue_size {
+                return Err(NodeError::QueueFull { model: self.model.clone(), size: self.cfg.max_queue_size });
+            }
+            q.push_back(Entry { id, inputs, rows, enqueued: Instant::now(), deadline, fault, reply: tx });
+        }
+        self.notify.notify_waiters();
+        Ok((Ticket { queue: self.clone(), id }, rx))
+    }
+
+    /// Stops taking calls; instances finish what is queued, then `next_batch` returns None.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits for the next batch. None when the queue is closed and empty.
+    pub async fn next_batch(&self) -> Option<Vec<Entry>> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait = {
+                let mut q = self.entries.lock();
+                let now = Instant::now();
+                prune(&mut q, now);
+                let sizes: Vec<usize> = q.iter().map(|e| e.rows).collect();
+                let oldest = q.front().map(|e| now.saturating_duration_since(e.enqueued)).unwrap_or_default();
+                match plan(&sizes, oldest, &self.cfg) {
+                    Plan::Take(n) => {
+                        let batch: Vec<Entry> = q.drain(..n).collect();
+                        self.running.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        return Some(batch);
+                    }
+                    Plan::Wait(d) => Some(d),
+                    Plan::Idle if self.closed.load(Ordering::Acquire) => return None,
+                    Plan::Idle => None,
+                }
+            };
+            match wait {
+                Some(d) => {
+                    let _ = tokio::time::timeout(d, notified).await;
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Answers every queued call with an error (used after the last instance stopped).
+    pub fn fail_remaining(&self, err: impl Fn() -> NodeError) {
+        let drained: Vec<Entry> = self.entries.lock().drain(..).collect();
+        for e in drained {
+            let _ = e.reply.send(Err(err()));
+        }
+    }
+
+    /// Marks a batch answered.
+    pub fn finished(&self, calls: usize) {
+        self.running.fetch_sub(calls as u64, Ordering::Relaxed);
+    }
+}
+
+/// Drops calls whose client went away and answers those whose deadline passed.
+fn prune(q: &mut VecDeque<Entry>, now: Instant) {
+    q.retain_mut(|e| {
+        if e.reply.is_closed() {
+            return false;
+        }
+        if e.deadline.is_some_and(|d| d <= now) {
+            let (tx, _) = oneshot::channel();
+            let reply = std::mem::replace(&mut e.reply, tx);
+            let _ = reply.send(Err(NodeError::DeadlineExceeded(format!(
+                "the call's deadline passed after {:?} in the queue; it was not run",
+                now.saturating_duration_since(e.enqueued)
+            ))));
+            return false;
+        }
+        true
+    });
+}
+
+/// Joins the calls' inputs along dim 0. One call passes through untouched (no copy).
+pub fn concat(batch: &mut [Entry]) -> Result<Vec<Tensor>, BackendError> {
+    if batch.len() == 1 {
+        return Ok(std::mem::take(&mut batch[0].inputs));
+    }
+    let n_inputs = batch[0].inputs.len();
+    let mut out = Vec::with_capacity(n_inputs);
+    for i in 0..n_inputs {
+        let first = &batch[0].inputs[i];
+        let rows: usize = batch.iter().map(|e| e.inputs[i].shape[0]).sum();
+        let total: usize = batch.iter().map(|e| e.inputs[i].data.len()).sum();
+        let mut buf = BytesMut::with_capacity(total);
+        for e in batch.iter() {
+            let t = &e.inputs[i];
+            if t.shape[1..] != first.shape[1..] || t.dtype != first.dtype {
+                return Err(BackendError::InvalidInput("calls in one batch disagree on shapes".into()));
+            }
+            buf.extend_from_slice(&t.data);
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = rows;
+        out.push(Tensor::new(first.dtype, shape, buf.freeze())?);
+    }
+    Ok(out)
+}
+
+/// Splits a batch's outputs back into one output list per call (zero-copy slices).
+pub fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, BackendError> {
+    if rows.len() == 1 {
+        return Ok(vec![outputs]);
+    }
+    let total: usize = rows.iter().sum();
+    let mut per_call: Vec<Vec<Tensor>> = (0..rows.len()).map(|_| Vec::with_capacity(outputs.len())).collect();
+    for t in outputs {
+        if t.shape.first() != Some(&total) {
+            return Err(BackendError::OutputMismatch(format!(
+                "a batch of {total} rows produced an output of shape {:?}",
+                t.shape
+            )));
+        }
+        let row_bytes = t.data.len() / total.max(1);
+        let mut offset = 0;
+        for (call, &r) in rows.iter().enumerate() {
+            let data: Bytes = t.data.slice(offset..offset + r * row_bytes);
+            offset += r * row_bytes;
+            let mut shape = t.shape.clone();
+            shape[0] = r;
+            per_call[call].push(Tensor { dtype: t.dtype, shape, data });
+        }
+    }
+    Ok(per_call)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(max: usize, delay_ms: u64, preferred: &[usize]) -> BatchConfig {
+        BatchConfig {
+            max_batch_size: max,
+            max_queue_delay: Duration::from_millis(delay_ms),
+            preferred_batch_sizes: preferred.to_vec(),
+            max_queue_size: 8,
+        }
+    }
+
+    #[test]
+    fn plan_rules() {
+        let c = cfg(8, 5, &[4]);
+        assert_eq!(plan(&[], Duration::ZERO, &c), Plan::Idle);
+        // Not full, not preferred, young: wait out the delay.
+        assert_eq!(plan(&[1, 1], Duration::from_millis(1), &c), Plan::Wait(Duration::from_millis(4)));
+        // Old enough: go with what fits.
+        assert_eq!(plan(&[1, 1], Duration::from_millis(5), &c), Plan::Take(2));
+        // A preferred size leaves at once.
+        assert_eq!(plan(&[2, 2], Duration::ZERO, &c), Plan::Take(2));
+        // Full leaves at once; the rest waits.
+        assert_eq!(plan(&[4, 4, 1], Duration::ZERO, &c), Plan::Take(2));
+        assert_eq!(plan(&[3, 3, 3], Duration::ZERO, &c), Plan::Take(2));
+        // A call larger than the batch runs alone.
+        assert_eq!(plan(&[9, 1], Duration::ZERO, &c), Plan::Take(1));
+        // No batching: one at a time.
+        assert_eq!(plan(&[1, 1, 1], Duration::ZERO, &BatchConfig::default()), Plan::Take(1));
+    }
+
+    fn t(rows: usize, v: f32) -> Tensor {
+        Tensor::from_f32(vec![rows, 2], &vec![v; rows * 2]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn queue_bounds_batches_and_cancels() {
+        let q = Queue::new("m", cfg(4, 1000, &[]));
+        let mut held = Vec::new();
+        for i in 0..8 {
+            held.push(q.push(vec![t(1, i as f32)], 1, None, false).unwrap());
+        }
+        let e = q.push(vec![t(1, 0.0)], 1, None, false).err().unwrap();
+        assert!(matches!(e, NodeError::QueueFull { size: 8, .. }), "{e}");
+        // A cancelled call (dropped ticket and receiver) leaves the queue at once.
+        drop(held.remove(0));
+        assert_eq!(q.len(), 7);
+        let mut batch = q.next_batch().await.unwrap();
+        assert_eq!(batch.len(), 4);
+        let joined = concat(&mut batch).unwrap();
+        assert_eq!(joined[0].shape, vec![4, 2]);
+        assert_eq!(joined[0].to_f32().unwrap()[..2], [1.0, 1.0]);
+        let parts = split(joined, &[1, 1, 1, 1]).unwrap();
+        assert_eq!(parts[3][0].to_f32().unwrap(), vec![4.0, 4.0]);
+        q.finished(4);
+        drop(held);
+        assert_eq!(q.len(), 0);
+        q.close();
+        assert!(q.next_batch().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn expired_calls_are_answered_and_not_run() {
+        let q = Queue::new("m", cfg(4, 0, &[]));
+        let (_t1, rx) = q.push(vec![t(1, 0.0)], 1, Some(Instant::now()), false).unwrap();
+        let (_t2, _rx2) = q.push(vec![t(1, 1.0)], 1, None, false).unwrap();
+        let batch = q.next_batch().await.unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].inputs[0].to_f32().unwrap(), vec![1.0, 1.0]);
+        let r = rx.await.unwrap();
+        assert!(matches!(r, Err(NodeError::DeadlineExceeded(_))));
+    }
+}
