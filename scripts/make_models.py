@@ -360,6 +360,31 @@ def selfcheck_resnet18(path):
 
 # ---------------------------------------------------------------- main
 
+# ---------------------------------------------------------------- slow identity (tests)
+
+SLOW_DIM, SLOW_LAYERS = 256, 2000
+
+
+def write_slow(out):
+    """A deliberately slow model for queueing tests: y = x through SLOW_LAYERS MatMuls
+    with the identity matrix (exact, so answers are checkable), ~260 MFLOP per row."""
+    eye = init("eye", np.eye(SLOW_DIM, dtype=np.float32))
+    nodes, prev = [], "input"
+    for i in range(SLOW_LAYERS):
+        name = "output" if i == SLOW_LAYERS - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [prev, "eye"], [name]))
+        prev = name
+    graph = helper.make_graph(
+        nodes, "slow_identity",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", SLOW_DIM])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", SLOW_DIM])],
+        initializer=[eye],
+    )
+    d = os.path.join(out, "testing", "slow_onnx")
+    save_onnx(make_model(graph, "slow identity for queueing tests"), os.path.join(d, "1", "model.onnx"))
+    write_text(os.path.join(d, "config.toml"), config_toml("onnx", [SLOW_DIM], [SLOW_DIM], max_batch_size=8))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="models", help="output directory (default: models)")
@@ -369,6 +394,7 @@ def main(argv=None):
 
     write_mlp(args.out)
     write_linear(args.out)
+    write_slow(args.out)
     print(f"wrote example models and references under {args.out}/repository and {args.out}/reference")
     if args.bench:
         path = write_resnet18(args.out)

@@ -57,17 +57,34 @@ pub fn onnxruntime_lib() -> PathBuf {
     p
 }
 
-/// A temporary model repository holding copies of the named example models.
+/// A temporary model repository holding copies of the named models (from
+/// `models/repository`, else `models/testing`).
 pub fn repository(models: &[&str]) -> TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for m in models {
-        copy_dir(
-            &root().join("models/repository").join(m),
-            &dir.path().join(m),
-        )
-        .expect("copy model");
+        add_model(dir.path(), m, m);
     }
     dir
+}
+
+/// Copies model `from` into `repo` under the name `to`.
+pub fn add_model(repo: &Path, from: &str, to: &str) {
+    let src = ["models/repository", "models/testing"]
+        .iter()
+        .map(|d| root().join(d).join(from))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| panic!("no model {from} under models/"));
+    copy_dir(&src, &repo.join(to)).expect("copy model");
+}
+
+/// Edits a model's config.toml: `top` replaces the `instances = 1` line (top-level keys),
+/// `tables` goes at the end.
+pub fn edit_config(repo: &Path, model: &str, top: &str, tables: &str) {
+    let p = repo.join(model).join("config.toml");
+    let text = std::fs::read_to_string(&p).expect("config");
+    assert!(text.contains("\ninstances = 1\n"), "config layout changed");
+    let text = text.replace("\ninstances = 1\n", &format!("\n{top}\n"));
+    std::fs::write(&p, format!("{text}\n{tables}\n")).expect("write config");
 }
 
 /// Copies a directory tree.
