@@ -172,19 +172,25 @@ fn check_outlet_type(vt: &ValueType, want: DataType, name: &str) -> Result<(), B
     }
 }
 
-fn to_value(t: &Tensor) -> Result<DynValue, BackendError> {
+/// A session input for `t`: a zero-copy view of its bytes when they are aligned for the
+/// element type (the usual case for request buffers), else one copy.
+fn to_input(t: &Tensor) -> Result<SessionInputValue<'_>, BackendError> {
     let shape: Vec<i64> = t.shape_i64();
     macro_rules! mk {
         ($ty:ty) => {
-            ort::value::Tensor::<$ty>::from_array((shape, pod::<$ty>(&t.data)))?.into_dyn()
+            match bytemuck::try_cast_slice::<u8, $ty>(&t.data) {
+                Ok(view) => SessionInputValue::from(ort::value::TensorRef::<$ty>::from_array_view((shape, view))?),
+                Err(_) => SessionInputValue::from(
+                    ort::value::Tensor::<$ty>::from_array((shape, pod::<$ty>(&t.data)))?.into_dyn(),
+                ),
+            }
         };
     }
     Ok(match t.dtype {
-        DataType::Bool => ort::value::Tensor::<bool>::from_array((
-            shape,
-            t.data.iter().map(|&b| b != 0).collect::<Vec<_>>(),
-        ))?
-        .into_dyn(),
+        DataType::Bool => SessionInputValue::from(
+            ort::value::Tensor::<bool>::from_array((shape, t.data.iter().map(|&b| b != 0).collect::<Vec<_>>()))?
+                .into_dyn(),
+        ),
         DataType::U8 => mk!(u8),
         DataType::U16 => mk!(u16),
         DataType::U32 => mk!(u32),
@@ -253,7 +259,7 @@ impl Backend for OnnxBackend {
     fn infer(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
         let mut values: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for (name, t) in self.input_names.iter().zip(inputs) {
-            values.push((name.as_str(), SessionInputValue::from(to_value(t)?)));
+            values.push((name.as_str(), to_input(t)?));
         }
         let mut session = self.session.lock();
         let outputs = session.run(values)?;

@@ -90,13 +90,25 @@ impl TorchBackend {
     }
 }
 
+/// A libtorch tensor over `t`'s bytes. On CPU with aligned bytes it borrows them (no
+/// copy): the borrowed tensor lives only inside `infer`, whose outputs are copied out
+/// before it returns. Otherwise the bytes are copied once.
 fn to_torch(t: &Tensor, device: tch::Device) -> Result<tch::Tensor, BackendError> {
-    let x = tch::Tensor::f_from_data_size(&t.data, &t.shape_i64(), kind_of(t.dtype)?)?;
-    Ok(if device == tch::Device::Cpu {
-        x
-    } else {
-        x.f_to_device(device)?
-    })
+    let kind = kind_of(t.dtype)?;
+    let shape = t.shape_i64();
+    let aligned = (t.data.as_ptr() as usize) % t.dtype.size() == 0;
+    if device == tch::Device::Cpu && aligned && !t.data.is_empty() && t.dtype != DataType::Bool {
+        let mut strides = vec![1i64; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * shape[i + 1].max(1);
+        }
+        // SAFETY: `t.data` holds numel * element-size bytes (checked by `Tensor::new` and
+        // the signature checks), is aligned for the element type, and outlives the
+        // returned tensor, which is dropped before `infer` returns.
+        return Ok(unsafe { tch::Tensor::f_from_blob(t.data.as_ptr(), &shape, &strides, kind, device)? });
+    }
+    let x = tch::Tensor::f_from_data_size(&t.data, &shape, kind)?;
+    Ok(if device == tch::Device::Cpu { x } else { x.f_to_device(device)? })
 }
 
 fn from_torch(t: &tch::Tensor) -> Result<Tensor, BackendError> {

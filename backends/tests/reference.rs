@@ -161,3 +161,25 @@ fn tempfile_dir() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn unaligned_and_aligned_input_buffers_give_the_same_answer() {
+    // Request buffers may start anywhere: zero-copy views are used only when aligned.
+    let sig = mlp_sig(16, 4);
+    let c = &cases("mlp.json")[0];
+    let mut raw = vec![0u8];
+    raw.extend_from_slice(&c.input.data);
+    let unaligned = bytes::Bytes::from(raw).slice(1..);
+    let t = Tensor::new(DataType::F32, c.input.shape.clone(), unaligned).unwrap();
+    for (kind, model) in [
+        (BackendKind::Onnx, "mlp_onnx"),
+        (BackendKind::Torch, "mlp_torch"),
+        (BackendKind::Candle, "mlp_candle"),
+    ] {
+        let b = load(kind, model, &sig);
+        let a = b.infer(std::slice::from_ref(&c.input)).unwrap();
+        let u = b.infer(std::slice::from_ref(&t)).unwrap();
+        assert_eq!(a[0].to_f32().unwrap(), u[0].to_f32().unwrap(), "{kind}");
+        assert_close(&u[0].to_f32().unwrap(), &c.output, &format!("{kind} unaligned"));
+    }
+}
