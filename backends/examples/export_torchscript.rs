@@ -42,8 +42,9 @@ fn export_mlp(models: &std::path::Path) -> Result<()> {
 
 fn export_resnet(models: &std::path::Path) -> Result<()> {
     tch::manual_seed(1);
-    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let mut vs = nn::VarStore::new(tch::Device::Cpu);
     let net = tch::vision::resnet::resnet18(&vs.root(), 1000);
+    vs.freeze(); // constants in the trace, not parameters that require grad
     let example = Tensor::zeros([1, 3, 224, 224], (Kind::Float, tch::Device::Cpu));
     let mut f = |xs: &[Tensor]| -> Vec<Tensor> { vec![xs[0].apply_t(&net, false)] };
     let module =
