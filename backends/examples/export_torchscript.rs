@@ -41,7 +41,12 @@ fn export_mlp(models: &std::path::Path) -> Result<()> {
 }
 
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, pad: i64, stride: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig { stride, padding: pad, bias: false, ..Default::default() };
+    let cfg = nn::ConvConfig {
+        stride,
+        padding: pad,
+        bias: false,
+        ..Default::default()
+    };
     nn::conv2d(p, c_in, c_out, k, cfg)
 }
 
@@ -51,10 +56,18 @@ fn block(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> nn::FuncT<'static> 
     let conv2 = conv(&p / "conv2", c_out, c_out, 3, 1, 1);
     let bn2 = nn::batch_norm2d(&p / "bn2", c_out, Default::default());
     let down = (stride != 1 || c_in != c_out).then(|| {
-        (conv(&p / "down", c_in, c_out, 1, 0, stride), nn::batch_norm2d(&p / "down_bn", c_out, Default::default()))
+        (
+            conv(&p / "down", c_in, c_out, 1, 0, stride),
+            nn::batch_norm2d(&p / "down_bn", c_out, Default::default()),
+        )
     });
     nn::func_t(move |xs, train| {
-        let ys = xs.apply(&conv1).apply_t(&bn1, train).relu().apply(&conv2).apply_t(&bn2, train);
+        let ys = xs
+            .apply(&conv1)
+            .apply_t(&bn1, train)
+            .relu()
+            .apply(&conv2)
+            .apply_t(&bn2, train);
         let skip = match &down {
             Some((c, b)) => xs.apply(c).apply_t(b, train),
             None => xs.shallow_clone(),
@@ -69,13 +82,22 @@ fn resnet18(p: &nn::Path) -> nn::FuncT<'static> {
     let conv1 = conv(p / "conv1", 3, 64, 7, 3, 2);
     let bn1 = nn::batch_norm2d(p / "bn1", 64, Default::default());
     let mut blocks = Vec::new();
-    for (i, (c_in, c_out, stride)) in [(64, 64, 1), (64, 128, 2), (128, 256, 2), (256, 512, 2)].into_iter().enumerate() {
+    for (i, (c_in, c_out, stride)) in [(64, 64, 1), (64, 128, 2), (128, 256, 2), (256, 512, 2)]
+        .into_iter()
+        .enumerate()
+    {
         blocks.push(block(p / format!("layer{}_0", i + 1), c_in, c_out, stride));
         blocks.push(block(p / format!("layer{}_1", i + 1), c_out, c_out, 1));
     }
     let fc = nn::linear(p / "fc", 512, 1000, Default::default());
     nn::func_t(move |xs, train| {
-        let mut x = xs.apply(&conv1).apply_t(&bn1, train).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut x = xs.apply(&conv1).apply_t(&bn1, train).relu().max_pool2d(
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            false,
+        );
         for b in &blocks {
             x = x.apply_t(b, train);
         }
@@ -90,13 +112,18 @@ fn export_resnet(models: &std::path::Path) -> Result<()> {
     vs.freeze(); // constants in the trace, not parameters that require grad
     let example = Tensor::zeros([2, 3, 224, 224], (Kind::Float, tch::Device::Cpu));
     let mut f = |xs: &[Tensor]| -> Vec<Tensor> { vec![xs[0].apply_t(&net, false)] };
-    let module = tch::no_grad(|| CModule::create_by_tracing("ResNet18", "forward", &[example], &mut f))?;
+    let module =
+        tch::no_grad(|| CModule::create_by_tracing("ResNet18", "forward", &[example], &mut f))?;
     let dir = models.join("bench/resnet18_torch/1");
     std::fs::create_dir_all(&dir)?;
     module.save(dir.join("model.pt"))?;
     let cfg = models.join("bench/resnet18_onnx/config.toml");
-    let text = std::fs::read_to_string(&cfg).context("bench/resnet18_onnx/config.toml (run make_models.py --bench)")?;
-    std::fs::write(models.join("bench/resnet18_torch/config.toml"), text.replace("backend = \"onnx\"", "backend = \"torch\""))?;
+    let text = std::fs::read_to_string(&cfg)
+        .context("bench/resnet18_onnx/config.toml (run make_models.py --bench)")?;
+    std::fs::write(
+        models.join("bench/resnet18_torch/config.toml"),
+        text.replace("backend = \"onnx\"", "backend = \"torch\""),
+    )?;
     println!("wrote {}", dir.join("model.pt").display());
     Ok(())
 }

@@ -16,20 +16,35 @@ fn main() -> Result<()> {
     }
     let kind: BackendKind = a[0].parse()?;
     let dir = PathBuf::from(&a[1]);
-    let dims = |s: &str| -> Result<Vec<i64>> { s.split(',').map(|d| d.parse().context("dims")).collect() };
+    let dims =
+        |s: &str| -> Result<Vec<i64>> { s.split(',').map(|d| d.parse().context("dims")).collect() };
     let (in_dims, out_dims) = (dims(&a[2])?, dims(&a[3])?);
-    let batches: Vec<usize> = a[4].split(',').map(|b| b.parse()).collect::<Result<_, _>>()?;
+    let batches: Vec<usize> = a[4]
+        .split(',')
+        .map(|b| b.parse())
+        .collect::<Result<_, _>>()?;
     let secs: f64 = a.get(5).map(|s| s.parse()).transpose()?.unwrap_or(3.0);
     let threads: usize = a.get(6).map(|s| s.parse()).transpose()?.unwrap_or(1);
     // SAFETY: single-threaded here.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     tch::set_num_threads(threads as i32);
     let sig = Signature {
-        inputs: vec![TensorSpec { name: "input".into(), dtype: DataType::F32, dims: in_dims.clone() }],
-        outputs: vec![TensorSpec { name: "output".into(), dtype: DataType::F32, dims: out_dims }],
+        inputs: vec![TensorSpec {
+            name: "input".into(),
+            dtype: DataType::F32,
+            dims: in_dims.clone(),
+        }],
+        outputs: vec![TensorSpec {
+            name: "output".into(),
+            dtype: DataType::F32,
+            dims: out_dims,
+        }],
         max_batch_size: *batches.iter().max().unwrap_or(&1),
     };
-    let opts = LoadOptions { threads, ..Default::default() };
+    let opts = LoadOptions {
+        threads,
+        ..Default::default()
+    };
     let b = troupe_backends::load(kind, &dir, &sig, &opts)?;
     let row: usize = in_dims.iter().product::<i64>() as usize;
     println!("backend={kind} model={} threads={threads}", dir.display());
@@ -48,7 +63,11 @@ fn main() -> Result<()> {
             calls += 1;
         }
         let el = start.elapsed().as_secs_f64();
-        println!("{batch:>6} {:>12.1} {:>12.3}", calls as f64 * batch as f64 / el, el * 1e3 / calls as f64);
+        println!(
+            "{batch:>6} {:>12.1} {:>12.3}",
+            calls as f64 * batch as f64 / el,
+            el * 1e3 / calls as f64
+        );
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::error::BackendError;
 use crate::spec::Signature;
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::{DataType, Tensor, bytes_from_vec};
 use crate::{Backend, BackendKind, Device, LoadOptions, resolve_artifact};
 
 /// Activation after a layer.
@@ -153,17 +153,13 @@ impl CandleBackend {
 fn to_bytes(t: &CTensor, dtype: DataType) -> Result<Bytes, BackendError> {
     let flat = t.flatten_all()?;
     let b = match dtype {
-        DataType::F32 => Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<f32>()?)),
-        DataType::F64 => Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<f64>()?)),
-        DataType::F16 => {
-            Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<half::f16>()?))
-        }
-        DataType::BF16 => {
-            Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<half::bf16>()?))
-        }
+        DataType::F32 => bytes_from_vec(flat.to_vec1::<f32>()?),
+        DataType::F64 => bytes_from_vec(flat.to_vec1::<f64>()?),
+        DataType::F16 => bytes_from_vec(flat.to_vec1::<half::f16>()?),
+        DataType::BF16 => bytes_from_vec(flat.to_vec1::<half::bf16>()?),
         DataType::U8 => Bytes::from(flat.to_vec1::<u8>()?),
-        DataType::U32 => Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<u32>()?)),
-        DataType::I64 => Bytes::copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<i64>()?)),
+        DataType::U32 => bytes_from_vec(flat.to_vec1::<u32>()?),
+        DataType::I64 => bytes_from_vec(flat.to_vec1::<i64>()?),
         other => return Err(BackendError::UnsupportedType(other.to_string())),
     };
     Ok(b)

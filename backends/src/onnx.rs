@@ -179,7 +179,9 @@ fn to_input(t: &Tensor) -> Result<SessionInputValue<'_>, BackendError> {
     macro_rules! mk {
         ($ty:ty) => {
             match bytemuck::try_cast_slice::<u8, $ty>(&t.data) {
-                Ok(view) => SessionInputValue::from(ort::value::TensorRef::<$ty>::from_array_view((shape, view))?),
+                Ok(view) => SessionInputValue::from(ort::value::TensorRef::<$ty>::from_array_view(
+                    (shape, view),
+                )?),
                 Err(_) => SessionInputValue::from(
                     ort::value::Tensor::<$ty>::from_array((shape, pod::<$ty>(&t.data)))?.into_dyn(),
                 ),
@@ -188,8 +190,11 @@ fn to_input(t: &Tensor) -> Result<SessionInputValue<'_>, BackendError> {
     }
     Ok(match t.dtype {
         DataType::Bool => SessionInputValue::from(
-            ort::value::Tensor::<bool>::from_array((shape, t.data.iter().map(|&b| b != 0).collect::<Vec<_>>()))?
-                .into_dyn(),
+            ort::value::Tensor::<bool>::from_array((
+                shape,
+                t.data.iter().map(|&b| b != 0).collect::<Vec<_>>(),
+            ))?
+            .into_dyn(),
         ),
         DataType::U8 => mk!(u8),
         DataType::U16 => mk!(u16),

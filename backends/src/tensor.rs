@@ -214,6 +214,17 @@ impl Tensor {
     }
 }
 
+/// Turns a typed vector into `Bytes` without copying (the vector becomes the owner).
+pub fn bytes_from_vec<T: bytemuck::Pod + Send + Sync>(v: Vec<T>) -> Bytes {
+    struct Owner<T>(Vec<T>);
+    impl<T: bytemuck::Pod> AsRef<[u8]> for Owner<T> {
+        fn as_ref(&self) -> &[u8] {
+            bytemuck::cast_slice(&self.0)
+        }
+    }
+    Bytes::from_owner(Owner(v))
+}
+
 /// Copies little-endian bytes into a typed vector (handles unaligned input).
 pub fn pod<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
     bytemuck::pod_collect_to_vec::<u8, T>(bytes)

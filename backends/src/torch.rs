@@ -96,7 +96,7 @@ impl TorchBackend {
 fn to_torch(t: &Tensor, device: tch::Device) -> Result<tch::Tensor, BackendError> {
     let kind = kind_of(t.dtype)?;
     let shape = t.shape_i64();
-    let aligned = (t.data.as_ptr() as usize) % t.dtype.size() == 0;
+    let aligned = (t.data.as_ptr() as usize).is_multiple_of(t.dtype.size());
     if device == tch::Device::Cpu && aligned && !t.data.is_empty() && t.dtype != DataType::Bool {
         let mut strides = vec![1i64; shape.len()];
         for i in (0..shape.len().saturating_sub(1)).rev() {
@@ -105,10 +105,16 @@ fn to_torch(t: &Tensor, device: tch::Device) -> Result<tch::Tensor, BackendError
         // SAFETY: `t.data` holds numel * element-size bytes (checked by `Tensor::new` and
         // the signature checks), is aligned for the element type, and outlives the
         // returned tensor, which is dropped before `infer` returns.
-        return Ok(unsafe { tch::Tensor::f_from_blob(t.data.as_ptr(), &shape, &strides, kind, device)? });
+        return Ok(unsafe {
+            tch::Tensor::f_from_blob(t.data.as_ptr(), &shape, &strides, kind, device)?
+        });
     }
     let x = tch::Tensor::f_from_data_size(&t.data, &shape, kind)?;
-    Ok(if device == tch::Device::Cpu { x } else { x.f_to_device(device)? })
+    Ok(if device == tch::Device::Cpu {
+        x
+    } else {
+        x.f_to_device(device)?
+    })
 }
 
 fn from_torch(t: &tch::Tensor) -> Result<Tensor, BackendError> {

@@ -180,6 +180,10 @@ fn unaligned_and_aligned_input_buffers_give_the_same_answer() {
         let a = b.infer(std::slice::from_ref(&c.input)).unwrap();
         let u = b.infer(std::slice::from_ref(&t)).unwrap();
         assert_eq!(a[0].to_f32().unwrap(), u[0].to_f32().unwrap(), "{kind}");
-        assert_close(&u[0].to_f32().unwrap(), &c.output, &format!("{kind} unaligned"));
+        assert_close(
+            &u[0].to_f32().unwrap(),
+            &c.output,
+            &format!("{kind} unaligned"),
+        );
     }
 }

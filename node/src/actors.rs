@@ -41,7 +41,9 @@ fn fail_all(batch: Vec<Entry>, err: impl Fn() -> NodeError) {
 impl ReplicaState {
     /// Runs one batch. Err means this instance must be restarted.
     async fn run(&self, mut batch: Vec<Entry>) -> Result<(), String> {
-        let Some(model) = self.model.upgrade() else { return Ok(()) };
+        let Some(model) = self.model.upgrade() else {
+            return Ok(());
+        };
         let name = model.def.name.clone();
         if batch.iter().any(|e| e.fault) {
             // Fault injection: fail this instance; the batch's callers see UNAVAILABLE.
@@ -49,11 +51,17 @@ impl ReplicaState {
             return Err("fault injected: replica crashed on request".into());
         }
         let rows: Vec<usize> = batch.iter().map(|e| e.rows).collect();
-        let oldest = batch.iter().map(|e| e.enqueued).min().unwrap_or_else(Instant::now);
+        let oldest = batch
+            .iter()
+            .map(|e| e.enqueued)
+            .min()
+            .unwrap_or_else(Instant::now);
         let inputs = match concat(&mut batch) {
             Ok(i) => i,
             Err(e) => {
-                fail_all(batch, || NodeError::backend(&name, BackendError::InvalidInput(e.to_string())));
+                fail_all(batch, || {
+                    NodeError::backend(&name, BackendError::InvalidInput(e.to_string()))
+                });
                 return Ok(());
             }
         };
@@ -61,11 +69,15 @@ impl ReplicaState {
         let backend = self.backend.clone();
         let joined = tokio::task::spawn_blocking(move || backend.infer(&inputs)).await;
         let compute = started.elapsed();
-        model.stats.record_execution(started.duration_since(oldest), compute, rows.iter().sum());
+        model
+            .stats
+            .record_execution(started.duration_since(oldest), compute, rows.iter().sum());
         match joined {
             Ok(Ok(outputs)) => {
                 if let Err(e) = model.def.signature.check_outputs(&outputs) {
-                    fail_all(batch, || NodeError::backend(&name, BackendError::OutputMismatch(e.to_string())));
+                    fail_all(batch, || {
+                        NodeError::backend(&name, BackendError::OutputMismatch(e.to_string()))
+                    });
                     return Ok(());
                 }
                 match split(outputs, &rows) {
@@ -74,7 +86,9 @@ impl ReplicaState {
                             let _ = e.reply.send(Ok(out));
                         }
                     }
-                    Err(e) => fail_all(batch, || NodeError::backend(&name, BackendError::OutputMismatch(e.to_string()))),
+                    Err(e) => fail_all(batch, || {
+                        NodeError::backend(&name, BackendError::OutputMismatch(e.to_string()))
+                    }),
                 }
                 Ok(())
             }
@@ -83,7 +97,9 @@ impl ReplicaState {
                 let kind = |m: &str| match &e {
                     BackendError::InvalidInput(_) => BackendError::InvalidInput(m.to_string()),
                     BackendError::Shape(_) => BackendError::Shape(m.to_string()),
-                    BackendError::UnsupportedType(_) => BackendError::UnsupportedType(m.to_string()),
+                    BackendError::UnsupportedType(_) => {
+                        BackendError::UnsupportedType(m.to_string())
+                    }
                     _ => BackendError::Runtime(m.to_string()),
                 };
                 fail_all(batch, || NodeError::backend(&name, kind(&msg)));
@@ -92,7 +108,9 @@ impl ReplicaState {
             Err(join_err) => {
                 // The backend panicked: this instance may be in a bad state.
                 let msg = format!("backend panicked: {join_err}");
-                fail_all(batch, || NodeError::Unavailable(format!("{name} (its replica failed during the call)")));
+                fail_all(batch, || {
+                    NodeError::Unavailable(format!("{name} (its replica failed during the call)"))
+                });
                 Err(msg)
             }
         }
@@ -109,10 +127,19 @@ impl Actor for ReplicaActor {
         _myself: ActorRef<Self::Msg>,
         (backend, model, queue, index): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ReplicaState { backend, model, queue, index })
+        Ok(ReplicaState {
+            backend,
+            model,
+            queue,
+            index,
+        })
     }
 
-    async fn post_start(&self, myself: ActorRef<Self::Msg>, _state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         myself.send_message(ReplicaMsg::Serve)?;
         Ok(())
     }
@@ -130,11 +157,15 @@ impl Actor for ReplicaActor {
                     let calls = batch.len();
                     let busy = state.model.upgrade();
                     if let Some(m) = &busy {
-                        m.replicas[state.index].in_flight.store(calls as u64, std::sync::atomic::Ordering::Relaxed);
+                        m.replicas[state.index]
+                            .in_flight
+                            .store(calls as u64, std::sync::atomic::Ordering::Relaxed);
                     }
                     let result = state.run(batch).await;
                     if let Some(m) = &busy {
-                        m.replicas[state.index].in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
+                        m.replicas[state.index]
+                            .in_flight
+                            .store(0, std::sync::atomic::Ordering::Relaxed);
                     }
                     state.queue.finished(calls);
                     result?;

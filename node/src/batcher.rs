@@ -37,7 +37,12 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_batch_size: 0, max_queue_delay: Duration::ZERO, preferred_batch_sizes: Vec::new(), max_queue_size: 1024 }
+        Self {
+            max_batch_size: 0,
+            max_queue_delay: Duration::ZERO,
+            preferred_batch_sizes: Vec::new(),
+            max_queue_size: 1024,
+        }
     }
 }
 
@@ -176,7 +181,10 @@ impl Queue {
         fault: bool,
     ) -> Result<(Ticket, oneshot::Receiver<Result<Vec<Tensor>, NodeError>>), NodeError> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(NodeError::Unavailable(format!("{} (unloading)", self.model)));
+            return Err(NodeError::Unavailable(format!(
+                "{} (unloading)",
+                self.model
+            )));
         }
         let (tx, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -186,12 +194,29 @@ impl Queue {
                 prune(&mut q, Instant::now());
             }
             if q.len() >= self.cfg.max_queue_size {
-                return Err(NodeError::QueueFull { model: self.model.clone(), size: self.cfg.max_queue_size });
+                return Err(NodeError::QueueFull {
+                    model: self.model.clone(),
+                    size: self.cfg.max_queue_size,
+                });
             }
-            q.push_back(Entry { id, inputs, rows, enqueued: Instant::now(), deadline, fault, reply: tx });
+            q.push_back(Entry {
+                id,
+                inputs,
+                rows,
+                enqueued: Instant::now(),
+                deadline,
+                fault,
+                reply: tx,
+            });
         }
         self.notify.notify_waiters();
-        Ok((Ticket { queue: self.clone(), id }, rx))
+        Ok((
+            Ticket {
+                queue: self.clone(),
+                id,
+            },
+            rx,
+        ))
     }
 
     /// Stops taking calls; instances finish what is queued, then `next_batch` returns None.
@@ -210,12 +235,30 @@ impl Queue {
                 let mut q = self.entries.lock();
                 let now = Instant::now();
                 prune(&mut q, now);
-                let sizes: Vec<usize> = q.iter().map(|e| e.rows).collect();
-                let oldest = q.front().map(|e| now.saturating_duration_since(e.enqueued)).unwrap_or_default();
-                match plan(&sizes, oldest, &self.cfg) {
+                // Only calls whose non-batch dimensions match the oldest one can join it.
+                let sizes: Vec<usize> = match q.front() {
+                    Some(first) => q
+                        .iter()
+                        .take_while(|e| same_tail(e, first))
+                        .map(|e| e.rows)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let blocked = sizes.len() < q.len();
+                let oldest = q
+                    .front()
+                    .map(|e| now.saturating_duration_since(e.enqueued))
+                    .unwrap_or_default();
+                let decision = match plan(&sizes, oldest, &self.cfg) {
+                    // The next call cannot join: waiting would only delay this batch.
+                    Plan::Wait(_) if blocked => Plan::Take(sizes.len()),
+                    d => d,
+                };
+                match decision {
                     Plan::Take(n) => {
                         let batch: Vec<Entry> = q.drain(..n).collect();
-                        self.running.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        self.running
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
                         return Some(batch);
                     }
                     Plan::Wait(d) => Some(d),
@@ -244,6 +287,15 @@ impl Queue {
     pub fn finished(&self, calls: usize) {
         self.running.fetch_sub(calls as u64, Ordering::Relaxed);
     }
+}
+
+/// True when two calls have the same shapes apart from the batch dimension.
+fn same_tail(a: &Entry, b: &Entry) -> bool {
+    a.inputs.len() == b.inputs.len()
+        && a.inputs
+            .iter()
+            .zip(&b.inputs)
+            .all(|(x, y)| x.dtype == y.dtype && x.shape.get(1..) == y.shape.get(1..))
 }
 
 /// Drops calls whose client went away and answers those whose deadline passed.
@@ -280,7 +332,9 @@ pub fn concat(batch: &mut [Entry]) -> Result<Vec<Tensor>, BackendError> {
         for e in batch.iter() {
             let t = &e.inputs[i];
             if t.shape[1..] != first.shape[1..] || t.dtype != first.dtype {
-                return Err(BackendError::InvalidInput("calls in one batch disagree on shapes".into()));
+                return Err(BackendError::InvalidInput(
+                    "calls in one batch disagree on shapes".into(),
+                ));
             }
             buf.extend_from_slice(&t.data);
         }
@@ -297,7 +351,9 @@ pub fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, B
         return Ok(vec![outputs]);
     }
     let total: usize = rows.iter().sum();
-    let mut per_call: Vec<Vec<Tensor>> = (0..rows.len()).map(|_| Vec::with_capacity(outputs.len())).collect();
+    let mut per_call: Vec<Vec<Tensor>> = (0..rows.len())
+        .map(|_| Vec::with_capacity(outputs.len()))
+        .collect();
     for t in outputs {
         if t.shape.first() != Some(&total) {
             return Err(BackendError::OutputMismatch(format!(
@@ -312,7 +368,11 @@ pub fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, B
             offset += r * row_bytes;
             let mut shape = t.shape.clone();
             shape[0] = r;
-            per_call[call].push(Tensor { dtype: t.dtype, shape, data });
+            per_call[call].push(Tensor {
+                dtype: t.dtype,
+                shape,
+                data,
+            });
         }
     }
     Ok(per_call)
@@ -336,7 +396,10 @@ mod tests {
         let c = cfg(8, 5, &[4]);
         assert_eq!(plan(&[], Duration::ZERO, &c), Plan::Idle);
         // Not full, not preferred, young: wait out the delay.
-        assert_eq!(plan(&[1, 1], Duration::from_millis(1), &c), Plan::Wait(Duration::from_millis(4)));
+        assert_eq!(
+            plan(&[1, 1], Duration::from_millis(1), &c),
+            Plan::Wait(Duration::from_millis(4))
+        );
         // Old enough: go with what fits.
         assert_eq!(plan(&[1, 1], Duration::from_millis(5), &c), Plan::Take(2));
         // A preferred size leaves at once.
@@ -347,7 +410,10 @@ mod tests {
         // A call larger than the batch runs alone.
         assert_eq!(plan(&[9, 1], Duration::ZERO, &c), Plan::Take(1));
         // No batching: one at a time.
-        assert_eq!(plan(&[1, 1, 1], Duration::ZERO, &BatchConfig::default()), Plan::Take(1));
+        assert_eq!(
+            plan(&[1, 1, 1], Duration::ZERO, &BatchConfig::default()),
+            Plan::Take(1)
+        );
     }
 
     fn t(rows: usize, v: f32) -> Tensor {
@@ -381,9 +447,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn calls_with_other_non_batch_dims_do_not_join() {
+        let q = Queue::new("m", cfg(8, 1000, &[]));
+        let (_a, _ra) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
+        let (_b, _rb) = q.push(vec![t(1, 1.0)], 1, None, false).unwrap();
+        let odd = Tensor::from_f32(vec![1, 3], &[2.0; 3]).unwrap();
+        let (_c, _rc) = q.push(vec![odd], 1, None, false).unwrap();
+        // The first two leave together at once (the third cannot join them)...
+        let first = q.next_batch().await.unwrap();
+        assert_eq!(first.len(), 2);
+        q.finished(2);
+        // ...and the third waits for its own companions, then goes alone.
+        let second = tokio::time::timeout(Duration::from_secs(3), q.next_batch())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second[0].inputs[0].shape, vec![1, 3]);
+    }
+
+    #[tokio::test]
     async fn expired_calls_are_answered_and_not_run() {
         let q = Queue::new("m", cfg(4, 0, &[]));
-        let (_t1, rx) = q.push(vec![t(1, 0.0)], 1, Some(Instant::now()), false).unwrap();
+        let (_t1, rx) = q
+            .push(vec![t(1, 0.0)], 1, Some(Instant::now()), false)
+            .unwrap();
         let (_t2, _rx2) = q.push(vec![t(1, 1.0)], 1, None, false).unwrap();
         let batch = q.next_batch().await.unwrap();
         assert_eq!(batch.len(), 1);

@@ -27,13 +27,22 @@ fn batch_config(
         return Err("max_queue_size must be at least 1".into());
     }
     let Some(db) = db else {
-        return Ok(BatchConfig { max_queue_size, ..Default::default() });
+        return Ok(BatchConfig {
+            max_queue_size,
+            ..Default::default()
+        });
     };
     if max_batch_size < 2 {
         return Err("dynamic_batching needs max_batch_size of 2 or more".into());
     }
-    if let Some(p) = db.preferred_batch_sizes.iter().find(|&&p| p == 0 || p > max_batch_size) {
-        return Err(format!("preferred batch size {p} is not within 1..={max_batch_size}"));
+    if let Some(p) = db
+        .preferred_batch_sizes
+        .iter()
+        .find(|&&p| p == 0 || p > max_batch_size)
+    {
+        return Err(format!(
+            "preferred batch size {p} is not within 1..={max_batch_size}"
+        ));
     }
     Ok(BatchConfig {
         max_batch_size,
@@ -282,7 +291,11 @@ impl ModelDef {
                 "artifact '{artifact_name}' must be a file name inside the version directory"
             ));
         }
-        let batching = batch_config(f.max_batch_size, f.dynamic_batching.as_ref(), f.max_queue_size)?;
+        let batching = batch_config(
+            f.max_batch_size,
+            f.dynamic_batching.as_ref(),
+            f.max_queue_size,
+        )?;
         let instances = f.instances.unwrap_or(1);
         if instances == 0 || instances > 64 {
             return Err(format!("instances = {instances}: use 1 to 64"));
@@ -384,10 +397,17 @@ impl ModelDef {
             },
             batching: batch_config(
                 spec.max_batch_size as usize,
-                spec.dynamic_batching.as_ref().map(|d| DynamicBatchingCfg {
-                    max_queue_delay_us: d.max_queue_delay_us,
-                    preferred_batch_sizes: d.preferred_batch_sizes.iter().map(|&p| p as usize).collect(),
-                }).as_ref(),
+                spec.dynamic_batching
+                    .as_ref()
+                    .map(|d| DynamicBatchingCfg {
+                        max_queue_delay_us: d.max_queue_delay_us,
+                        preferred_batch_sizes: d
+                            .preferred_batch_sizes
+                            .iter()
+                            .map(|&p| p as usize)
+                            .collect(),
+                    })
+                    .as_ref(),
                 (spec.max_queue_size > 0).then_some(spec.max_queue_size as usize),
             )
             .map_err(bad)?,
@@ -433,7 +453,12 @@ impl ModelDef {
             labels: Default::default(),
             dynamic_batching: self.batching.batching().then(|| pb::DynamicBatching {
                 max_queue_delay_us: self.batching.max_queue_delay.as_micros() as u64,
-                preferred_batch_sizes: self.batching.preferred_batch_sizes.iter().map(|&p| p as u32).collect(),
+                preferred_batch_sizes: self
+                    .batching
+                    .preferred_batch_sizes
+                    .iter()
+                    .map(|&p| p as u32)
+                    .collect(),
             }),
             max_queue_size: self.batching.max_queue_size as u32,
         }
@@ -489,11 +514,28 @@ dims = [2]
         let d = ModelDef::from_toml(&format!("max_queue_size = 4\n{CFG}\n[dynamic_batching]\nmax_queue_delay_us = 500\npreferred_batch_sizes = [4]\n"), "m", "1", Path::new("/")).unwrap();
         assert_eq!(d.batching.max_batch_size, 8);
         assert_eq!(d.batching.max_queue_size, 4);
-        assert_eq!(d.batching.max_queue_delay, std::time::Duration::from_micros(500));
-        let e = ModelDef::from_toml(&format!("{CFG}\n[dynamic_batching]\npreferred_batch_sizes = [16]\n"), "m", "1", Path::new("/")).unwrap_err();
+        assert_eq!(
+            d.batching.max_queue_delay,
+            std::time::Duration::from_micros(500)
+        );
+        let e = ModelDef::from_toml(
+            &format!("{CFG}\n[dynamic_batching]\npreferred_batch_sizes = [16]\n"),
+            "m",
+            "1",
+            Path::new("/"),
+        )
+        .unwrap_err();
         assert!(e.contains("16"), "{e}");
         let no_batch = CFG.replace("max_batch_size = 8", "max_batch_size = 0");
-        assert!(ModelDef::from_toml(&format!("{no_batch}\n[dynamic_batching]\n"), "m", "1", Path::new("/")).is_err());
+        assert!(
+            ModelDef::from_toml(
+                &format!("{no_batch}\n[dynamic_batching]\n"),
+                "m",
+                "1",
+                Path::new("/")
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -43,7 +43,9 @@ pub enum NodeError {
         #[source]
         source: BackendError,
     },
-    #[error("model '{model}' has {size} calls queued, its limit (max_queue_size); retry later or raise the limit")]
+    #[error(
+        "model '{model}' has {size} calls queued, its limit (max_queue_size); retry later or raise the limit"
+    )]
     QueueFull { model: String, size: usize },
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),

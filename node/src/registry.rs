@@ -139,7 +139,6 @@ pub struct LoadedModel {
     load_opts: LoadOptions,
 }
 
-
 impl LoadedModel {
     pub fn is_unloading(&self) -> bool {
         self.unloading.load(Ordering::Acquire)
@@ -179,7 +178,8 @@ impl LoadedModel {
     ) -> Result<Vec<Tensor>, NodeError> {
         let start = Instant::now();
         let result = self.infer_inner(inputs, rows, deadline, fault).await;
-        self.stats.record_call(result.is_ok(), rows, start.elapsed());
+        self.stats
+            .record_call(result.is_ok(), rows, start.elapsed());
         result
     }
 
@@ -197,11 +197,15 @@ impl LoadedModel {
         let (_ticket, rx) = self.queue.push(inputs, rows, deadline, fault)?;
         let answer = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), rx).await.map_err(|_| {
-                NodeError::DeadlineExceeded(format!("model '{name}' did not answer within the call's deadline"))
+                NodeError::DeadlineExceeded(format!(
+                    "model '{name}' did not answer within the call's deadline"
+                ))
             })?,
             None => rx.await,
         };
-        answer.map_err(|_| NodeError::Unavailable(format!("{name} (its replica failed during the call)")))?
+        answer.map_err(|_| {
+            NodeError::Unavailable(format!("{name} (its replica failed during the call)"))
+        })?
     }
 }
 
@@ -554,5 +558,6 @@ async fn stop_model(m: &Arc<LoadedModel>) {
         }
     }
     // Nothing can run what is still queued (every replica was down): answer it.
-    m.queue.fail_remaining(|| NodeError::Unavailable(format!("{} (unloaded)", m.def.name)));
+    m.queue
+        .fail_remaining(|| NodeError::Unavailable(format!("{} (unloaded)", m.def.name)));
 }

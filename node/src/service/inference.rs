@@ -169,20 +169,36 @@ impl GrpcInferenceService for InferenceService {
             fault = matches!(&p.parameter_choice, Some(ParameterChoice::StringParam(s)) if s == "crash");
         }
         // KServe/Triton clients may also send a `timeout` parameter in microseconds.
-        let timeout_us = req.parameters.get("timeout").and_then(|p| match p.parameter_choice {
-            Some(ParameterChoice::Int64Param(us)) if us > 0 => Some(us as u64),
-            Some(ParameterChoice::Uint64Param(us)) if us > 0 => Some(us),
-            _ => None,
-        });
-        let deadline = match timeout_us.and_then(|us| Instant::now().checked_add(Duration::from_micros(us))) {
-            Some(d) => Some(deadline.map_or(d, |g| g.min(d))),
-            None => deadline,
-        };
+        let timeout_us = req
+            .parameters
+            .get("timeout")
+            .and_then(|p| match p.parameter_choice {
+                Some(ParameterChoice::Int64Param(us)) if us > 0 => Some(us as u64),
+                Some(ParameterChoice::Uint64Param(us)) if us > 0 => Some(us),
+                _ => None,
+            });
+        let deadline =
+            match timeout_us.and_then(|us| Instant::now().checked_add(Duration::from_micros(us))) {
+                Some(d) => Some(deadline.map_or(d, |g| g.min(d))),
+                None => deadline,
+            };
         let sig = &model.def.signature;
-        let inputs = convert::request_inputs(&model.def.name, &req, sig, self.registry.opts.max_tensor_bytes)?;
-        let rows = if sig.max_batch_size > 0 { inputs.first().map(|t| t.shape[0]).unwrap_or(1) } else { 1 };
+        let inputs = convert::request_inputs(
+            &model.def.name,
+            &req,
+            sig,
+            self.registry.opts.max_tensor_bytes,
+        )?;
+        let rows = if sig.max_batch_size > 0 {
+            inputs.first().map(|t| t.shape[0]).unwrap_or(1)
+        } else {
+            1
+        };
         let span = info_span!("queue_and_backend", backend = %model.def.backend, rows);
-        let outputs = model.infer(inputs, rows, deadline, fault).instrument(span).await?;
+        let outputs = model
+            .infer(inputs, rows, deadline, fault)
+            .instrument(span)
+            .await?;
         Ok(Response::new(convert::response(
             &req,
             &model.def.version,
@@ -230,7 +246,13 @@ impl GrpcInferenceService for InferenceService {
                 ..Default::default()
             }],
             dynamic_batching: m.def.batching.batching().then(|| pb::ModelDynamicBatching {
-                preferred_batch_size: m.def.batching.preferred_batch_sizes.iter().map(|&p| p as i32).collect(),
+                preferred_batch_size: m
+                    .def
+                    .batching
+                    .preferred_batch_sizes
+                    .iter()
+                    .map(|&p| p as i32)
+                    .collect(),
                 max_queue_delay_microseconds: m.def.batching.max_queue_delay.as_micros() as u64,
                 ..Default::default()
             }),
