@@ -112,8 +112,9 @@ struct Axis {
 
 impl Axis {
     fn linear(min: f64, max: f64) -> Self {
+        // 3% headroom, so that a point at the maximum keeps its label inside.
         let max = if max.is_finite() && max > min {
-            max
+            min + (max - min) * 1.03
         } else {
             min + 1.0
         };
@@ -318,10 +319,15 @@ impl Svg {
                 tick_label(b)
             );
             if let Some(l) = labels.get(i) {
+                // Right of the point, or left of it near the right edge.
+                let (lx, anchor) = if px > W - RIGHT - 70.0 {
+                    (px - 5.0, "end")
+                } else {
+                    (px + 5.0, "start")
+                };
                 let _ = writeln!(
                     o,
-                    r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#333">{}</text>"##,
-                    px + 5.0,
+                    r##"<text x="{lx:.1}" y="{:.1}" font-size="11" fill="#333" text-anchor="{anchor}">{}</text>"##,
                     py - 6.0,
                     esc(l)
                 );
@@ -331,8 +337,9 @@ impl Svg {
 
     fn legend(&mut self, items: &[(&str, &str)]) {
         for (i, (name, color)) in items.iter().enumerate() {
-            let y = TOP + 10.0 + 18.0 * i as f64;
-            let x = W - RIGHT - 80.0;
+            // Above the plot, right-aligned with it, so it never hides a point.
+            let y = 20.0 + 18.0 * i as f64;
+            let x = W - RIGHT - 60.0;
             let _ = writeln!(
                 self.out,
                 r#"<line x1="{x}" y1="{y}" x2="{:.1}" y2="{y}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{}</text>"#,

@@ -20,6 +20,8 @@ pub struct Report {
     pub stop: String,
     /// Deadline of each call.
     pub timeout_s: f64,
+    /// Seed of the random inputs and model choice (`--seed` repeats a run's requests).
+    pub seed: u64,
     pub sweep: bool,
     /// The run was stopped early (Ctrl-C); the last step is partial.
     pub interrupted: bool,
@@ -66,6 +68,8 @@ pub struct StepReport {
     /// Errors by gRPC status code name (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, ...), plus
     /// `dropped` (open loop: over `--max-outstanding`) and `bad_response`.
     pub errors_by_code: BTreeMap<String, u64>,
+    /// The first message seen for each error name.
+    pub error_messages: BTreeMap<String, String>,
     /// Successful answers per second.
     pub throughput: f64,
     /// Latency of successful answers. Closed loop: from send to answer. Open loop: from
@@ -263,8 +267,9 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "{mode} · {} per step{warm} · timeout {}s{}",
+            "{mode} · {}{}{warm} · timeout {}s{}",
             self.stop,
+            if self.sweep { " per step" } else { "" },
             trim_float(self.timeout_s),
             if self.interrupted {
                 " · INTERRUPTED"
@@ -319,6 +324,9 @@ impl Report {
                     s.label(),
                     errors_inline(&s.errors_by_code)
                 );
+                for (code, msg) in &s.error_messages {
+                    let _ = writeln!(out, "  first {code}: {msg}");
+                }
                 if s.models.len() > 1 {
                     for m in s.models.iter().filter(|m| !m.errors_by_code.is_empty()) {
                         let _ =

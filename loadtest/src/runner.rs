@@ -208,6 +208,7 @@ pub async fn run(
         warmup_s: cfg.warmup.as_secs_f64(),
         stop: cfg.stop.to_string(),
         timeout_s: cfg.timeout.as_secs_f64(),
+        seed: cfg.seed,
         sweep: cfg.steps.len() > 1,
         interrupted,
         steps,
@@ -262,15 +263,15 @@ impl Shared {
         self.last_send_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
-    fn finish(&self, model: usize, from: Instant, done: Instant, outcome: Result<(), &str>) {
+    fn finish(&self, model: usize, from: Instant, done: Instant, outcome: Outcome) {
         let mut rec = self.recorder();
         match outcome {
             Ok(()) => {
                 rec.answer(model, done.saturating_duration_since(from), done);
                 self.answers.fetch_add(1, Ordering::Relaxed);
             }
-            Err(code) => {
-                rec.error(model, code, done);
+            Err(Failure { code, message }) => {
+                rec.error(model, code, message, done);
                 self.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -292,32 +293,58 @@ impl Shared {
     }
 }
 
-/// One call. `Err` carries the error name counted in the report.
-async fn call(
-    client: &mut Client,
-    req: ModelInferRequest,
-    timeout: Duration,
-) -> Result<(), &'static str> {
+/// Why a counted call failed: the name it is counted under, and the server's message.
+struct Failure {
+    code: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// One call.
+async fn call(client: &mut Client, req: ModelInferRequest, timeout: Duration) -> Outcome {
     let start = Instant::now();
     let mut request = tonic::Request::new(req);
     request.set_timeout(timeout);
     match tokio::time::timeout(timeout, client.model_infer(request)).await {
-        Err(_) => Err(code_name(tonic::Code::DeadlineExceeded)),
+        Err(_) => Err(Failure::new(
+            code_name(tonic::Code::DeadlineExceeded),
+            format!("no answer within the {timeout:?} timeout"),
+        )),
         // A server that enforces the deadline itself may answer CANCELLED (tonic does)
         // just before our own timer fires: that is the deadline too.
         Ok(Err(status))
             if status.code() == tonic::Code::Cancelled && start.elapsed() >= timeout =>
         {
-            Err(code_name(tonic::Code::DeadlineExceeded))
+            Err(Failure::new(
+                code_name(tonic::Code::DeadlineExceeded),
+                status.message(),
+            ))
         }
-        Ok(Err(status)) => Err(code_name(status.code())),
+        Ok(Err(status)) => Err(Failure::new(code_name(status.code()), status.message())),
         Ok(Ok(resp)) => {
             let r = resp.get_ref();
             // Raw outputs (one buffer per output), or typed contents (no buffers).
             if r.raw_output_contents.is_empty() || r.raw_output_contents.len() == r.outputs.len() {
                 Ok(())
             } else {
-                Err(BAD_RESPONSE)
+                Err(Failure::new(
+                    BAD_RESPONSE,
+                    format!(
+                        "{} outputs but {} raw buffers",
+                        r.outputs.len(),
+                        r.raw_output_contents.len()
+                    ),
+                ))
             }
         }
     }
@@ -378,7 +405,8 @@ async fn open_loop(
         }
         if outstanding.load(Ordering::Acquire) >= max_outstanding {
             if measured {
-                sh.finish(model, intended, now, Err(DROPPED));
+                let why = format!("{max_outstanding} calls were already in flight");
+                sh.finish(model, intended, now, Err(Failure::new(DROPPED, why)));
             }
             continue;
         }
@@ -520,6 +548,7 @@ async fn run_step(
         answers: rec.total.answers,
         errors: rec.total.error_count(),
         errors_by_code: rec.total.errors.clone(),
+        error_messages: rec.messages.clone(),
         throughput: per_sec(rec.total.answers),
         latency: summarize(&rec.total.hist),
         max_schedule_lag_us: max_lag,

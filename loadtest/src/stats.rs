@@ -109,6 +109,8 @@ pub(crate) struct Recorder {
     pub models: Vec<Tally>,
     windows: Vec<Window>,
     pub last_event: Option<Instant>,
+    /// The first message seen for each error name.
+    pub messages: BTreeMap<String, String>,
 }
 
 impl Recorder {
@@ -120,6 +122,7 @@ impl Recorder {
             models: (0..models).map(|_| Tally::new()).collect(),
             windows: Vec::new(),
             last_event: None,
+            messages: BTreeMap::new(),
         }
     }
 
@@ -155,8 +158,12 @@ impl Recorder {
         }
     }
 
-    pub fn error(&mut self, model: usize, code: &str, done: Instant) {
+    pub fn error(&mut self, model: usize, code: &str, message: String, done: Instant) {
         *self.total.errors.entry(code.to_string()).or_default() += 1;
+        if !self.messages.contains_key(code) {
+            let message: String = message.chars().take(300).collect();
+            self.messages.insert(code.to_string(), message);
+        }
         if let Some(m) = self.models.get_mut(model) {
             *m.errors.entry(code.to_string()).or_default() += 1;
         }
@@ -201,18 +208,25 @@ mod tests {
                 t0 + Duration::from_millis(i * 20),
             );
         }
-        r.error(0, "UNAVAILABLE", t0 + Duration::from_millis(2500));
-        r.error(1, DROPPED, t0 + Duration::from_millis(2500));
+        r.error(
+            0,
+            "UNAVAILABLE",
+            "a".into(),
+            t0 + Duration::from_millis(2500),
+        );
+        r.error(1, DROPPED, "b".into(), t0 + Duration::from_millis(2500));
+        r.error(1, DROPPED, "c".into(), t0 + Duration::from_millis(2500));
         let s = summarize(&r.total.hist);
         assert_eq!(s.count, 100);
         assert!((49_000..=51_000).contains(&s.p50_us), "{s:?}");
         assert!((99_000..=101_000).contains(&s.max_us), "{s:?}");
-        assert_eq!(r.total.error_count(), 2);
+        assert_eq!(r.total.error_count(), 3);
+        assert_eq!(r.messages[DROPPED], "b");
         assert_eq!(r.models[0].answers + r.models[1].answers, 100);
         let w = r.windows();
         assert_eq!(w.len(), 3);
         assert_eq!(w.iter().map(|w| w.answers).sum::<u64>(), 100);
-        assert_eq!(w[2].errors, 2);
+        assert_eq!(w[2].errors, 3);
     }
 
     #[test]
