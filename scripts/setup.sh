@@ -26,13 +26,13 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 REQS=(torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 onnxruntime==1.31.1)
-TOOLS=(numpy onnx safetensors "tritonclient[grpc]")
+TOOLS=(numpy onnx safetensors "tritonclient[grpc]" grpcio-tools)
 if ! .venv/bin/python - <<'PY' 2>/dev/null
 import importlib.metadata as m
 want = {"torch": "2.13.0", "onnxruntime": "1.31.1", "nvidia-cuda-runtime": "13.0.96"}
 for k, v in want.items():
     assert m.version(k) == v, k
-import numpy, onnx, safetensors, tritonclient.grpc  # noqa
+import numpy, onnx, safetensors, tritonclient.grpc, grpc_tools  # noqa
 PY
 then
   log "installing libtorch (PyPI torch, no CUDA wheels), ONNX Runtime and test tools into .venv (~600 MB download)"

@@ -260,3 +260,21 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// Runs a Python script of the repository with the project's venv (or `TROUPE_PYTHON`);
+/// returns whether it succeeded and its output.
+pub fn run_python(script: &str, args: &[&str]) -> (bool, String) {
+    let python = std::env::var("TROUPE_PYTHON")
+        .unwrap_or_else(|_| root().join(".venv/bin/python").display().to_string());
+    let out = Command::new(&python)
+        .arg(root().join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python} (run scripts/setup.sh): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

@@ -337,6 +337,7 @@ async fn models_load_and_unload_at_run_time() {
         .models()
         .create(tpb::CreateModelRequest {
             spec: Some(spec.clone()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -346,7 +347,10 @@ async fn models_load_and_unload_at_run_time() {
     assert_serves(&mut c, "declared_mlp").await;
     let e = c
         .models()
-        .create(tpb::CreateModelRequest { spec: Some(spec) })
+        .create(tpb::CreateModelRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
@@ -779,7 +783,10 @@ async fn corrupt_files_and_wrong_sha256_fail_the_load_clearly_and_nothing_else()
     };
     let e = c
         .models()
-        .create(tpb::CreateModelRequest { spec: Some(spec) })
+        .create(tpb::CreateModelRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
@@ -820,7 +827,10 @@ async fn model_names_with_path_characters_are_rejected() {
         };
         let e = c
             .models()
-            .create(tpb::CreateModelRequest { spec: Some(spec) })
+            .create(tpb::CreateModelRequest {
+                spec: Some(spec),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{name}");
@@ -914,19 +924,11 @@ async fn sigterm_finishes_calls_in_flight_and_exits_zero() {
 #[tokio::test]
 async fn stock_tritonclient_works_unchanged() {
     let (_repo, node) = mlp_node(&[]).await;
-    let python = std::env::var("TROUPE_PYTHON")
-        .unwrap_or_else(|_| root().join(".venv/bin/python").display().to_string());
-    let out = std::process::Command::new(&python)
-        .arg(root().join("tests/python/tritonclient_check.py"))
-        .arg(&node.addr)
-        .arg(root().join("models/reference/mlp.json"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} (run scripts/setup.sh): {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let reference = root().join("models/reference/mlp.json");
+    let (ok, text) = troupe_tests::run_python(
+        "tests/python/tritonclient_check.py",
+        &[&node.addr, reference.to_str().expect("utf-8 path")],
     );
-    assert!(out.status.success(), "tritonclient check failed:\n{text}");
+    assert!(ok, "tritonclient check failed:\n{text}");
     assert!(text.contains("all checks passed"), "{text}");
 }

@@ -21,6 +21,9 @@ use troupe_proto::troupe::models_client::ModelsClient;
 
 pub use troupe_proto;
 
+mod npy;
+pub use npy::read_npy;
+
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

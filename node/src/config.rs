@@ -205,6 +205,18 @@ fn check_unique(specs: &[TensorSpec], what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a spec's name and version; an empty version means "1".
+fn spec_name_and_version(spec: &pb::ModelSpec) -> Result<String, NodeError> {
+    validate_name(&spec.name)?;
+    let version = if spec.version.is_empty() {
+        "1".to_string()
+    } else {
+        spec.version.clone()
+    };
+    validate_version(&version)?;
+    Ok(version)
+}
+
 /// The highest numeric version directory of a model directory.
 pub fn latest_version(model_dir: &Path) -> Result<String, NodeError> {
     let entries = std::fs::read_dir(model_dir).map_err(|e| NodeError::Config {
@@ -321,13 +333,7 @@ impl ModelDef {
 
     /// From the wire `ModelSpec` (Models.Create).
     pub fn from_spec(spec: &pb::ModelSpec) -> Result<Self, NodeError> {
-        validate_name(&spec.name)?;
-        let version = if spec.version.is_empty() {
-            "1".to_string()
-        } else {
-            spec.version.clone()
-        };
-        validate_version(&version)?;
+        let version = spec_name_and_version(spec)?;
         let bad = |m: String| NodeError::InvalidArgument(format!("model '{}': {m}", spec.name));
         let backend = match pb::BackendKind::try_from(spec.backend) {
             Ok(pb::BackendKind::Torch) => BackendKind::Torch,
@@ -412,6 +418,41 @@ impl ModelDef {
             )
             .map_err(bad)?,
         })
+    }
+
+    /// From a repository-style config.toml plus the spec's name, version, artifact and
+    /// sha256 (Models.Create with `config_toml`).
+    pub fn from_config_and_spec(text: &str, spec: &pb::ModelSpec) -> Result<Self, NodeError> {
+        let version = spec_name_and_version(spec)?;
+        let uri = spec
+            .artifact_uri
+            .strip_prefix("file://")
+            .unwrap_or(&spec.artifact_uri);
+        if uri.is_empty() {
+            return Err(NodeError::InvalidArgument(format!(
+                "model '{}': artifact_uri is required (a local path to the model file or its directory)",
+                spec.name
+            )));
+        }
+        let path = PathBuf::from(uri);
+        let (dir, file) = if path.is_dir() {
+            (path, None)
+        } else {
+            (
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                Some(path),
+            )
+        };
+        let mut def = Self::from_toml(text, &spec.name, &version, &dir).map_err(|m| {
+            NodeError::InvalidArgument(format!("model '{}': config: {m}", spec.name))
+        })?;
+        if let Some(f) = file {
+            def.artifact = f;
+        }
+        if !spec.sha256.is_empty() {
+            def.sha256 = Some(spec.sha256.to_ascii_lowercase());
+        }
+        Ok(def)
     }
 
     /// To the wire `ModelSpec`.

@@ -85,11 +85,16 @@ impl Models for ModelsService {
         &self,
         req: Request<pb::CreateModelRequest>,
     ) -> Result<Response<pb::ModelStatus>, Status> {
-        let spec = req.into_inner().spec.ok_or_else(|| {
+        let req = req.into_inner();
+        let spec = req.spec.ok_or_else(|| {
             NodeError::InvalidArgument("CreateModelRequest.spec is required".into())
         })?;
         tracing::Span::current().record("model", spec.name.as_str());
-        let def = ModelDef::from_spec(&spec)?;
+        let def = if req.config_toml.is_empty() {
+            ModelDef::from_spec(&spec)?
+        } else {
+            ModelDef::from_config_and_spec(&req.config_toml, &spec)?
+        };
         let m = self.registry.load(def, false).await?;
         Ok(Response::new(self.status(&m)))
     }

@@ -1,0 +1,522 @@
+//! `troupe`: the command line for Troupe nodes (and, later, routers).
+//!
+//! Exit codes: 0 done; 1 the server refused the call (the message says why);
+//! 2 bad usage or unreadable input; 3 the server cannot be reached.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use troupe_client::troupe_proto::troupe as tpb;
+use troupe_client::{Client, ClientError, InferResult, InputTensor, read_npy};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "troupe",
+    version,
+    about = "Command line for Troupe: model management, inference, health",
+    after_help = "Exit codes: 0 done, 1 the server refused the call, 2 bad usage or input, 3 server unreachable."
+)]
+struct Cli {
+    /// Server address (a node or a router).
+    #[arg(
+        long,
+        global = true,
+        env = "TROUPE_SERVER",
+        default_value = "127.0.0.1:8001"
+    )]
+    server: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Deadline of each call, in seconds.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    timeout: f64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Is the server live and ready, and which models are ready?
+    Health,
+    /// Manage models (troupe.v1.Models).
+    #[command(subcommand)]
+    Models(ModelsCmd),
+    /// Run a model once and print its outputs.
+    Infer {
+        model: String,
+        #[arg(long, default_value = "")]
+        version: String,
+        /// An input: NAME=@FILE.npy, or NAME=D1,D2:V1,V2,... (FP32 values). Repeatable.
+        #[arg(long = "input", value_name = "NAME=...")]
+        inputs: Vec<String>,
+        /// Inputs from JSON: {"inputs":[{"name","datatype","shape","data":[...]}]}.
+        #[arg(long, value_name = "FILE")]
+        data_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCmd {
+    /// Every model with its state.
+    List,
+    /// One model's spec and status.
+    Get {
+        name: String,
+        #[arg(long, default_value = "")]
+        version: String,
+    },
+    /// Declare a model from a config file like the repository's, and load it.
+    Create {
+        name: String,
+        /// config.toml (same format as DIR/<model>/config.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// The artifact file or its version directory, on the server's file system.
+        #[arg(long)]
+        artifact: String,
+        #[arg(long, default_value = "1")]
+        version: String,
+        /// Expected sha256 of the artifact.
+        #[arg(long, default_value = "")]
+        sha256: String,
+    },
+    /// Unload a model (all versions unless --version).
+    Delete {
+        name: String,
+        #[arg(long, default_value = "")]
+        version: String,
+    },
+}
+
+/// Errors that pick the exit code.
+enum Failure {
+    Usage(anyhow::Error),
+    Server(tonic::Status),
+    Unreachable(String),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Usage(e)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Status(s)
+                if s.code() == tonic::Code::Unavailable && s.message().contains("connect") =>
+            {
+                Failure::Unreachable(s.message().to_string())
+            }
+            ClientError::Status(s) => Failure::Server(s),
+            ClientError::Connect(e) => Failure::Unreachable(e.to_string()),
+            ClientError::Decode(m) => Failure::Usage(anyhow!(m)),
+        }
+    }
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Self {
+        Failure::from(ClientError::Status(s))
+    }
+}
+
+fn hint(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        NotFound => "`troupe models list` shows what the server serves",
+        InvalidArgument => "`troupe models get MODEL` shows the inputs the model expects",
+        FailedPrecondition => "fix the model files or config, then create or load the model again",
+        ResourceExhausted => "the server is at its limit: retry later, or send less at once",
+        Unavailable => "the model is restarting or unloading: retry shortly",
+        DeadlineExceeded => "raise --timeout or reduce the load",
+        AlreadyExists => "delete it first with `troupe models delete NAME`",
+        _ => "see the server's log for details",
+    }
+}
+
+fn parse_input(spec: &str) -> Result<InputTensor> {
+    let (name, rest) = spec.split_once('=').with_context(|| {
+        format!("--input {spec:?}: expected NAME=@FILE.npy or NAME=SHAPE:VALUES")
+    })?;
+    if let Some(path) = rest.strip_prefix('@') {
+        let data = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+        return Ok(read_npy(name, &data)?);
+    }
+    let (shape, values) = rest
+        .split_once(':')
+        .with_context(|| format!("--input {spec:?}: expected NAME=D1,D2:V1,V2,..."))?;
+    let shape: Vec<i64> = shape
+        .split(',')
+        .map(|d| {
+            d.trim()
+                .parse()
+                .with_context(|| format!("bad dimension {d:?}"))
+        })
+        .collect::<Result<_>>()?;
+    let values: Vec<f32> = values
+        .split(',')
+        .map(|v| v.trim().parse().with_context(|| format!("bad value {v:?}")))
+        .collect::<Result<_>>()?;
+    let n: i64 = shape.iter().product();
+    if n as usize != values.len() {
+        bail!(
+            "--input {name}: shape {shape:?} holds {n} values, {} given",
+            values.len()
+        );
+    }
+    Ok(InputTensor::f32(name, shape, &values))
+}
+
+fn parse_data_file(path: &PathBuf) -> Result<Vec<InputTensor>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let inputs = v["inputs"]
+        .as_array()
+        .with_context(|| format!("{}: no \"inputs\" array", path.display()))?;
+    inputs
+        .iter()
+        .map(|i| {
+            let name = i["name"].as_str().context("input without \"name\"")?;
+            let datatype = i["datatype"].as_str().unwrap_or("FP32");
+            let shape: Vec<i64> = i["shape"].as_array().context("input without \"shape\"")?.iter().map(|d| d.as_i64().context("bad dim")).collect::<Result<_>>()?;
+            let data = i["data"].as_array().context("input without \"data\"")?;
+            let nums = || data.iter().map(|x| x.as_f64().context("non-numeric value"));
+            let bytes: Vec<u8> = match datatype {
+                "FP32" => nums().map(|x| x.map(|x| (x as f32).to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
+                "FP64" => nums().map(|x| x.map(|x| x.to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
+                "INT32" => nums().map(|x| x.map(|x| (x as i32).to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
+                "INT64" => nums().map(|x| x.map(|x| (x as i64).to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
+                "UINT8" => nums().map(|x| x.map(|x| vec![x as u8])).collect::<Result<Vec<_>>>()?.concat(),
+                "BOOL" => data.iter().map(|x| vec![u8::from(x.as_bool().unwrap_or(false))]).collect::<Vec<_>>().concat(),
+                other => bail!("datatype {other} is not supported in data files (FP32, FP64, INT32, INT64, UINT8, BOOL)"),
+            };
+            Ok(InputTensor::raw(name, datatype, shape, Bytes::from(bytes)))
+        })
+        .collect()
+}
+
+fn decode_values(datatype: &str, data: &[u8]) -> Vec<Value> {
+    macro_rules! nums {
+        ($t:ty, $n:expr) => {
+            data.chunks_exact($n)
+                .map(|c| json!(<$t>::from_le_bytes(c.try_into().unwrap_or([0; $n]))))
+                .collect()
+        };
+    }
+    match datatype {
+        "FP32" => nums!(f32, 4),
+        "FP64" => nums!(f64, 8),
+        "INT32" => nums!(i32, 4),
+        "INT64" => nums!(i64, 8),
+        "INT16" => nums!(i16, 2),
+        "UINT16" => nums!(u16, 2),
+        "UINT32" => nums!(u32, 4),
+        "UINT64" => nums!(u64, 8),
+        "INT8" => data.iter().map(|&b| json!(b as i8)).collect(),
+        "UINT8" => data.iter().map(|&b| json!(b)).collect(),
+        "BOOL" => data.iter().map(|&b| json!(b != 0)).collect(),
+        "FP16" => data
+            .chunks_exact(2)
+            .map(|c| json!(half::f16::from_le_bytes([c[0], c[1]]).to_f32()))
+            .collect(),
+        "BF16" => data
+            .chunks_exact(2)
+            .map(|c| json!(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn result_json(r: &InferResult) -> Value {
+    json!({
+        "model_name": r.model_name,
+        "model_version": r.model_version,
+        "outputs": r.outputs.iter().map(|o| json!({
+            "name": o.name, "datatype": o.datatype, "shape": o.shape, "data": decode_values(&o.datatype, &o.data),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn state_name(s: i32) -> &'static str {
+    match tpb::ModelState::try_from(s) {
+        Ok(tpb::ModelState::Pending) => "PENDING",
+        Ok(tpb::ModelState::Loading) => "LOADING",
+        Ok(tpb::ModelState::Ready) => "READY",
+        Ok(tpb::ModelState::Unavailable) => "UNAVAILABLE",
+        Ok(tpb::ModelState::Failed) => "FAILED",
+        _ => "UNKNOWN",
+    }
+}
+
+fn backend_name(b: i32) -> &'static str {
+    match tpb::BackendKind::try_from(b) {
+        Ok(tpb::BackendKind::Torch) => "torch",
+        Ok(tpb::BackendKind::Onnx) => "onnx",
+        Ok(tpb::BackendKind::Candle) => "candle",
+        _ => "?",
+    }
+}
+
+fn status_json(s: &tpb::ModelStatus) -> Value {
+    let spec = s.spec.clone().unwrap_or_default();
+    json!({
+        "name": spec.name, "version": spec.version, "backend": backend_name(spec.backend),
+        "state": state_name(s.state), "reason": s.reason,
+        "ready_replicas": s.ready_replicas, "queue_length": s.queue_length,
+        "artifact_uri": spec.artifact_uri, "sha256": spec.sha256, "max_batch_size": spec.max_batch_size,
+        "inputs": spec.inputs.iter().map(|t| json!({"name": t.name, "datatype": t.data_type, "dims": t.dims})).collect::<Vec<_>>(),
+        "outputs": spec.outputs.iter().map(|t| json!({"name": t.name, "datatype": t.data_type, "dims": t.dims})).collect::<Vec<_>>(),
+        "replicas": s.replicas.iter().map(|r| json!({"node": r.node_id, "instance": r.instance, "state": state_name(r.state),
+            "in_flight": r.in_flight, "restarts": r.restarts, "reason": r.reason})).collect::<Vec<_>>(),
+    })
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
+    let uri = if cli.server.contains("://") {
+        cli.server.clone()
+    } else {
+        format!("http://{}", cli.server)
+    };
+    let channel = tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| Failure::Usage(anyhow!("--server {:?}: {e}", cli.server)))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| Failure::Unreachable(format!("{}: {e}", cli.server)))?;
+    let mut c = Client::from_channel(channel);
+    match cli.cmd {
+        Cmd::Health => {
+            let live = c.server_live().await?;
+            let ready = c.server_ready().await?;
+            let list = c
+                .models()
+                .list(tpb::ListModelsRequest {})
+                .await?
+                .into_inner();
+            let models: Vec<(String, &str)> = list
+                .models
+                .iter()
+                .map(|m| {
+                    (
+                        m.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                        state_name(m.state),
+                    )
+                })
+                .collect();
+            if cli.json {
+                print_json(&json!({"server": cli.server, "live": live, "ready": ready,
+                    "models": models.iter().map(|(n, s)| json!({"name": n, "state": s})).collect::<Vec<_>>()}));
+            } else {
+                println!("{}: live={live} ready={ready}", cli.server);
+                for (n, s) in &models {
+                    println!("  {n:<24} {s}");
+                }
+            }
+            if !ready {
+                return Err(Failure::Server(tonic::Status::unavailable(
+                    "the server is live but not ready (models still loading)",
+                )));
+            }
+        }
+        Cmd::Models(ModelsCmd::List) => {
+            let list = c
+                .models()
+                .list(tpb::ListModelsRequest {})
+                .await?
+                .into_inner();
+            if cli.json {
+                print_json(&Value::Array(list.models.iter().map(status_json).collect()));
+            } else {
+                println!(
+                    "{:<24} {:<8} {:<8} {:<12} {:>8} {:>6}  REASON",
+                    "NAME", "VERSION", "BACKEND", "STATE", "REPLICAS", "QUEUE"
+                );
+                for m in &list.models {
+                    let spec = m.spec.clone().unwrap_or_default();
+                    println!(
+                        "{:<24} {:<8} {:<8} {:<12} {:>8} {:>6}  {}",
+                        spec.name,
+                        spec.version,
+                        backend_name(spec.backend),
+                        state_name(m.state),
+                        format!("{}/{}", m.ready_replicas, m.replicas.len()),
+                        m.queue_length,
+                        m.reason
+                    );
+                }
+            }
+        }
+        Cmd::Models(ModelsCmd::Get { name, version }) => {
+            let s = c
+                .models()
+                .get(tpb::GetModelRequest { name, version })
+                .await?
+                .into_inner();
+            let v = status_json(&s);
+            if cli.json {
+                print_json(&v);
+            } else {
+                for key in [
+                    "name",
+                    "version",
+                    "backend",
+                    "state",
+                    "reason",
+                    "ready_replicas",
+                    "queue_length",
+                    "max_batch_size",
+                    "artifact_uri",
+                    "sha256",
+                ] {
+                    println!("{key:<15} {}", v[key].to_string().trim_matches('"'));
+                }
+                for (what, list) in [("input", &v["inputs"]), ("output", &v["outputs"])] {
+                    for t in list.as_array().into_iter().flatten() {
+                        println!(
+                            "{what:<15} {} {} {}",
+                            t["name"].as_str().unwrap_or(""),
+                            t["datatype"].as_str().unwrap_or(""),
+                            t["dims"]
+                        );
+                    }
+                }
+            }
+        }
+        Cmd::Models(ModelsCmd::Create {
+            name,
+            config,
+            artifact,
+            version,
+            sha256,
+        }) => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let req = tpb::CreateModelRequest {
+                spec: Some(tpb::ModelSpec {
+                    name,
+                    version,
+                    artifact_uri: artifact,
+                    sha256,
+                    ..Default::default()
+                }),
+                config_toml: text,
+            };
+            let s = c.models().create(req).await?.into_inner();
+            if cli.json {
+                print_json(&status_json(&s));
+            } else {
+                let spec = s.spec.unwrap_or_default();
+                println!(
+                    "created {} version {} ({}): {}",
+                    spec.name,
+                    spec.version,
+                    backend_name(spec.backend),
+                    state_name(s.state)
+                );
+            }
+        }
+        Cmd::Models(ModelsCmd::Delete { name, version }) => {
+            c.models()
+                .delete(tpb::DeleteModelRequest {
+                    name: name.clone(),
+                    version,
+                })
+                .await?;
+            if cli.json {
+                print_json(&json!({"deleted": name}));
+            } else {
+                println!("deleted {name}");
+            }
+        }
+        Cmd::Infer {
+            model,
+            version,
+            inputs,
+            data_file,
+        } => {
+            let mut tensors = inputs
+                .iter()
+                .map(|s| parse_input(s))
+                .collect::<Result<Vec<_>>>()?;
+            if let Some(f) = &data_file {
+                tensors.extend(parse_data_file(f)?);
+            }
+            if tensors.is_empty() {
+                return Err(Failure::Usage(anyhow!(
+                    "give inputs with --input NAME=... or --data-file FILE"
+                )));
+            }
+            let req = troupe_client::infer_request(&model, &version, tensors);
+            let resp = c.inference().model_infer(req).await?.into_inner();
+            let r = troupe_client::decode_response(resp)?;
+            let v = result_json(&r);
+            if cli.json {
+                print_json(&v);
+            } else {
+                println!("{} (version {})", r.model_name, r.model_version);
+                for o in v["outputs"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {} {} {}: {}",
+                        o["name"].as_str().unwrap_or(""),
+                        o["datatype"].as_str().unwrap_or(""),
+                        o["shape"],
+                        o["data"]
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Server(s)) => {
+            eprintln!(
+                "error: {:?}: {}\nhint: {}",
+                s.code(),
+                s.message(),
+                hint(s.code())
+            );
+            ExitCode::from(1)
+        }
+        Err(Failure::Unreachable(m)) => {
+            eprintln!(
+                "error: cannot reach the server: {m}\nhint: is troupe-node running there? set --server or TROUPE_SERVER"
+            );
+            ExitCode::from(3)
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The `troupe` CLI as a new user would try it: every subcommand against a live node,
+//! `--json` parsed, and the exit code and message on a bad argument, an unknown model and
+//! an unreachable server.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use troupe_tests::{Node, binary, max_abs_diff, reference, repository, root};
+
+fn troupe(addr: &str, args: &[&str]) -> Output {
+    Command::new(binary("troupe"))
+        .arg("--server")
+        .arg(addr)
+        .args(args)
+        .output()
+        .expect("run troupe")
+}
+
+fn ok_json(addr: &str, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = troupe(addr, &all);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "troupe {args:?} failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "troupe {args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn npy_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+fn output_values(v: &Value) -> Vec<f32> {
+    v["outputs"][0]["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_subcommand_against_a_live_node() {
+    let repo = repository(&["mlp_onnx", "mlp_torch"]);
+    let node = Node::start(repo.path(), &[]).await.unwrap();
+    let a = node.addr.as_str();
+    let case = &reference("mlp.json")[0];
+
+    let h = ok_json(a, &["health"]);
+    assert_eq!(
+        (h["live"].as_bool(), h["ready"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let human = troupe(a, &["health"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("ready=true"));
+
+    let list = ok_json(a, &["models", "list"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"mlp_onnx") && names.contains(&"mlp_torch"),
+        "{names:?}"
+    );
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["state"] == "READY")
+    );
+    let table = troupe(a, &["models", "list"]);
+    assert!(String::from_utf8_lossy(&table.stdout).starts_with("NAME"));
+
+    let got = ok_json(a, &["models", "get", "mlp_onnx"]);
+    assert_eq!(got["backend"], "onnx");
+    assert_eq!(got["inputs"][0]["dims"], serde_json::json!([16]));
+
+    // Declare a model from a repository-style config, then predict.
+    let cfg = root().join("models/repository/mlp_candle/config.toml");
+    let artifact = root().join("models/repository/mlp_candle/1");
+    let created = ok_json(
+        a,
+        &[
+            "models",
+            "create",
+            "cli_mlp",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--artifact",
+            artifact.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(created["state"], "READY");
+    assert_eq!(created["backend"], "candle");
+
+    let shape = format!("{},{}", case.shape[0], case.shape[1]);
+    let values: Vec<String> = case.input.iter().map(|v| format!("{v:?}")).collect();
+    let flag = format!("input={shape}:{}", values.join(","));
+    let out = ok_json(a, &["infer", "cli_mlp", "--input", &flag]);
+    assert!(max_abs_diff(&output_values(&out), &case.output) <= 1e-5);
+
+    // The same from a .npy file.
+    let dir = tempfile::tempdir().unwrap();
+    let npy = dir.path().join("x.npy");
+    std::fs::write(&npy, npy_f32(&[case.shape[0] as usize, 16], &case.input)).unwrap();
+    let out = ok_json(
+        a,
+        &[
+            "infer",
+            "mlp_torch",
+            "--input",
+            &format!("input=@{}", npy.display()),
+        ],
+    );
+    assert!(max_abs_diff(&output_values(&out), &case.output) <= 1e-5);
+    assert_eq!(
+        out["outputs"][0]["shape"],
+        serde_json::json!([case.shape[0], 4])
+    );
+
+    let del = ok_json(a, &["models", "delete", "cli_mlp"]);
+    assert_eq!(del["deleted"], "cli_mlp");
+
+    // An unknown model: exit 1, the server's reason, and what to do.
+    let gone = troupe(a, &["models", "get", "cli_mlp"]);
+    assert_eq!(gone.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        err.contains("NotFound")
+            && err.contains("cli_mlp")
+            && err.contains("hint: `troupe models list`"),
+        "{err}"
+    );
+    let unknown = troupe(
+        a,
+        &[
+            "infer",
+            "nope",
+            "--input",
+            "input=1,16:0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0",
+        ],
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+
+    // A wrong shape: exit 1 with the model's expectation.
+    let bad = troupe(a, &["infer", "mlp_onnx", "--input", "input=1,2:0,0"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expects [-1, 16]"));
+
+    // Bad arguments: exit 2 with a message.
+    for args in [
+        vec!["models", "frobnicate"],
+        vec!["infer", "mlp_onnx", "--input", "garbage"],
+        vec!["infer", "mlp_onnx", "--input", "input=1,16:1,2"],
+        vec!["infer", "mlp_onnx"],
+        vec!["infer", "mlp_onnx", "--input", "input=@/no/such/file.npy"],
+    ] {
+        let o = troupe(a, &args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!o.stderr.is_empty(), "{args:?} printed no message");
+    }
+}
+
+#[test]
+fn an_unreachable_server_exits_3_with_a_hint() {
+    let o = Command::new(binary("troupe"))
+        .args(["--server", "127.0.0.1:1", "health"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot reach the server") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
+}
