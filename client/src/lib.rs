@@ -3,6 +3,10 @@
 //! It speaks the Open Inference Protocol (`inference.GRPCInferenceService`) and Troupe's
 //! `troupe.v1.Models`. The generated stubs stay reachable for anything not wrapped here.
 //!
+//! Calls take a deadline, a W3C trace context and a retry policy through
+//! [`CallOptions`]; typed helpers ([`InputTensor::from_slice`], [`InferResult::values`])
+//! cover every fixed-width element type.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), troupe_client::ClientError> {
 //! use troupe_client::{Client, InputTensor};
@@ -54,7 +58,29 @@ pub struct InputTensor {
     pub data: Bytes,
 }
 
+/// Element types with a wire name, for typed tensor helpers.
+pub trait Element: bytemuck::Pod {
+    /// The Open Inference Protocol datatype ("FP32", ...).
+    const DATATYPE: &'static str;
+}
+
+macro_rules! element {
+    ($($t:ty => $n:literal),*) => { $(impl Element for $t { const DATATYPE: &'static str = $n; })* };
+}
+element!(f32 => "FP32", f64 => "FP64", i8 => "INT8", i16 => "INT16", i32 => "INT32", i64 => "INT64",
+    u8 => "UINT8", u16 => "UINT16", u32 => "UINT32", u64 => "UINT64", half::f16 => "FP16", half::bf16 => "BF16");
+
 impl InputTensor {
+    /// An input of any element type from values in row-major order.
+    pub fn from_slice<T: Element>(name: &str, shape: Vec<i64>, values: &[T]) -> Self {
+        Self::raw(
+            name,
+            T::DATATYPE,
+            shape,
+            Bytes::copy_from_slice(bytemuck::cast_slice(values)),
+        )
+    }
+
     /// An FP32 input.
     pub fn f32(name: &str, shape: Vec<i64>, values: &[f32]) -> Self {
         Self::raw(
@@ -100,6 +126,25 @@ impl InferResult {
             .iter()
             .find(|o| o.name == name)
             .ok_or_else(|| ClientError::Decode(format!("no output '{name}' in the response")))
+    }
+
+    /// An output's values as `T` (its datatype must be `T`'s).
+    pub fn values<T: Element>(&self, name: &str) -> Result<Vec<T>, ClientError> {
+        let o = self.output(name)?;
+        if o.datatype != T::DATATYPE {
+            return Err(ClientError::Decode(format!(
+                "output '{name}' is {}, not {}",
+                o.datatype,
+                T::DATATYPE
+            )));
+        }
+        if o.data.len() % std::mem::size_of::<T>() != 0 {
+            return Err(ClientError::Decode(format!(
+                "output '{name}' has {} bytes",
+                o.data.len()
+            )));
+        }
+        Ok(bytemuck::pod_collect_to_vec::<u8, T>(&o.data))
     }
 
     /// An FP32 output's values.
@@ -169,6 +214,62 @@ pub fn decode_response(resp: pb::ModelInferResponse) -> Result<InferResult, Clie
         model_version: resp.model_version,
         outputs,
     })
+}
+
+/// When and how often a call is tried again.
+///
+/// Only failures that mean "not now" are retried: UNAVAILABLE (a replica restarting, a
+/// connection lost) and RESOURCE_EXHAUSTED (a full queue). Inference calls are idempotent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries in all (1 = no retry).
+    pub max_attempts: u32,
+    pub initial_backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+    pub retry_on: Vec<tonic::Code>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            initial_backoff: std::time::Duration::from_millis(20),
+            max_backoff: std::time::Duration::from_secs(1),
+            retry_on: vec![tonic::Code::Unavailable, tonic::Code::ResourceExhausted],
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Up to `attempts` tries with exponential backoff from 20 ms to 1 s.
+    pub fn attempts(attempts: u32) -> Self {
+        Self {
+            max_attempts: attempts.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// The wait before try number `attempt` (1-based; the first try does not wait).
+    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+        let exp = attempt.saturating_sub(2).min(16);
+        self.initial_backoff
+            .saturating_mul(1 << exp)
+            .min(self.max_backoff)
+    }
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Model version ("" = the server's choice).
+    pub version: String,
+    /// The call's deadline, sent as `grpc-timeout`; the server drops the call when it
+    /// passes while queued.
+    pub timeout: Option<std::time::Duration>,
+    /// W3C trace context to continue (`traceparent`, optionally `tracestate`).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    pub retry: RetryPolicy,
 }
 
 /// A connection to one node or router.
@@ -242,11 +343,89 @@ impl Client {
         model: &str,
         inputs: Vec<InputTensor>,
     ) -> Result<InferResult, ClientError> {
-        let resp = self
-            .inference
-            .model_infer(infer_request(model, "", inputs))
-            .await?
-            .into_inner();
-        decode_response(resp)
+        self.infer_with(model, inputs, &CallOptions::default())
+            .await
+    }
+
+    /// Runs a model with a deadline, trace context and retry policy.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: &mut troupe_client::Client) -> Result<(), troupe_client::ClientError> {
+    /// use std::time::Duration;
+    /// use troupe_client::{CallOptions, InputTensor, RetryPolicy};
+    /// let opts = CallOptions { timeout: Some(Duration::from_millis(200)), retry: RetryPolicy::attempts(3), ..Default::default() };
+    /// let out = c.infer_with("mlp_onnx", vec![InputTensor::from_slice("input", vec![1, 16], &[0f32; 16])], &opts).await?;
+    /// let y: Vec<f32> = out.values("output")?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn infer_with(
+        &mut self,
+        model: &str,
+        inputs: Vec<InputTensor>,
+        opts: &CallOptions,
+    ) -> Result<InferResult, ClientError> {
+        let body = infer_request(model, &opts.version, inputs);
+        let mut attempt = 1;
+        loop {
+            let mut req = tonic::Request::new(body.clone());
+            if let Some(t) = opts.timeout {
+                req.set_timeout(t);
+            }
+            for (key, value) in [
+                ("traceparent", &opts.traceparent),
+                ("tracestate", &opts.tracestate),
+            ] {
+                if let Some(v) = value {
+                    let v = v
+                        .parse()
+                        .map_err(|_| ClientError::Decode(format!("invalid {key} value {v:?}")))?;
+                    req.metadata_mut().insert(key, v);
+                }
+            }
+            match self.inference.model_infer(req).await {
+                Ok(resp) => return decode_response(resp.into_inner()),
+                Err(s)
+                    if attempt < opts.retry.max_attempts
+                        && opts.retry.retry_on.contains(&s.code()) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(opts.retry.backoff(attempt)).await;
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let p = RetryPolicy::attempts(10);
+        assert_eq!(p.backoff(2), Duration::from_millis(20));
+        assert_eq!(p.backoff(3), Duration::from_millis(40));
+        assert_eq!(p.backoff(9), Duration::from_secs(1));
+        assert_eq!(RetryPolicy::attempts(0).max_attempts, 1);
+    }
+
+    #[test]
+    fn typed_helpers_round_trip() {
+        let t = InputTensor::from_slice("x", vec![2], &[7i64, -1]);
+        assert_eq!(t.datatype, "INT64");
+        let r = InferResult {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            outputs: vec![OutputTensor {
+                name: "y".into(),
+                datatype: "INT64".into(),
+                shape: vec![2],
+                data: t.data,
+            }],
+        };
+        assert_eq!(r.values::<i64>("y").unwrap(), vec![7, -1]);
+        assert!(r.values::<f32>("y").is_err());
     }
 }
