@@ -74,7 +74,7 @@ enum ModelsCmd {
     /// Declare a model from a config file like the repository's, and load it.
     Create {
         name: String,
-        /// config.toml (same format as DIR/<model>/config.toml).
+        /// config.toml (same format as `DIR/<model>/config.toml`).
         #[arg(long)]
         config: PathBuf,
         /// The artifact file or its version directory, on the server's file system.
