@@ -11,6 +11,14 @@ BENCH=0
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
+# etcd (cluster membership and its tests; Debian's etcd-server, started by the tests) and
+# protoc (the etcd-client crate's build script runs it).
+if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
+  log "installing etcd and protoc (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client protobuf-compiler >/dev/null
+  # Debian may start a system etcd on 2379; Troupe's tests start their own on free ports.
+fi
+
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 9)' 2>/dev/null; then
   echo "Python 3.9+ is needed (python3 not found or too old)" >&2; exit 1

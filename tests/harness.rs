@@ -278,3 +278,119 @@ pub fn run_python(script: &str, args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A real etcd server on loopback (the `etcd` binary from Debian's etcd-server), with its
+/// data in a temporary directory. Killed when dropped.
+pub struct Etcd {
+    child: Option<Child>,
+    pub client_port: u16,
+    peer_port: u16,
+    data: TempDir,
+}
+
+impl Etcd {
+    pub async fn start() -> Result<Etcd> {
+        let data = tempfile::tempdir()?;
+        let mut e = Etcd {
+            child: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            data,
+        };
+        e.spawn()?;
+        e.wait_healthy().await?;
+        Ok(e)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let (c, p) = (self.client_port, self.peer_port);
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.data.path().join("etcd"))
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{p}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("t=http://127.0.0.1:{p}"),
+                "--initial-cluster-state",
+                "new",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.data.path().join("etcd.log"))?)
+            .spawn()
+            .context("start etcd (apt-get install etcd-server; scripts/setup.sh does)")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub async fn client(&self) -> Result<etcd_client::Client> {
+        Ok(etcd_client::Client::connect([self.url()], None).await?)
+    }
+
+    async fn wait_healthy(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = self.client().await
+                && c.get("/health-probe", None).await.is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "etcd did not start: {}",
+                    std::fs::read_to_string(self.data.path().join("etcd.log")).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops etcd (SIGKILL) keeping its data.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and data.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()?;
+        self.wait_healthy().await
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Node {
+    /// Kills the node at once (SIGKILL), as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

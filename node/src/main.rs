@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use troupe_node::{NodeOptions, ServeOptions};
+use troupe_node::{NodeOptions, ServeOptions, membership};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,6 +39,31 @@ struct Args {
     /// Allow the request parameter `troupe.fault = "crash"` (for tests of supervision).
     #[arg(long, env = "TROUPE_ENABLE_FAULT_INJECTION")]
     enable_fault_injection: bool,
+    /// etcd endpoints (comma-separated) to join a cluster; standalone without.
+    #[arg(long, env = "TROUPE_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Address routers use to reach this node (default: the listen address).
+    #[arg(long, env = "TROUPE_ADVERTISE")]
+    advertise: Option<String>,
+    /// Seconds the node's etcd keys outlive its last renewal.
+    #[arg(long, env = "TROUPE_LEASE_TTL", default_value_t = 5)]
+    lease_ttl: u64,
+    /// CPU this node offers, in millicores (default: all cores).
+    #[arg(long, env = "TROUPE_CPU_MILLIS")]
+    cpu_millis: Option<u64>,
+    /// Memory this node offers, in MiB (default: all of it).
+    #[arg(long, env = "TROUPE_MEMORY_MB")]
+    memory_mb: Option<u64>,
+    /// Memory of each GPU this node offers, in MiB (one value per GPU).
+    #[arg(
+        long = "gpu-memory-mb",
+        env = "TROUPE_GPU_MEMORY_MB",
+        value_delimiter = ','
+    )]
+    gpu_memory_mb: Vec<u64>,
+    /// A label for placement, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "TROUPE_LOG", default_value = "info")]
     log: String,
@@ -69,6 +94,55 @@ fn main() -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         println!("troupe-node listening on {addr}");
         std::io::stdout().flush()?;
+        let node_id = args.node_id.clone().unwrap_or_else(|| addr.to_string());
+        let membership = if args.etcd.is_empty() {
+            None
+        } else {
+            let gpus = args
+                .gpu_memory_mb
+                .iter()
+                .enumerate()
+                .map(|(i, mb)| membership::GpuRecord {
+                    index: i as u32,
+                    memory_bytes: mb << 20,
+                })
+                .collect();
+            let mut capacity = membership::detect_capacity(gpus);
+            if let Some(c) = args.cpu_millis {
+                capacity.cpu_millis = c;
+            }
+            if let Some(m) = args.memory_mb {
+                capacity.memory_bytes = m << 20;
+            }
+            let labels = args
+                .labels
+                .iter()
+                .map(|l| {
+                    l.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .with_context(|| format!("--label {l:?}: expected KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let ttl = std::time::Duration::from_secs(args.lease_ttl.max(1));
+            Some(membership::MembershipConfig {
+                endpoints: args.etcd.clone(),
+                node: membership::NodeRecord {
+                    id: node_id.clone(),
+                    addr: args.advertise.clone().unwrap_or_else(|| addr.to_string()),
+                    capacity,
+                    labels,
+                    started_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                },
+                lease_ttl: ttl,
+                interval: (ttl / 3).clamp(
+                    std::time::Duration::from_millis(300),
+                    std::time::Duration::from_secs(1),
+                ),
+            })
+        };
         let opts = ServeOptions {
             node: NodeOptions {
                 repository: args.model_repository,
@@ -77,8 +151,9 @@ fn main() -> anyhow::Result<()> {
                 max_tensor_bytes: args.max_tensor_bytes,
                 fault_injection: args.enable_fault_injection,
             },
-            node_id: args.node_id.unwrap_or_else(|| addr.to_string()),
+            node_id,
             max_message_bytes: args.max_message_bytes,
+            membership,
         };
         troupe_node::serve(opts, listener, troupe_node::shutdown_signal()).await?;
         anyhow::Ok(())

@@ -11,6 +11,7 @@ use troupe_proto::inference::grpc_inference_service_server::GrpcInferenceService
 use troupe_proto::troupe::models_server::ModelsServer;
 
 use crate::error::NodeError;
+use crate::membership::{self, MembershipConfig};
 use crate::registry::{NodeOptions, Registry};
 use crate::service::inference::InferenceService;
 use crate::service::models::ModelsService;
@@ -22,6 +23,8 @@ pub struct ServeOptions {
     pub node_id: String,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
+    /// Cluster membership through etcd (`--etcd`); None for a standalone node.
+    pub membership: Option<MembershipConfig>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, finishes the calls in flight,
@@ -79,6 +82,18 @@ pub async fn serve(
         })
     };
 
+    // Membership: registered while serving; the lease is revoked as soon as shutdown
+    // starts, before the calls in flight drain.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let member = opts
+        .membership
+        .clone()
+        .map(|cfg| tokio::spawn(membership::run(cfg, registry.clone(), stop_rx)));
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+
     let addr = listener
         .local_addr()
         .map_err(|e| NodeError::Internal(e.to_string()))?;
@@ -95,6 +110,9 @@ pub async fn serve(
         )
         .await;
     info!("stopped accepting; draining models");
+    if let Some(m) = member {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), m).await;
+    }
     loader.abort();
     registry.shutdown().await;
     result.map_err(|e| NodeError::Internal(format!("server: {e}")))

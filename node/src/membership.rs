@@ -1,0 +1,196 @@
+//! Cluster membership: with `--etcd`, a node registers itself in etcd under a lease and
+//! publishes its models' readiness and load every second. If etcd is unreachable the node
+//! keeps serving what it holds and registers again (with a new lease) when etcd is back.
+//! On shutdown it revokes its lease first, so routers stop sending it calls at once.
+//!
+//! Keys (JSON values, both attached to the node's lease):
+//! * `/troupe/nodes/<node_id>`: [`NodeRecord`], the node and its capacity;
+//! * `/troupe/status/<node_id>`: [`StatusRecord`], its models' readiness and load.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{Client, ConnectOptions, PutOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::registry::Registry;
+
+/// Prefix of node records.
+pub const NODES_PREFIX: &str = "/troupe/nodes/";
+/// Prefix of status records.
+pub const STATUS_PREFIX: &str = "/troupe/status/";
+
+/// A GPU a node offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuRecord {
+    pub index: u32,
+    pub memory_bytes: u64,
+}
+
+/// What a node offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub gpus: Vec<GpuRecord>,
+}
+
+/// `/troupe/nodes/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: String,
+    /// Where routers reach its gRPC services.
+    pub addr: String,
+    pub capacity: Capacity,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub started_ms: u64,
+}
+
+/// One loaded model version on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelLoad {
+    pub name: String,
+    pub version: String,
+    pub ready: bool,
+    pub ready_instances: u32,
+    pub instances: u32,
+    /// Calls waiting in the model's queue.
+    pub queue_length: u64,
+    /// Calls being run now.
+    pub in_flight: u64,
+}
+
+/// `/troupe/status/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    pub id: String,
+    pub updated_ms: u64,
+    pub models: Vec<ModelLoad>,
+}
+
+/// How a node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    pub endpoints: Vec<String>,
+    pub node: NodeRecord,
+    /// Lease time to live; the node's keys vanish this long after it stops renewing.
+    pub lease_ttl: Duration,
+    /// How often the lease is renewed and the status published.
+    pub interval: Duration,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// This machine's CPU and memory (GPUs are declared by flag).
+pub fn detect_capacity(gpus: Vec<GpuRecord>) -> Capacity {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u64;
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0);
+    Capacity {
+        cpu_millis: cpus * 1000,
+        memory_bytes,
+        gpus,
+    }
+}
+
+fn status(registry: &Registry, id: &str) -> StatusRecord {
+    let models = registry
+        .list()
+        .iter()
+        .map(|m| ModelLoad {
+            name: m.def.name.clone(),
+            version: m.def.version.clone(),
+            ready: m.is_ready(),
+            ready_instances: m.ready_replicas() as u32,
+            instances: m.replicas.len() as u32,
+            queue_length: m.queue.len() as u64,
+            in_flight: m.queue.running(),
+        })
+        .collect();
+    StatusRecord {
+        id: id.to_string(),
+        updated_ms: now_ms(),
+        models,
+    }
+}
+
+/// Keeps the node registered until `stop` turns true; then revokes its lease.
+pub async fn run(cfg: MembershipConfig, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match session(&cfg, &registry, &mut stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(node = %cfg.node.id, error = %e, "etcd unreachable; serving on and registering again when it is back");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn session(
+    cfg: &MembershipConfig,
+    registry: &Registry,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), etcd_client::Error> {
+    if *stop.borrow() {
+        return Ok(());
+    }
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(2));
+    let mut client = Client::connect(&cfg.endpoints, Some(opts)).await?;
+    let ttl = cfg.lease_ttl.as_secs().max(1) as i64;
+    let lease = client.lease_grant(ttl, None).await?.id();
+    let put = || Some(PutOptions::new().with_lease(lease));
+    let node_json = serde_json::to_vec(&cfg.node).unwrap_or_default();
+    client
+        .put(format!("{NODES_PREFIX}{}", cfg.node.id), node_json, put())
+        .await?;
+    let status_key = format!("{STATUS_PREFIX}{}", cfg.node.id);
+    let s = serde_json::to_vec(&status(registry, &cfg.node.id)).unwrap_or_default();
+    client.put(status_key.clone(), s, put()).await?;
+    info!(node = %cfg.node.id, addr = %cfg.node.addr, lease, ttl, "registered in etcd");
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+    let mut tick = tokio::time::interval(cfg.interval);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                // Leave at once: routers watching the keys stop routing here.
+                let _ = client.lease_revoke(lease).await;
+                info!(node = %cfg.node.id, "left the cluster (lease revoked)");
+                return Ok(());
+            }
+            _ = tick.tick() => {
+                keeper.keep_alive().await?;
+                match answers.message().await? {
+                    Some(r) if r.ttl() > 0 => {}
+                    _ => return Err(etcd_client::Error::LeaseKeepAliveError(format!("lease {lease} expired"))),
+                }
+                let s = serde_json::to_vec(&status(registry, &cfg.node.id)).unwrap_or_default();
+                client.put(status_key.clone(), s, put()).await?;
+            }
+        }
+    }
+}
