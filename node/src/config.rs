@@ -138,6 +138,8 @@ pub struct ModelDef {
     pub signature: Signature,
     pub instances: usize,
     pub device: DevicePref,
+    /// The GPU a placement chose (cluster nodes); None: the device preference decides.
+    pub gpu: Option<u32>,
     pub threads: Option<usize>,
     pub resources: ResourcesCfg,
     pub batching: BatchConfig,
@@ -325,6 +327,7 @@ impl ModelDef {
             },
             instances,
             device: f.device,
+            gpu: None,
             threads: f.threads,
             resources: f.resources,
             batching,
@@ -395,6 +398,7 @@ impl ModelDef {
             },
             instances: spec.instances.clamp(1, 64) as usize,
             device,
+            gpu: None,
             threads: None,
             resources: ResourcesCfg {
                 cpu: res.cpu,

@@ -9,6 +9,7 @@ pub mod batcher;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod follower;
 pub mod membership;
 pub mod registry;
 pub mod server;

@@ -62,12 +62,23 @@ pub struct ModelLoad {
     pub in_flight: u64,
 }
 
+/// A model this node could not load, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedModel {
+    pub name: String,
+    pub reason: String,
+}
+
 /// `/troupe/status/<id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRecord {
     pub id: String,
     pub updated_ms: u64,
     pub models: Vec<ModelLoad>,
+    /// Models whose last load failed (a placed model with a bad artifact, say); a model
+    /// can be both here and in `models` when a new version failed and the old one serves.
+    #[serde(default)]
+    pub failed: Vec<FailedModel>,
 }
 
 /// How a node takes part in a cluster.
@@ -124,10 +135,16 @@ fn status(registry: &Registry, id: &str) -> StatusRecord {
             in_flight: m.queue.running(),
         })
         .collect();
+    let failed = registry
+        .failures()
+        .into_iter()
+        .map(|(name, reason)| FailedModel { name, reason })
+        .collect();
     StatusRecord {
         id: id.to_string(),
         updated_ms: now_ms(),
         models,
+        failed,
     }
 }
 

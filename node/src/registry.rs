@@ -263,10 +263,22 @@ impl Registry {
         self.failures.read().clone()
     }
 
+    /// Records why a model cannot be loaded when the failure comes before any load
+    /// (e.g. an invalid spec in etcd).
+    pub fn record_failure(&self, name: &str, reason: String) {
+        self.failures.write().insert(name.to_string(), reason);
+    }
+
+    /// Forgets a model's failure (the model is no longer wanted here).
+    pub fn clear_failure(&self, name: &str) {
+        self.failures.write().remove(name);
+    }
+
     fn load_options(&self, def: &ModelDef) -> Result<LoadOptions, NodeError> {
-        let device = match def.device {
-            DevicePref::Cpu | DevicePref::Any => Device::Cpu,
-            DevicePref::Gpu => Device::Cuda(0),
+        let device = match (def.device, def.gpu) {
+            (DevicePref::Cpu, _) | (DevicePref::Any, None) => Device::Cpu,
+            (_, Some(index)) => Device::Cuda(index as usize),
+            (DevicePref::Gpu, None) => Device::Cuda(0),
         };
         Ok(LoadOptions {
             threads: def.threads.unwrap_or(self.opts.backend_threads).max(1),

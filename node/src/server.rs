@@ -11,6 +11,7 @@ use troupe_proto::inference::grpc_inference_service_server::GrpcInferenceService
 use troupe_proto::troupe::models_server::ModelsServer;
 
 use crate::error::NodeError;
+use crate::follower;
 use crate::membership::{self, MembershipConfig};
 use crate::registry::{NodeOptions, Registry};
 use crate::service::inference::InferenceService;
@@ -61,6 +62,9 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
 
+    // Turns true once the repository's models are loaded (the placement follower waits
+    // for it, so the two never race over a name).
+    let (loaded_tx, mut loaded_rx) = tokio::sync::watch::channel(false);
     let loader = {
         let registry = registry.clone();
         let ready = ready.clone();
@@ -71,6 +75,7 @@ pub async fn serve(
                     warn!(model = %name, error = %e, "model not loaded");
                 }
             }
+            let _ = loaded_tx.send(true);
             ready.store(true, Ordering::Release);
             health
                 .set_serving::<GrpcInferenceServiceServer<InferenceService>>()
@@ -88,7 +93,20 @@ pub async fn serve(
     let member = opts
         .membership
         .clone()
-        .map(|cfg| tokio::spawn(membership::run(cfg, registry.clone(), stop_rx)));
+        .map(|cfg| tokio::spawn(membership::run(cfg, registry.clone(), stop_rx.clone())));
+    // Placements: load and unload what the router assigned to this node.
+    let follower = opts.membership.as_ref().map(|cfg| {
+        let (endpoints, id, registry) =
+            (cfg.endpoints.clone(), cfg.node.id.clone(), registry.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = loaded_rx.wait_for(|l| *l) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            follower::run(endpoints, id, registry, stop).await
+        })
+    });
     let shutdown = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -112,6 +130,16 @@ pub async fn serve(
     info!("stopped accepting; draining models");
     if let Some(m) = member {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), m).await;
+    }
+    if let Some(f) = follower {
+        // A load in progress may take longer: the process is going away anyway.
+        let abort = f.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(3), f)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     loader.abort();
     registry.shutdown().await;
