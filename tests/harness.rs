@@ -394,3 +394,118 @@ impl Node {
         }
     }
 }
+
+/// A running `troupe-router`. Killed when dropped; its log is printed if the test panicked.
+pub struct RouterProc {
+    child: Option<Child>,
+    pub addr: String,
+    log: PathBuf,
+    _logdir: TempDir,
+}
+
+impl RouterProc {
+    pub async fn start(etcd_url: &str, id: &str) -> Result<RouterProc> {
+        let logdir = tempfile::tempdir()?;
+        let log = logdir.path().join("router.log");
+        let mut child = Command::new(binary("troupe-router"))
+            .args([
+                "--etcd",
+                etcd_url,
+                "--listen",
+                "127.0.0.1:0",
+                "--router-id",
+                id,
+            ])
+            .env("TROUPE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawn troupe-router")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        })
+        .await??;
+        let addr = line
+            .trim()
+            .strip_prefix("troupe-router listening on ")
+            .with_context(|| format!("unexpected first line {line:?}"))?
+            .to_string();
+        let r = RouterProc {
+            child: Some(child),
+            addr,
+            log,
+            _logdir: logdir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = Client::connect(&r.addr).await
+                && c.server_ready().await.unwrap_or(false)
+            {
+                return Ok(r);
+            }
+            if Instant::now() > deadline {
+                bail!("router not ready; log:\n{}", r.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr)
+            .await
+            .expect("connect to router")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RouterProc {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- router {} log ----\n{}", self.addr, self.log_text());
+        }
+    }
+}
+
+/// The example MLP (ONNX) as a `ModelSpec` for the cluster, with `replicas` and a memory need.
+pub fn mlp_spec(name: &str, replicas: u32, memory_bytes: u64) -> troupe_proto::troupe::ModelSpec {
+    use troupe_proto::troupe as t;
+    t::ModelSpec {
+        name: name.into(),
+        backend: t::BackendKind::Onnx as i32,
+        artifact_uri: root()
+            .join("models/repository/mlp_onnx/1")
+            .display()
+            .to_string(),
+        inputs: vec![t::TensorSpec {
+            name: "input".into(),
+            data_type: "FP32".into(),
+            dims: vec![16],
+        }],
+        outputs: vec![t::TensorSpec {
+            name: "output".into(),
+            data_type: "FP32".into(),
+            dims: vec![4],
+        }],
+        max_batch_size: 64,
+        replicas,
+        resources: Some(t::Resources {
+            cpu: 0.5,
+            memory_bytes,
+            gpu_memory_bytes: 0,
+        }),
+        ..Default::default()
+    }
+}

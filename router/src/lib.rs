@@ -1,7 +1,14 @@
-//! troupe-router: places model replicas on nodes and (next) routes calls to them.
+//! troupe-router: one Open Inference Protocol endpoint for a cluster of troupe-nodes.
 //!
-//! Today this crate holds the placement decision, a pure function of (nodes, specs,
-//! current placement) — see [`placement`]. The etcd membership, the placement leader and
-//! the routing service are tracked in the cluster issue and build on it.
+//! * [`state`]: the cluster as etcd describes it, kept by one prefix watch;
+//! * [`leader`]: the elected router turns desired models and live nodes into placements;
+//! * [`placement`]: the placement decision, a pure function;
+//! * [`service`]: inference routing (power of two choices, retries on another replica),
+//!   `troupe.v1.Models` and `troupe.v1.Cluster`.
 
+pub mod error;
+pub mod leader;
 pub mod placement;
+pub mod records;
+pub mod service;
+pub mod state;

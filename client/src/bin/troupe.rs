@@ -71,12 +71,37 @@ enum ModelsCmd {
         #[arg(long, default_value = "")]
         version: String,
     },
-    /// Declare a model from a config file like the repository's, and load it.
+    /// Declare a model and its backend: from a config file like the repository's (a node),
+    /// or from flags (a node or a router).
     Create {
         name: String,
-        /// config.toml (same format as `DIR/<model>/config.toml`).
+        /// config.toml (same format as `DIR/<model>/config.toml`); instead of the flags below.
+        #[arg(long, conflicts_with_all = ["backend", "inputs", "outputs"])]
+        config: Option<PathBuf>,
+        /// torch, onnx or candle.
         #[arg(long)]
-        config: PathBuf,
+        backend: Option<String>,
+        /// An input, NAME:DATATYPE:D1,D2 (dims without the batch dim), repeatable.
+        #[arg(long = "input", value_name = "NAME:TYPE:DIMS")]
+        inputs: Vec<String>,
+        /// An output, NAME:DATATYPE:D1,D2, repeatable.
+        #[arg(long = "output", value_name = "NAME:TYPE:DIMS")]
+        outputs: Vec<String>,
+        /// Largest batch (0: the model has no batch dimension).
+        #[arg(long, default_value_t = 0)]
+        max_batch_size: u32,
+        /// Replicas across the cluster (router).
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+        /// Backend instances per replica.
+        #[arg(long, default_value_t = 1)]
+        instances: u32,
+        /// CPU cores one replica needs (placement).
+        #[arg(long, default_value_t = 0.5)]
+        cpu: f64,
+        /// Memory one replica needs, in MiB (placement).
+        #[arg(long, default_value_t = 256)]
+        memory_mb: u64,
         /// The artifact file or its version directory, on the server's file system.
         #[arg(long)]
         artifact: String,
@@ -173,6 +198,29 @@ fn parse_input(spec: &str) -> Result<InputTensor> {
         );
     }
     Ok(InputTensor::f32(name, shape, &values))
+}
+
+/// `NAME:DATATYPE:D1,D2` (dims may be empty).
+fn tensor_flag(t: &str) -> Result<tpb::TensorSpec> {
+    let mut parts = t.splitn(3, ':');
+    let (Some(name), Some(dt), dims) = (parts.next(), parts.next(), parts.next()) else {
+        bail!("{t:?}: expected NAME:DATATYPE:D1,D2");
+    };
+    let dims = dims
+        .unwrap_or("")
+        .split(',')
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| {
+            d.trim()
+                .parse::<i64>()
+                .with_context(|| format!("{t:?}: bad dimension {d:?}"))
+        })
+        .collect::<Result<_>>()?;
+    Ok(tpb::TensorSpec {
+        name: name.into(),
+        data_type: dt.to_ascii_uppercase(),
+        dims,
+    })
 }
 
 fn parse_data_file(path: &PathBuf) -> Result<Vec<InputTensor>> {
@@ -401,21 +449,63 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Models(ModelsCmd::Create {
             name,
             config,
+            backend,
+            inputs,
+            outputs,
+            max_batch_size,
+            replicas,
+            instances,
+            cpu,
+            memory_mb,
             artifact,
             version,
             sha256,
         }) => {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("cannot read {}", config.display()))?;
+            let mut spec = tpb::ModelSpec {
+                name,
+                version,
+                artifact_uri: artifact,
+                sha256,
+                replicas,
+                ..Default::default()
+            };
+            let config_toml = match config {
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                None => {
+                    let backend = backend
+                        .context("give --config FILE, or --backend with --input and --output")?;
+                    spec.backend = match backend.to_ascii_lowercase().as_str() {
+                        "torch" => tpb::BackendKind::Torch,
+                        "onnx" => tpb::BackendKind::Onnx,
+                        "candle" => tpb::BackendKind::Candle,
+                        other => {
+                            return Err(Failure::Usage(anyhow!(
+                                "--backend {other}: expected torch, onnx or candle"
+                            )));
+                        }
+                    } as i32;
+                    spec.inputs = inputs
+                        .iter()
+                        .map(|t| tensor_flag(t))
+                        .collect::<Result<_>>()?;
+                    spec.outputs = outputs
+                        .iter()
+                        .map(|t| tensor_flag(t))
+                        .collect::<Result<_>>()?;
+                    spec.max_batch_size = max_batch_size;
+                    spec.instances = instances;
+                    spec.resources = Some(tpb::Resources {
+                        cpu,
+                        memory_bytes: memory_mb << 20,
+                        gpu_memory_bytes: 0,
+                    });
+                    String::new()
+                }
+            };
             let req = tpb::CreateModelRequest {
-                spec: Some(tpb::ModelSpec {
-                    name,
-                    version,
-                    artifact_uri: artifact,
-                    sha256,
-                    ..Default::default()
-                }),
-                config_toml: text,
+                spec: Some(spec),
+                config_toml,
             };
             let s = c.models().create(req).await?.into_inner();
             if cli.json {

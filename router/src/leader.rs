@@ -1,0 +1,335 @@
+//! The placement leader. Every router campaigns on `/troupe/leader`; the one elected turns
+//! the desired models and the live nodes into placements (`placement::place`, a pure
+//! function) and writes the difference to etcd, on every change and at least once a
+//! second. The others only route. If the leader dies its lease expires and another wins.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, ResignOptions};
+use tokio::sync::{oneshot, watch};
+use tracing::{info, warn};
+use troupe_proto::troupe::{BackendKind, DevicePreference};
+
+use crate::placement::{self, Assignment, Device};
+use crate::records::{LEADER, PENDING, PLACEMENTS, PendingValue, PlacementValue};
+use crate::state::{ClusterState, Store};
+
+/// What the leader does, as plain data (unit-testable).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub put_placements: Vec<((String, String), PlacementValue)>,
+    pub delete_placements: Vec<(String, String)>,
+    pub put_pending: Vec<(String, PendingValue)>,
+    pub delete_pending: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        *self == Plan::default()
+    }
+}
+
+/// Computes the placement for a state and what must change in etcd to get there.
+pub fn plan(s: &ClusterState) -> Plan {
+    let nodes: Vec<placement::Node> = s
+        .nodes
+        .iter()
+        .map(|(id, n)| placement::Node {
+            id: id.clone(),
+            cpu_millis: n.capacity.cpu_millis,
+            memory_bytes: n.capacity.memory_bytes,
+            gpus: n
+                .capacity
+                .gpus
+                .iter()
+                .map(|g| placement::Gpu {
+                    index: g.index,
+                    memory_bytes: g.memory_bytes,
+                })
+                .collect(),
+        })
+        .collect();
+    let specs: Vec<placement::ModelSpec> = s
+        .models
+        .iter()
+        .filter(|(_, m)| m.backend != BackendKind::Unspecified as i32)
+        .map(|(name, m)| {
+            let r = m.resources.unwrap_or_default();
+            placement::ModelSpec {
+                key: name.clone(),
+                replicas: m.replicas.max(1),
+                cpu_millis: (r.cpu.max(0.0) * 1000.0).round() as u64,
+                memory_bytes: r.memory_bytes,
+                gpu_memory_bytes: r.gpu_memory_bytes,
+                device: match DevicePreference::try_from(m.device) {
+                    Ok(DevicePreference::Cpu) => Device::Cpu,
+                    Ok(DevicePreference::Gpu) => Device::Gpu,
+                    _ => Device::Any,
+                },
+            }
+        })
+        .collect();
+    let current: Vec<Assignment> = s
+        .placements
+        .iter()
+        .flat_map(|((model, node), v)| {
+            (0..v.count).map(move |_| Assignment {
+                model: model.clone(),
+                node: node.clone(),
+                gpu: v.gpu,
+            })
+        })
+        .collect();
+    let p = placement::place(&nodes, &specs, &current);
+
+    let mut want: BTreeMap<(String, String), PlacementValue> = BTreeMap::new();
+    for a in p.assignments {
+        let e = want.entry((a.model, a.node)).or_insert(PlacementValue {
+            count: 0,
+            gpu: a.gpu,
+        });
+        e.count += 1;
+    }
+    let mut out = Plan::default();
+    for (k, v) in &want {
+        if s.placements.get(k) != Some(v) {
+            out.put_placements.push((k.clone(), *v));
+        }
+    }
+    for k in s.placements.keys() {
+        if !want.contains_key(k) {
+            out.delete_placements.push(k.clone());
+        }
+    }
+    let pending: BTreeMap<String, PendingValue> = p
+        .pending
+        .into_iter()
+        .map(|x| {
+            (
+                x.model,
+                PendingValue {
+                    missing: x.missing,
+                    reason: x.reason,
+                },
+            )
+        })
+        .collect();
+    for (k, v) in &pending {
+        if s.pending.get(k) != Some(v) {
+            out.put_pending.push((k.clone(), v.clone()));
+        }
+    }
+    for k in s.pending.keys() {
+        if !pending.contains_key(k) {
+            out.delete_pending.push(k.clone());
+        }
+    }
+    out
+}
+
+async fn apply(client: &mut Client, plan: &Plan) -> Result<(), etcd_client::Error> {
+    for ((model, node), v) in &plan.put_placements {
+        let value = serde_json::to_vec(v).unwrap_or_default();
+        client
+            .put(format!("{PLACEMENTS}{model}/{node}"), value, None)
+            .await?;
+        info!(model = %model, node = %node, replicas = v.count, gpu = ?v.gpu, "placed");
+    }
+    for (model, node) in &plan.delete_placements {
+        client
+            .delete(format!("{PLACEMENTS}{model}/{node}"), None)
+            .await?;
+        info!(model = %model, node = %node, "unplaced");
+    }
+    for (model, v) in &plan.put_pending {
+        client
+            .put(
+                format!("{PENDING}{model}"),
+                serde_json::to_vec(v).unwrap_or_default(),
+                None,
+            )
+            .await?;
+        warn!(model = %model, missing = v.missing, reason = %v.reason, "replicas pending");
+    }
+    for model in &plan.delete_pending {
+        client.delete(format!("{PENDING}{model}"), None).await?;
+    }
+    Ok(())
+}
+
+/// Campaigns for leadership and places while leader, until `stop`.
+pub async fn run(
+    store: Arc<Store>,
+    endpoints: Vec<String>,
+    id: String,
+    is_leader: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let r = lead(&store, &endpoints, &id, &is_leader, &mut stop).await;
+        is_leader.store(false, Ordering::Release);
+        match r {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(router = %id, error = %e, "placement leadership lost or not reachable; campaigning again")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn lead(
+    store: &Store,
+    endpoints: &[String],
+    id: &str,
+    is_leader: &AtomicBool,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), etcd_client::Error> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    let mut client = Client::connect(endpoints, Some(opts)).await?;
+    let lease = client.lease_grant(3, None).await?.id();
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+    // Keep the lease alive while campaigning and leading; report when it is lost.
+    let (lost_tx, mut lost) = oneshot::channel::<String>();
+    let keepalive = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let ok = keeper.keep_alive().await.is_ok()
+                && matches!(tokio::time::timeout(Duration::from_secs(2), answers.message()).await, Ok(Ok(Some(r))) if r.ttl() > 0);
+            if !ok {
+                let _ = lost_tx.send("lease keep-alive failed".into());
+                return;
+            }
+        }
+    });
+    let _guard = AbortOnDrop(keepalive);
+    let campaign = tokio::select! {
+        r = client.campaign(LEADER, id, lease) => r?,
+        e = &mut lost => return Err(etcd_client::Error::LeaseKeepAliveError(e.unwrap_or_default())),
+        _ = stop.changed() => return Ok(()),
+    };
+    let leader_key = campaign.leader().cloned();
+    is_leader.store(true, Ordering::Release);
+    info!(router = %id, "elected placement leader");
+    let mut changed = store.subscribe();
+    loop {
+        if store.synced() {
+            let started = Instant::now();
+            let p = plan(&store.snapshot());
+            if !p.is_empty() {
+                apply(&mut client, &p).await?;
+                info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    placed = p.put_placements.len(),
+                    unplaced = p.delete_placements.len(),
+                    "placement applied"
+                );
+            }
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            e = &mut lost => return Err(etcd_client::Error::LeaseKeepAliveError(e.unwrap_or_default())),
+            _ = stop.changed() => {
+                if let Some(k) = leader_key {
+                    let _ = client.resign(Some(ResignOptions::new().with_leader(k))).await;
+                }
+                let _ = client.lease_revoke(lease).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Capacity, NodeRecord};
+    use troupe_proto::troupe::{ModelSpec, Resources};
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        for id in ["a", "b", "c"] {
+            s.nodes.insert(
+                id.into(),
+                NodeRecord {
+                    id: id.into(),
+                    addr: format!("{id}:1"),
+                    capacity: Capacity {
+                        cpu_millis: 4000,
+                        memory_bytes: 8 << 30,
+                        gpus: vec![],
+                    },
+                    labels: Default::default(),
+                },
+            );
+        }
+        s.models.insert(
+            "m".into(),
+            ModelSpec {
+                name: "m".into(),
+                backend: BackendKind::Onnx as i32,
+                replicas: 2,
+                resources: Some(Resources {
+                    cpu: 1.0,
+                    memory_bytes: 1 << 30,
+                    gpu_memory_bytes: 0,
+                }),
+                ..Default::default()
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn places_then_is_quiet_then_moves_off_a_lost_node() {
+        let mut s = state();
+        let p = plan(&s);
+        assert_eq!(p.put_placements.len(), 2);
+        for (k, v) in &p.put_placements {
+            s.placements.insert(k.clone(), *v);
+        }
+        assert!(plan(&s).is_empty(), "a placed cluster needs no change");
+        let lost = p.put_placements[0].0.1.clone();
+        s.nodes.remove(&lost);
+        let p2 = plan(&s);
+        assert_eq!(p2.delete_placements, vec![("m".to_string(), lost.clone())]);
+        assert_eq!(p2.put_placements.len(), 1);
+        assert_ne!(p2.put_placements[0].0.1, lost);
+    }
+
+    #[test]
+    fn too_big_is_pending_with_a_reason() {
+        let mut s = state();
+        s.models.get_mut("m").unwrap().resources = Some(Resources {
+            cpu: 1.0,
+            memory_bytes: 64 << 30,
+            gpu_memory_bytes: 0,
+        });
+        let p = plan(&s);
+        assert!(p.put_placements.is_empty());
+        assert_eq!(p.put_pending[0].0, "m");
+        assert!(
+            p.put_pending[0].1.reason.contains("memory"),
+            "{}",
+            p.put_pending[0].1.reason
+        );
+    }
+}

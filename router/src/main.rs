@@ -1,0 +1,97 @@
+//! `troupe-router`: routes calls to the cluster's nodes and, when elected, places models.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::info;
+use troupe_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use troupe_proto::troupe::cluster_server::ClusterServer;
+use troupe_proto::troupe::models_server::ModelsServer;
+use troupe_router::service::{ClusterService, InferenceService, ModelsService, Router};
+use troupe_router::state::Store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "troupe-router",
+    version,
+    about = "Troupe router: one endpoint for a cluster of troupe-nodes"
+)]
+struct Args {
+    /// etcd endpoints (comma-separated).
+    #[arg(long, env = "TROUPE_ETCD", value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// Address to serve gRPC on (port 0 picks a free port; the address is printed).
+    #[arg(long, env = "TROUPE_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// This router's name in the leader election (default: its address).
+    #[arg(long, env = "TROUPE_ROUTER_ID")]
+    router_id: Option<String>,
+    /// Log filter (tracing-subscriber EnvFilter syntax).
+    #[arg(long, env = "TROUPE_LOG", default_value = "info")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("troupe-router listening on {addr}");
+    std::io::stdout().flush()?;
+    let id = args.router_id.unwrap_or_else(|| addr.to_string());
+
+    let store = Arc::new(Store::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sync = tokio::spawn(troupe_router::state::sync(
+        store.clone(),
+        args.etcd.clone(),
+        stop_rx.clone(),
+    ));
+    let is_leader = Arc::new(AtomicBool::new(false));
+    let leader = tokio::spawn(troupe_router::leader::run(
+        store.clone(),
+        args.etcd.clone(),
+        id.clone(),
+        is_leader,
+        stop_rx,
+    ));
+    let router = Router::new(store, args.etcd.clone());
+
+    info!(%addr, router = %id, "serving");
+    let shutdown = async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    };
+    tonic::transport::Server::builder()
+        .add_service(
+            GrpcInferenceServiceServer::new(InferenceService(router.clone()))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(ModelsServer::new(ModelsService(router.clone())))
+        .add_service(ClusterServer::new(ClusterService(router)))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), leader).await;
+    sync.abort();
+    Ok(())
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# A whole local cluster: a real etcd, a troupe-router and N troupe-nodes on loopback, the
+# example models declared through the router (placed by it on the nodes), a few calls.
+#   scripts/cluster.sh            # N=3 nodes; shows the calls, then stops everything
+#   scripts/cluster.sh --serve    # keeps running until Ctrl-C (router on the printed address)
+# Env: NODES (default 3), BIN (default target/debug).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NODES=${NODES:-3}
+BIN=${BIN:-target/debug}
+SP=$PWD/.venv/lib/python3.11/site-packages
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$SP/onnxruntime/capi/libonnxruntime.so.1.31.1}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_line() { for _ in $(seq 300); do [[ -s "$1" ]] && return 0; sleep 0.1; done; echo "timed out: $1" >&2; return 1; }
+
+EC=$(port); EP=$(port)
+etcd --name troupe --data-dir "$WORK/etcd" \
+  --listen-client-urls "http://127.0.0.1:$EC" --advertise-client-urls "http://127.0.0.1:$EC" \
+  --listen-peer-urls "http://127.0.0.1:$EP" --initial-advertise-peer-urls "http://127.0.0.1:$EP" \
+  --initial-cluster "troupe=http://127.0.0.1:$EP" --initial-cluster-state new >"$WORK/etcd.log" 2>&1 &
+PIDS+=($!)
+ETCD=http://127.0.0.1:$EC
+for _ in $(seq 100); do etcdctl --endpoints "$ETCD" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+say "etcd $ETCD"
+
+for i in $(seq "$NODES"); do
+  mkdir -p "$WORK/repo$i"
+  "$BIN/troupe-node" --model-repository "$WORK/repo$i" --listen 127.0.0.1:0 --etcd "$ETCD" --node-id "node$i" \
+    --memory-mb 2048 >"$WORK/node$i.out" 2>"$WORK/node$i.log" &
+  PIDS+=($!)
+done
+for i in $(seq "$NODES"); do wait_line "$WORK/node$i.out"; say "node$i $(awk '{print $4}' "$WORK/node$i.out")"; done
+
+"$BIN/troupe-router" --etcd "$ETCD" --listen 127.0.0.1:0 --router-id router1 >"$WORK/router.out" 2>"$WORK/router.log" &
+PIDS+=($!)
+wait_line "$WORK/router.out"
+ROUTER=$(awk '{print $4}' "$WORK/router.out")
+say "router $ROUTER"
+T="$BIN/troupe --server $ROUTER"
+for _ in $(seq 100); do $T health >/dev/null 2>&1 && break; sleep 0.1; done
+
+M=$PWD/models/repository
+$T models create mlp_onnx --backend onnx --artifact "$M/mlp_onnx/1" --input input:FP32:16 --output output:FP32:4 --max-batch-size 64 --replicas 2
+$T models create mlp_torch --backend torch --artifact "$M/mlp_torch/1" --input input:FP32:16 --output output:FP32:4 --max-batch-size 64 --replicas 2
+$T models create mlp_candle --backend candle --artifact "$M/mlp_candle/1" --input input:FP32:16 --output output:FP32:4 --max-batch-size 64 --replicas 1
+for _ in $(seq 300); do
+  [[ $($T models list --json | python3 -c 'import json,sys; print(all(m["state"]=="READY" and m["ready_replicas"]>=1 for m in json.load(sys.stdin)))') == True ]] && break
+  sleep 0.1
+done
+say "models, placed by the router"
+$T models list
+X=$(python3 -c 'print(",".join(str((i - 8) / 8) for i in range(16)))')
+for m in mlp_onnx mlp_torch mlp_candle; do
+  say "infer $m through the router"
+  $T infer "$m" --input "input=1,16:$X"
+done
+if [[ "${1:-}" == "--serve" ]]; then
+  say "serving: troupe --server $ROUTER ... (Ctrl-C stops)"
+  wait
+fi
+say "stopping the cluster"
