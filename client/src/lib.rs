@@ -21,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use troupe_proto::inference::model_infer_request::InferInputTensor;
 use troupe_proto::inference::{self as pb};
+use troupe_proto::troupe::cluster_client::ClusterClient;
 use troupe_proto::troupe::models_client::ModelsClient;
 
 pub use troupe_proto;
@@ -277,6 +278,7 @@ pub struct CallOptions {
 pub struct Client {
     inference: GrpcInferenceServiceClient<Channel>,
     models: ModelsClient<Channel>,
+    cluster: ClusterClient<Channel>,
 }
 
 impl Client {
@@ -297,13 +299,19 @@ impl Client {
             inference: GrpcInferenceServiceClient::new(channel.clone())
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
-            models: ModelsClient::new(channel),
+            models: ModelsClient::new(channel.clone()),
+            cluster: ClusterClient::new(channel),
         }
     }
 
     /// The generated Open Inference Protocol stub.
     pub fn inference(&mut self) -> &mut GrpcInferenceServiceClient<Channel> {
         &mut self.inference
+    }
+
+    /// The generated `troupe.v1.Cluster` stub (routers only): nodes and placements.
+    pub fn cluster(&mut self) -> &mut ClusterClient<Channel> {
+        &mut self.cluster
     }
 
     /// The generated `troupe.v1.Models` stub.
