@@ -128,6 +128,39 @@ async fn replicas_spread_over_nodes_and_are_served_through_the_router() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::NotFound));
+
+    // The CLI's cluster views.
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(troupe_tests::binary("troupe"))
+            .args(["--server", &router.addr, "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let nodes = run(&["cluster", "nodes"]);
+    assert_eq!(nodes.as_array().unwrap().len(), 3);
+    let used: u64 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["used_memory_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(used, 2 * (GIB / 4), "two replicas of 256 MiB placed");
+    let p = run(&["cluster", "placements", "--model", "mlp"]);
+    assert_eq!(p["placements"].as_array().unwrap().len(), 2);
+    assert!(
+        p["placements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["ready"] == true)
+    );
 }
 
 #[tokio::test]
