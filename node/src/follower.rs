@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -29,10 +28,8 @@ use crate::config::ModelDef;
 use crate::error::NodeError;
 use crate::registry::Registry;
 
-/// Prefix of the desired models (values: prost-encoded `ModelSpec`).
-pub const MODELS_PREFIX: &str = "/troupe/models/";
-/// Prefix of placements: `/troupe/placements/<model>/<node_id>`.
-pub const PLACEMENTS_PREFIX: &str = "/troupe/placements/";
+pub use troupe_proto::cluster::MODELS as MODELS_PREFIX;
+pub use troupe_proto::cluster::PLACEMENTS as PLACEMENTS_PREFIX;
 /// Most backend instances one placement may ask of a node.
 pub const MAX_INSTANCES: usize = 256;
 
@@ -44,15 +41,9 @@ const LOAD_RETRY_MAX: Duration = Duration::from_secs(30);
 /// matches (a model unloaded by hand comes back).
 const RECHECK: Duration = Duration::from_secs(5);
 
-/// `/troupe/placements/<model>/<node_id>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
-    /// Replicas of the model this node should run.
-    pub count: u32,
-    /// The GPU the placement chose, if any.
-    #[serde(default)]
-    pub gpu: Option<u32>,
-}
+/// `/troupe/placements/<model>/<node_id>`: replicas of the model this node should run, and
+/// the GPU the placement chose.
+pub use troupe_proto::cluster::PlacementValue as Placement;
 
 /// What etcd asks of this node.
 #[derive(Debug, Default)]

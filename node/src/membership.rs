@@ -11,75 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, ConnectOptions, PutOptions};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::registry::Registry;
 
-/// Prefix of node records.
-pub const NODES_PREFIX: &str = "/troupe/nodes/";
-/// Prefix of status records.
-pub const STATUS_PREFIX: &str = "/troupe/status/";
-
-/// A GPU a node offers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GpuRecord {
-    pub index: u32,
-    pub memory_bytes: u64,
-}
-
-/// What a node offers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Capacity {
-    pub cpu_millis: u64,
-    pub memory_bytes: u64,
-    pub gpus: Vec<GpuRecord>,
-}
-
-/// `/troupe/nodes/<id>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    pub id: String,
-    /// Where routers reach its gRPC services.
-    pub addr: String,
-    pub capacity: Capacity,
-    pub labels: std::collections::BTreeMap<String, String>,
-    pub started_ms: u64,
-}
-
-/// One loaded model version on a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelLoad {
-    pub name: String,
-    pub version: String,
-    pub ready: bool,
-    pub ready_instances: u32,
-    pub instances: u32,
-    /// Calls waiting in the model's queue.
-    pub queue_length: u64,
-    /// Calls being run now.
-    pub in_flight: u64,
-}
-
-/// A model this node could not load, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailedModel {
-    pub name: String,
-    pub reason: String,
-}
-
-/// `/troupe/status/<id>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusRecord {
-    pub id: String,
-    pub updated_ms: u64,
-    pub models: Vec<ModelLoad>,
-    /// Models whose last load failed (a placed model with a bad artifact, say); a model
-    /// can be both here and in `models` when a new version failed and the old one serves.
-    #[serde(default)]
-    pub failed: Vec<FailedModel>,
-}
+pub use troupe_proto::cluster::{
+    Capacity, FailedModel, GpuRecord, ModelLoad, NODES as NODES_PREFIX, NodeRecord,
+    STATUS as STATUS_PREFIX, StatusRecord,
+};
 
 /// How a node takes part in a cluster.
 #[derive(Debug, Clone)]

@@ -277,7 +277,7 @@ mod tests {
                         memory_bytes: 8 << 30,
                         gpus: vec![],
                     },
-                    labels: Default::default(),
+                    ..Default::default()
                 },
             );
         }

@@ -146,23 +146,6 @@ fn retryable(s: &Status) -> bool {
     }
 }
 
-/// The caller's deadline, from `grpc-timeout`.
-fn deadline<T>(req: &Request<T>) -> Option<Instant> {
-    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    let d = match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    };
-    Instant::now().checked_add(d)
-}
-
 struct Outstanding(Arc<AtomicU64>);
 impl Drop for Outstanding {
     fn drop(&mut self) {
@@ -274,7 +257,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        let d = deadline(&req);
+        let d = troupe_proto::request_deadline(&req);
         let body = req.into_inner();
         let model = body.name.clone();
         forward(&self.0, &model, d, body, |mut c, r| async move {
@@ -288,7 +271,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let d = deadline(&req);
+        let d = troupe_proto::request_deadline(&req);
         let body = req.into_inner();
         let model = body.model_name.clone();
         forward(&self.0, &model, d, body, |mut c, r| async move {
@@ -301,7 +284,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
-        let d = deadline(&req);
+        let d = troupe_proto::request_deadline(&req);
         let body = req.into_inner();
         let model = body.name.clone();
         forward(&self.0, &model, d, body, |mut c, r| async move {

@@ -16,23 +16,6 @@ use crate::convert;
 use crate::error::NodeError;
 use crate::registry::{LoadedModel, Registry};
 
-/// The deadline the client set with `grpc-timeout` (e.g. "100m", "5S").
-pub fn request_deadline<T>(req: &Request<T>) -> Option<Instant> {
-    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    let d = match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    };
-    Instant::now().checked_add(d)
-}
-
 /// Request parameter that crashes a replica (only with --enable-fault-injection).
 pub const FAULT_PARAM: &str = "troupe.fault";
 
@@ -155,7 +138,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let deadline = request_deadline(&req);
+        let deadline = troupe_proto::request_deadline(&req);
         let req = req.into_inner();
         let model = self.registry.get(&req.model_name, &req.model_version)?;
         let mut fault = false;

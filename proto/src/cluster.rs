@@ -1,0 +1,100 @@
+//! The cluster's records in etcd (docs/ARCHITECTURE.md §11–12): the keys and the JSON
+//! values nodes and routers exchange. Readers are tolerant: missing fields take defaults,
+//! unknown ones are ignored.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything Troupe keeps in etcd is under this prefix.
+pub const ROOT: &str = "/troupe/";
+/// `/troupe/nodes/<node_id>`: [`NodeRecord`], under the node's lease.
+pub const NODES: &str = "/troupe/nodes/";
+/// `/troupe/status/<node_id>`: [`StatusRecord`], under the node's lease.
+pub const STATUS: &str = "/troupe/status/";
+/// `/troupe/models/<name>`: the desired `troupe.v1.ModelSpec`, prost-encoded.
+pub const MODELS: &str = "/troupe/models/";
+/// `/troupe/placements/<name>/<node_id>`: [`PlacementValue`].
+pub const PLACEMENTS: &str = "/troupe/placements/";
+/// `/troupe/pending/<name>`: [`PendingValue`].
+pub const PENDING: &str = "/troupe/pending/";
+/// The routers' election for the placement leader.
+pub const LEADER: &str = "/troupe/leader";
+
+/// A GPU a node offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GpuRecord {
+    pub index: u32,
+    pub memory_bytes: u64,
+}
+
+/// What a node offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Capacity {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub gpus: Vec<GpuRecord>,
+}
+
+/// A node and what it offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeRecord {
+    pub id: String,
+    /// Where routers reach its gRPC services.
+    pub addr: String,
+    pub capacity: Capacity,
+    pub labels: BTreeMap<String, String>,
+    pub started_ms: u64,
+}
+
+/// One loaded model version on a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelLoad {
+    pub name: String,
+    pub version: String,
+    pub ready: bool,
+    pub ready_instances: u32,
+    pub instances: u32,
+    /// Calls waiting in the model's queue.
+    pub queue_length: u64,
+    /// Calls being run now.
+    pub in_flight: u64,
+}
+
+/// A model whose last load failed on a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailedModel {
+    pub name: String,
+    pub reason: String,
+}
+
+/// A node's models: readiness, load and failures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatusRecord {
+    pub id: String,
+    pub updated_ms: u64,
+    pub models: Vec<ModelLoad>,
+    pub failed: Vec<FailedModel>,
+}
+
+/// Run `count` replicas of a model on a node (on `gpu`, if set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementValue {
+    pub count: u32,
+    #[serde(default)]
+    pub gpu: Option<u32>,
+}
+
+/// Replicas of a model that fit nowhere, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PendingValue {
+    pub missing: u32,
+    pub reason: String,
+}
