@@ -88,6 +88,7 @@ fn serving(c: &mut Criterion) {
             node_id: "bench".into(),
             max_message_bytes: 64 << 20,
             membership: None,
+            metrics_listen: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(troupe_node::serve(serve_opts, listener, async {

@@ -72,6 +72,15 @@ impl ReplicaState {
         model
             .stats
             .record_execution(started.duration_since(oldest), compute, rows.iter().sum());
+        model
+            .metrics
+            .queue
+            .observe_duration(started.duration_since(oldest));
+        model.metrics.compute.observe_duration(compute);
+        model
+            .metrics
+            .batch
+            .observe(rows.iter().sum::<usize>() as f64);
         match joined {
             Ok(Ok(outputs)) => {
                 if let Err(e) = model.def.signature.check_outputs(&outputs) {

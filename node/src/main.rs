@@ -64,6 +64,9 @@ struct Args {
     /// A label for placement, KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "TROUPE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "TROUPE_LOG", default_value = "info")]
     log: String,
@@ -154,6 +157,7 @@ fn main() -> anyhow::Result<()> {
             node_id,
             max_message_bytes: args.max_message_bytes,
             membership,
+            metrics_listen: args.metrics_listen,
         };
         troupe_node::serve(opts, listener, troupe_node::shutdown_signal()).await?;
         anyhow::Ok(())

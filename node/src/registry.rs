@@ -18,6 +18,7 @@ use crate::actors::{NodeSupervisor, ReplicaMsg, SupervisorMsg};
 use crate::batcher::Queue;
 use crate::config::{DevicePref, ModelDef, validate_name, validate_version};
 use crate::error::NodeError;
+use crate::metrics::{ModelMetrics, NodeMetrics};
 
 /// Node-wide settings the registry needs.
 #[derive(Debug, Clone)]
@@ -133,6 +134,10 @@ pub struct LoadedModel {
     pub sha256: String,
     pub replicas: Vec<Replica>,
     pub stats: Stats,
+    /// Prometheus histograms (see `metrics.rs`).
+    pub metrics: ModelMetrics,
+    /// How long the load took, µs.
+    pub load_micros: AtomicU64,
     pub queue: Arc<Queue>,
     pub loaded_at: SystemTime,
     unloading: AtomicBool,
@@ -178,6 +183,7 @@ impl LoadedModel {
     ) -> Result<Vec<Tensor>, NodeError> {
         let start = Instant::now();
         let result = self.infer_inner(inputs, rows, deadline, fault).await;
+        self.metrics.total.observe_duration(start.elapsed());
         self.stats
             .record_call(result.is_ok(), rows, start.elapsed());
         result
@@ -212,6 +218,8 @@ impl LoadedModel {
 /// The loaded models of this node.
 pub struct Registry {
     pub opts: NodeOptions,
+    /// Node-wide metrics (calls by status).
+    pub metrics: NodeMetrics,
     models: RwLock<BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>>,
     failures: RwLock<BTreeMap<String, String>>,
     admin: tokio::sync::Mutex<()>,
@@ -226,6 +234,7 @@ impl Registry {
             .map_err(|e| NodeError::Internal(format!("cannot start the supervisor: {e}")))?;
         Ok(Arc::new(Self {
             opts,
+            metrics: NodeMetrics::default(),
             models: RwLock::default(),
             failures: RwLock::default(),
             admin: tokio::sync::Mutex::new(()),
@@ -352,6 +361,8 @@ impl Registry {
             sha256: digest,
             replicas: (0..instances).map(|_| Replica::default()).collect(),
             stats: Stats::default(),
+            metrics: ModelMetrics::default(),
+            load_micros: AtomicU64::new(0),
             queue: Queue::new(&def_name, def_batching),
             loaded_at: SystemTime::now(),
             unloading: AtomicBool::new(false),
@@ -395,6 +406,9 @@ impl Registry {
                 return Err(e);
             }
         }
+        model
+            .load_micros
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let old: Vec<Arc<LoadedModel>> = {
             let mut models = self.models.write();
             let versions = models.entry(model.def.name.clone()).or_default();

@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub max_message_bytes: usize,
     /// Cluster membership through etcd (`--etcd`); None for a standalone node.
     pub membership: Option<MembershipConfig>,
+    /// Where to serve Prometheus metrics (GET /metrics); None: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, finishes the calls in flight,
@@ -87,6 +89,16 @@ pub async fn serve(
         })
     };
 
+    let metrics_task = match opts.metrics_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.map_err(|e| {
+                NodeError::Internal(format!("cannot listen for metrics on {addr}: {e}"))
+            })?;
+            Some(tokio::spawn(crate::metrics::serve(l, registry.clone())))
+        }
+        None => None,
+    };
+
     // Membership: registered while serving; the lease is revoked as soon as shutdown
     // starts, before the calls in flight drain.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -128,6 +140,9 @@ pub async fn serve(
         )
         .await;
     info!("stopped accepting; draining models");
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if let Some(m) = member {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), m).await;
     }

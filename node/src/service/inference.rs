@@ -26,6 +26,62 @@ pub struct InferenceService {
 }
 
 impl InferenceService {
+    async fn infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let deadline = troupe_proto::request_deadline(&req);
+        let req = req.into_inner();
+        let model = self.registry.get(&req.model_name, &req.model_version)?;
+        let mut fault = false;
+        if let Some(p) = req.parameters.get(FAULT_PARAM) {
+            if !self.registry.opts.fault_injection {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "parameter '{FAULT_PARAM}' needs a node started with --enable-fault-injection"
+                ))
+                .into());
+            }
+            fault = matches!(&p.parameter_choice, Some(ParameterChoice::StringParam(s)) if s == "crash");
+        }
+        // KServe/Triton clients may also send a `timeout` parameter in microseconds.
+        let timeout_us = req
+            .parameters
+            .get("timeout")
+            .and_then(|p| match p.parameter_choice {
+                Some(ParameterChoice::Int64Param(us)) if us > 0 => Some(us as u64),
+                Some(ParameterChoice::Uint64Param(us)) if us > 0 => Some(us),
+                _ => None,
+            });
+        let deadline =
+            match timeout_us.and_then(|us| Instant::now().checked_add(Duration::from_micros(us))) {
+                Some(d) => Some(deadline.map_or(d, |g| g.min(d))),
+                None => deadline,
+            };
+        let sig = &model.def.signature;
+        let inputs = convert::request_inputs(
+            &model.def.name,
+            &req,
+            sig,
+            self.registry.opts.max_tensor_bytes,
+        )?;
+        let rows = if sig.max_batch_size > 0 {
+            inputs.first().map(|t| t.shape[0]).unwrap_or(1)
+        } else {
+            1
+        };
+        let span = info_span!("queue_and_backend", backend = %model.def.backend, rows);
+        let outputs = model
+            .infer(inputs, rows, deadline, fault)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(convert::response(
+            &req,
+            &model.def.version,
+            sig,
+            outputs,
+        )?))
+    }
+
     pub fn new(registry: Arc<Registry>, ready: Arc<AtomicBool>) -> Self {
         Self { registry, ready }
     }
@@ -138,56 +194,20 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let deadline = troupe_proto::request_deadline(&req);
-        let req = req.into_inner();
-        let model = self.registry.get(&req.model_name, &req.model_version)?;
-        let mut fault = false;
-        if let Some(p) = req.parameters.get(FAULT_PARAM) {
-            if !self.registry.opts.fault_injection {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "parameter '{FAULT_PARAM}' needs a node started with --enable-fault-injection"
-                ))
-                .into());
-            }
-            fault = matches!(&p.parameter_choice, Some(ParameterChoice::StringParam(s)) if s == "crash");
-        }
-        // KServe/Triton clients may also send a `timeout` parameter in microseconds.
-        let timeout_us = req
-            .parameters
-            .get("timeout")
-            .and_then(|p| match p.parameter_choice {
-                Some(ParameterChoice::Int64Param(us)) if us > 0 => Some(us as u64),
-                Some(ParameterChoice::Uint64Param(us)) if us > 0 => Some(us),
-                _ => None,
-            });
-        let deadline =
-            match timeout_us.and_then(|us| Instant::now().checked_add(Duration::from_micros(us))) {
-                Some(d) => Some(deadline.map_or(d, |g| g.min(d))),
-                None => deadline,
-            };
-        let sig = &model.def.signature;
-        let inputs = convert::request_inputs(
-            &model.def.name,
-            &req,
-            sig,
-            self.registry.opts.max_tensor_bytes,
-        )?;
-        let rows = if sig.max_batch_size > 0 {
-            inputs.first().map(|t| t.shape[0]).unwrap_or(1)
-        } else {
-            1
-        };
-        let span = info_span!("queue_and_backend", backend = %model.def.backend, rows);
-        let outputs = model
-            .infer(inputs, rows, deadline, fault)
-            .instrument(span)
-            .await?;
-        Ok(Response::new(convert::response(
-            &req,
-            &model.def.version,
-            sig,
-            outputs,
-        )?))
+        // Counted by model, version and status; unknown models under model="".
+        let known = self
+            .registry
+            .get(&req.get_ref().model_name, &req.get_ref().model_version)
+            .ok();
+        let (model, version) = known
+            .map(|m| (m.def.name.clone(), m.def.version.clone()))
+            .unwrap_or_default();
+        let result = self.infer(req).await;
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        self.registry.metrics.count_request(&model, &version, code);
+        result
     }
 
     async fn model_config(

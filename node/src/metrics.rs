@@ -1,0 +1,247 @@
+//! Prometheus metrics of a node, served as text on `--metrics-listen` (GET /metrics).
+//!
+//! Per model and version: calls by status, latency histograms (queue, compute, total),
+//! batch sizes, calls in flight and queued, readiness and load time. Each event updates
+//! its metric where it is logged (the registry and the replica actors).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::registry::Registry;
+
+/// Latency bucket bounds, seconds.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Batch size bucket bounds, rows.
+pub const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// A lock-free cumulative histogram.
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// Sum in micro-units (µs for latencies, rows for sizes).
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            if v <= *b {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((v * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    pub fn observe_duration(&self, d: Duration) {
+        self.observe(d.as_secs_f64());
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{b}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let n = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {n}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {n}");
+    }
+}
+
+/// The histograms of one loaded model version.
+pub struct ModelMetrics {
+    pub total: Histogram,
+    pub queue: Histogram,
+    pub compute: Histogram,
+    pub batch: Histogram,
+}
+
+impl Default for ModelMetrics {
+    fn default() -> Self {
+        Self {
+            total: Histogram::new(&LATENCY_BUCKETS),
+            queue: Histogram::new(&LATENCY_BUCKETS),
+            compute: Histogram::new(&LATENCY_BUCKETS),
+            batch: Histogram::new(&BATCH_BUCKETS),
+        }
+    }
+}
+
+/// Node-wide counters that outlive a model (calls by model, version and status).
+#[derive(Default)]
+pub struct NodeMetrics {
+    requests: Mutex<BTreeMap<(String, String, String), u64>>,
+}
+
+impl NodeMetrics {
+    /// Counts one call. Unknown models are counted under model="" to bound cardinality.
+    pub fn count_request(&self, model: &str, version: &str, status: tonic::Code) {
+        let key = (
+            model.to_string(),
+            version.to_string(),
+            format!("{status:?}"),
+        );
+        *self.requests.lock().entry(key).or_default() += 1;
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A histogram family: name, type, help, and where each model keeps it.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ModelMetrics) -> &Histogram,
+);
+
+/// The text exposition of every metric.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# HELP troupe_requests_total Inference calls by model, version and gRPC status.\n",
+    );
+    out.push_str("# TYPE troupe_requests_total counter\n");
+    for ((m, v, s), n) in registry.metrics.requests.lock().iter() {
+        let _ = writeln!(
+            out,
+            "troupe_requests_total{{model=\"{}\",version=\"{}\",status=\"{}\"}} {n}",
+            esc(m),
+            esc(v),
+            s
+        );
+    }
+    let models = registry.list();
+    let families: [Family; 4] = [
+        (
+            "troupe_request_duration_seconds",
+            "histogram",
+            "Time from a call's arrival at the model to its answer.",
+            |m| &m.total,
+        ),
+        (
+            "troupe_queue_duration_seconds",
+            "histogram",
+            "Time a batch's oldest call waited in the queue.",
+            |m| &m.queue,
+        ),
+        (
+            "troupe_compute_duration_seconds",
+            "histogram",
+            "Time the backend took per batch.",
+            |m| &m.compute,
+        ),
+        (
+            "troupe_batch_size",
+            "histogram",
+            "Rows per backend call.",
+            |m| &m.batch,
+        ),
+    ];
+    for (name, kind, help, pick) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for m in &models {
+            let labels = format!(
+                "model=\"{}\",version=\"{}\"",
+                esc(&m.def.name),
+                esc(&m.def.version)
+            );
+            pick(&m.metrics).render(&mut out, name, &labels);
+        }
+    }
+    let gauges: [(&str, &str); 4] = [
+        ("troupe_in_flight", "Calls being run now."),
+        ("troupe_queue_length", "Calls waiting in the model's queue."),
+        ("troupe_model_ready", "1 when at least one instance serves."),
+        (
+            "troupe_model_load_seconds",
+            "How long the model took to load.",
+        ),
+    ];
+    for (i, (name, help)) in gauges.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for m in &models {
+            let v = match i {
+                0 => m.queue.running() as f64,
+                1 => m.queue.len() as f64,
+                2 => f64::from(u8::from(m.is_ready())),
+                _ => m.load_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{model=\"{}\",version=\"{}\"}} {v}",
+                esc(&m.def.name),
+                esc(&m.def.version)
+            );
+        }
+    }
+    out
+}
+
+/// Serves GET /metrics until the process ends.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    info!(addr = ?listener.local_addr().ok(), "metrics endpoint");
+    loop {
+        let (mut sock, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") {
+                ("200 OK", render(&registry))
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}

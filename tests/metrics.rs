@@ -1,0 +1,172 @@
+//! The Prometheus endpoint of a node: counters and histograms move with calls, by model
+//! and status.
+
+use std::io::{Read, Write};
+
+use troupe_client::InputTensor;
+use troupe_tests::{Node, free_port, reference, repository};
+
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse::<f64>().ok())
+        })
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn counters_and_histograms_move_with_calls() {
+    let repo = repository(&["mlp_onnx", "mlp_candle"]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let node = Node::start(repo.path(), &["--metrics-listen", &addr])
+        .await
+        .unwrap();
+    let mut c = node.client().await;
+    let case = &reference("mlp.json")[0];
+    for _ in 0..3 {
+        c.infer(
+            "mlp_onnx",
+            vec![InputTensor::f32("input", case.shape.clone(), &case.input)],
+        )
+        .await
+        .unwrap();
+    }
+    let _ = c
+        .infer(
+            "mlp_onnx",
+            vec![InputTensor::f32("input", vec![1, 15], &[0.0; 15])],
+        )
+        .await
+        .unwrap_err();
+    let _ = c
+        .infer(
+            "nope",
+            vec![InputTensor::f32("input", vec![1, 16], &[0.0; 16])],
+        )
+        .await
+        .unwrap_err();
+
+    let m = scrape(port);
+    let onnx = "model=\"mlp_onnx\",version=\"1\"";
+    assert_eq!(
+        value(
+            &m,
+            &format!("troupe_requests_total{{{onnx},status=\"Ok\"}}")
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("troupe_requests_total{{{onnx},status=\"InvalidArgument\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "troupe_requests_total{model=\"\",version=\"\",status=\"NotFound\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("troupe_request_duration_seconds_count{{{onnx}}}")
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("troupe_compute_duration_seconds_count{{{onnx}}}")
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(&m, &format!("troupe_batch_size_count{{{onnx}}}")),
+        3.0
+    );
+    assert_eq!(
+        value(&m, &format!("troupe_batch_size_sum{{{onnx}}}")),
+        3.0 * case.shape[0] as f64
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("troupe_request_duration_seconds_bucket{{{onnx},le=\"+Inf\"}}")
+        ),
+        3.0
+    );
+    assert!(
+        value(
+            &m,
+            &format!("troupe_request_duration_seconds_sum{{{onnx}}}")
+        ) > 0.0
+    );
+    assert_eq!(value(&m, &format!("troupe_model_ready{{{onnx}}}")), 1.0);
+    assert!(value(&m, &format!("troupe_model_load_seconds{{{onnx}}}")) > 0.0);
+    assert_eq!(
+        value(
+            &m,
+            "troupe_queue_length{model=\"mlp_candle\",version=\"1\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "troupe_request_duration_seconds_count{model=\"mlp_candle\",version=\"1\"}"
+        ),
+        0.0
+    );
+    assert!(m.contains("# TYPE troupe_request_duration_seconds histogram"));
+
+    // They move with more calls.
+    c.infer(
+        "mlp_candle",
+        vec![InputTensor::f32("input", case.shape.clone(), &case.input)],
+    )
+    .await
+    .unwrap();
+    c.infer(
+        "mlp_onnx",
+        vec![InputTensor::f32("input", case.shape.clone(), &case.input)],
+    )
+    .await
+    .unwrap();
+    let m = scrape(port);
+    assert_eq!(
+        value(
+            &m,
+            &format!("troupe_requests_total{{{onnx},status=\"Ok\"}}")
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "troupe_requests_total{model=\"mlp_candle\",version=\"1\",status=\"Ok\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "troupe_request_duration_seconds_count{model=\"mlp_candle\",version=\"1\"}"
+        ),
+        1.0
+    );
+}
