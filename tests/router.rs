@@ -129,6 +129,37 @@ async fn replicas_spread_over_nodes_and_are_served_through_the_router() {
         .unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::NotFound));
 
+    // W3C trace context: the caller's trace id comes back through the router (from the node).
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let case = &reference("mlp.json")[0];
+    let mut req = tonic::Request::new(troupe_client::infer_request(
+        "mlp",
+        "",
+        vec![InputTensor::f32("input", case.shape.clone(), &case.input)],
+    ));
+    req.metadata_mut()
+        .insert("traceparent", tp.parse().unwrap());
+    let resp = c.inference().model_infer(req).await.unwrap();
+    assert_eq!(
+        resp.metadata()
+            .get("trace-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let mut bad = tonic::Request::new(troupe_client::infer_request(
+        "mlp",
+        "",
+        vec![InputTensor::f32("input", vec![1, 3], &[0.0; 3])],
+    ));
+    bad.metadata_mut()
+        .insert("traceparent", tp.parse().unwrap());
+    let err = c.inference().model_infer(bad).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        err.metadata().get("trace-id").and_then(|v| v.to_str().ok()),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+
     // The CLI's cluster views.
     let run = |args: &[&str]| {
         let out = std::process::Command::new(troupe_tests::binary("troupe"))

@@ -158,6 +158,7 @@ async fn forward<Req, Resp, F, Fut>(
     router: &Router,
     model: &str,
     deadline: Option<Instant>,
+    trace: Option<&troupe_proto::TraceContext>,
     body: Req,
     call: F,
 ) -> Result<Response<Resp>, Status>
@@ -180,6 +181,9 @@ where
         let r = router.pick(&left).clone();
         tried.push(r.node.clone());
         let mut req = Request::new(body.clone());
+        if let Some(t) = trace {
+            t.inject(req.metadata_mut());
+        }
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -258,11 +262,17 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let d = troupe_proto::request_deadline(&req);
+        let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
         let body = req.into_inner();
         let model = body.name.clone();
-        forward(&self.0, &model, d, body, |mut c, r| async move {
-            c.model_metadata(r).await
-        })
+        forward(
+            &self.0,
+            &model,
+            d,
+            trace.as_ref(),
+            body,
+            |mut c, r| async move { c.model_metadata(r).await },
+        )
         .await
     }
 
@@ -272,11 +282,17 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let d = troupe_proto::request_deadline(&req);
+        let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
         let body = req.into_inner();
         let model = body.model_name.clone();
-        forward(&self.0, &model, d, body, |mut c, r| async move {
-            c.model_infer(r).await
-        })
+        forward(
+            &self.0,
+            &model,
+            d,
+            trace.as_ref(),
+            body,
+            |mut c, r| async move { c.model_infer(r).await },
+        )
         .await
     }
 
@@ -285,11 +301,17 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let d = troupe_proto::request_deadline(&req);
+        let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
         let body = req.into_inner();
         let model = body.name.clone();
-        forward(&self.0, &model, d, body, |mut c, r| async move {
-            c.model_config(r).await
-        })
+        forward(
+            &self.0,
+            &model,
+            d,
+            trace.as_ref(),
+            body,
+            |mut c, r| async move { c.model_config(r).await },
+        )
         .await
     }
 

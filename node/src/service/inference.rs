@@ -16,6 +16,10 @@ use crate::convert;
 use crate::error::NodeError;
 use crate::registry::{LoadedModel, Registry};
 
+fn t_id(t: &Option<troupe_proto::TraceContext>) -> &str {
+    t.as_ref().map_or("", |t| t.trace_id())
+}
+
 /// Request parameter that crashes a replica (only with --enable-fault-injection).
 pub const FAULT_PARAM: &str = "troupe.fault";
 
@@ -202,11 +206,27 @@ impl GrpcInferenceService for InferenceService {
         let (model, version) = known
             .map(|m| (m.def.name.clone(), m.def.version.clone()))
             .unwrap_or_default();
-        let result = self.infer(req).await;
+        // W3C trace context: the caller's trace id goes back on the answer (and the error).
+        let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
+        let mut result = self.infer(req).await;
         let code = result
             .as_ref()
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         self.registry.metrics.count_request(&model, &version, code);
+        if let Some(Ok(id)) = trace
+            .as_ref()
+            .map(|t| t.trace_id().parse::<tonic::metadata::MetadataValue<_>>())
+        {
+            tracing::debug!(model = %model, trace_id = %t_id(&trace), sampled = trace.as_ref().is_some_and(|t| t.sampled()), "traced call");
+            match &mut result {
+                Ok(r) => {
+                    r.metadata_mut().insert("trace-id", id);
+                }
+                Err(s) => {
+                    s.metadata_mut().insert("trace-id", id);
+                }
+            }
+        }
         result
     }
 
