@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, backend reference tests, and integration tests that
-# start real troupe-node processes on free loopback ports (plus the stock Python
-# tritonclient against them).
+# start real troupe-node / troupe-router / etcd processes on free loopback ports (plus the
+# stock Python tritonclient and a grpcio example against them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace --bins
-cargo test --workspace --no-fail-fast "$@"
+LOG=$(mktemp)
+set +e
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$LOG"
+rm -f "$LOG"
+exit "$status"
