@@ -102,6 +102,29 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Starts a Troupe binary with stderr to `log` and reads the address it prints first
+/// (`<name> listening on ADDR`).
+async fn spawn_listening(cmd: &mut Command, name: &str, log: &Path) -> Result<(Child, String)> {
+    let mut child = cmd
+        .env("TROUPE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("spawn {name}"))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    let addr = line
+        .trim()
+        .strip_prefix(&format!("{name} listening on "))
+        .with_context(|| format!("{name}: unexpected first line {line:?}"))?
+        .to_string();
+    Ok((child, addr))
+}
+
 /// A running node. Killed when dropped; its log is printed if the test panicked.
 pub struct Node {
     child: Option<Child>,
@@ -115,29 +138,18 @@ impl Node {
     pub async fn start(repository: &Path, extra: &[&str]) -> Result<Node> {
         let logdir = tempfile::tempdir()?;
         let log = logdir.path().join("node.log");
-        let mut child = Command::new(binary("troupe-node"))
-            .arg("--model-repository")
-            .arg(repository)
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--onnxruntime-lib")
-            .arg(onnxruntime_lib())
-            .args(extra)
-            .env("TROUPE_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("spawn troupe-node")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        })
-        .await??;
-        let addr = line
-            .trim()
-            .strip_prefix("troupe-node listening on ")
-            .with_context(|| format!("unexpected first line {line:?}"))?
-            .to_string();
+        let (child, addr) = spawn_listening(
+            Command::new(binary("troupe-node"))
+                .arg("--model-repository")
+                .arg(repository)
+                .args(["--listen", "127.0.0.1:0"])
+                .arg("--onnxruntime-lib")
+                .arg(onnxruntime_lib())
+                .args(extra),
+            "troupe-node",
+            &log,
+        )
+        .await?;
         let node = Node {
             child: Some(child),
             addr,
@@ -407,31 +419,19 @@ impl RouterProc {
     pub async fn start(etcd_url: &str, id: &str) -> Result<RouterProc> {
         let logdir = tempfile::tempdir()?;
         let log = logdir.path().join("router.log");
-        let mut child = Command::new(binary("troupe-router"))
-            .args([
+        let (child, addr) = spawn_listening(
+            Command::new(binary("troupe-router")).args([
                 "--etcd",
                 etcd_url,
                 "--listen",
                 "127.0.0.1:0",
                 "--router-id",
                 id,
-            ])
-            .env("TROUPE_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("spawn troupe-router")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        })
-        .await??;
-        let addr = line
-            .trim()
-            .strip_prefix("troupe-router listening on ")
-            .with_context(|| format!("unexpected first line {line:?}"))?
-            .to_string();
+            ]),
+            "troupe-router",
+            &log,
+        )
+        .await?;
         let r = RouterProc {
             child: Some(child),
             addr,

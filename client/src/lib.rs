@@ -1,7 +1,7 @@
 //! Rust client for Troupe nodes and routers.
 //!
 //! It speaks the Open Inference Protocol (`inference.GRPCInferenceService`) and Troupe's
-//! `troupe.v1.Models`. The generated stubs stay reachable for anything not wrapped here.
+//! `troupe.v1.Models`. The generated gRPC clients stay reachable for anything not wrapped here.
 //!
 //! Calls take a deadline, a W3C trace context and a retry policy through
 //! [`CallOptions`]; typed helpers ([`InputTensor::from_slice`], [`InferResult::values`])
@@ -304,17 +304,17 @@ impl Client {
         }
     }
 
-    /// The generated Open Inference Protocol stub.
+    /// The generated Open Inference Protocol client, for calls not wrapped here.
     pub fn inference(&mut self) -> &mut GrpcInferenceServiceClient<Channel> {
         &mut self.inference
     }
 
-    /// The generated `troupe.v1.Cluster` stub (routers only): nodes and placements.
+    /// The generated `troupe.v1.Cluster` client (routers only): nodes and placements.
     pub fn cluster(&mut self) -> &mut ClusterClient<Channel> {
         &mut self.cluster
     }
 
-    /// The generated `troupe.v1.Models` stub.
+    /// The generated `troupe.v1.Models` client.
     pub fn models(&mut self) -> &mut ModelsClient<Channel> {
         &mut self.models
     }

@@ -30,13 +30,15 @@ pub struct InferenceService {
 }
 
 impl InferenceService {
+    /// One call to `model` (looked up once, by `model_infer`).
     async fn infer(
         &self,
         req: Request<pb::ModelInferRequest>,
+        model: Result<Arc<LoadedModel>, NodeError>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let deadline = troupe_proto::request_deadline(&req);
         let req = req.into_inner();
-        let model = self.registry.get(&req.model_name, &req.model_version)?;
+        let model = model?;
         let mut fault = false;
         if let Some(p) = req.parameters.get(FAULT_PARAM) {
             if !self.registry.opts.fault_injection {
@@ -199,16 +201,16 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         // Counted by model, version and status; unknown models under model="".
-        let known = self
+        let found = self
             .registry
-            .get(&req.get_ref().model_name, &req.get_ref().model_version)
-            .ok();
-        let (model, version) = known
+            .get(&req.get_ref().model_name, &req.get_ref().model_version);
+        let (model, version) = found
+            .as_ref()
             .map(|m| (m.def.name.clone(), m.def.version.clone()))
             .unwrap_or_default();
         // W3C trace context: the caller's trace id goes back on the answer (and the error).
         let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
-        let mut result = self.infer(req).await;
+        let mut result = self.infer(req, found).await;
         let code = result
             .as_ref()
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
