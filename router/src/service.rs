@@ -113,6 +113,17 @@ impl Router {
         }
     }
 
+    /// After a write to etcd, waits (briefly) until this router's state shows it, so that a
+    /// Get or List right after Create or Delete sees the change.
+    async fn read_your_write(&self, rev: i64) {
+        if !self.store.caught_up(rev, Duration::from_secs(3)).await {
+            tracing::warn!(
+                revision = rev,
+                "cluster watch has not caught up with our write yet"
+            );
+        }
+    }
+
     async fn etcd(&self) -> Result<Client, RouterError> {
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
@@ -533,6 +544,9 @@ impl Models for ModelsService {
         if !r.succeeded() {
             return Err(RouterError::AlreadyExists(spec.name.clone()).into());
         }
+        self.0
+            .read_your_write(r.header().map_or(0, |h| h.revision()))
+            .await;
         tracing::info!(model = %spec.name, replicas = spec.replicas.max(1), "model declared");
         Ok(Response::new(tpb::ModelStatus {
             spec: Some(spec.clone()),
@@ -557,6 +571,9 @@ impl Models for ModelsService {
             return Err(RouterError::ModelNotFound(name).into());
         }
         let _ = c.delete(format!("{PENDING}{name}"), None).await;
+        self.0
+            .read_your_write(r.header().map_or(0, |h| h.revision()))
+            .await;
         tracing::info!(model = %name, "model deleted");
         Ok(Response::new(tpb::DeleteModelResponse {}))
     }

@@ -90,6 +90,8 @@ pub struct Store {
     routes: RwLock<Arc<HashMap<String, Vec<Replica>>>>,
     synced: AtomicBool,
     changed: watch::Sender<u64>,
+    /// The etcd revision the state reflects.
+    revision: watch::Sender<i64>,
 }
 
 impl Default for Store {
@@ -99,6 +101,7 @@ impl Default for Store {
             routes: RwLock::default(),
             synced: AtomicBool::new(false),
             changed: watch::channel(0).0,
+            revision: watch::channel(0).0,
         }
     }
 }
@@ -123,7 +126,16 @@ impl Store {
         self.changed.subscribe()
     }
 
-    fn replace(&self, s: ClusterState) {
+    /// Waits until the state reflects etcd revision `rev` (read-your-writes for the
+    /// `Models` service); false if `within` passed first.
+    pub async fn caught_up(&self, rev: i64, within: Duration) -> bool {
+        let mut rx = self.revision.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|r| *r >= rev))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn replace(&self, s: ClusterState, rev: i64) {
         let mut routes: HashMap<String, Vec<Replica>> = HashMap::new();
         for name in s
             .status
@@ -138,6 +150,13 @@ impl Store {
         *self.routes.write() = Arc::new(routes);
         *self.state.write() = Arc::new(s);
         self.changed.send_modify(|v| *v += 1);
+        self.revision.send_if_modified(|r| {
+            let newer = rev > *r;
+            if newer {
+                *r = rev;
+            }
+            newer
+        });
     }
 }
 
@@ -184,7 +203,7 @@ async fn session(store: &Store, endpoints: &[String]) -> Result<(), etcd_client:
         revision = rev,
         "cluster state read"
     );
-    store.replace(s);
+    store.replace(s, rev);
     store.synced.store(true, Ordering::Release);
     let mut stream = client
         .watch(
@@ -212,7 +231,7 @@ async fn session(store: &Store, endpoints: &[String]) -> Result<(), etcd_client:
                 EventType::Delete => s.apply(k, None),
             }
         }
-        store.replace(s);
+        store.replace(s, resp.header().map_or(0, |h| h.revision()));
     }
     Err(etcd_client::Error::WatchError("watch stream ended".into()))
 }
