@@ -240,6 +240,11 @@ def write_linear(out):
     write_json(os.path.join(d, "1", "model.json"),
                {"architecture": "mlp", "sizes": [LINEAR_IN, 1], "activations": ["none"]})
 
+    # torch: config + source weights; 1/model.pt is traced by export_torchscript (Rust).
+    d = os.path.join(repo, "linear_torch")
+    write_text(os.path.join(d, "config.toml"), config_toml("torch", [LINEAR_IN], [1]))
+    save_safetensors(tensors, os.path.join(d, "1", "weights.safetensors"))
+
     rng = np.random.default_rng(LINEAR_INPUT_SEED)
     cases = []
     for batch in (3, 1):

@@ -55,7 +55,7 @@ if [[ "$SP" != "$EXPECTED_SP" ]]; then
   echo "note: .venv is not Python 3.11; export LIBTORCH=$SP/torch ORT_DYLIB_PATH=$SP/onnxruntime/capi/libonnxruntime.so.1.31.1" >&2
 fi
 
-if [[ ! -f models/repository/mlp_onnx/1/model.onnx || ! -f models/reference/mlp.json ]]; then
+if [[ ! -f models/repository/mlp_onnx/1/model.onnx || ! -f models/repository/linear_torch/1/weights.safetensors || ! -f models/reference/mlp.json ]]; then
   log "generating example models"
   .venv/bin/python scripts/make_models.py --out models
 fi
@@ -63,7 +63,7 @@ if [[ $BENCH == 1 && ! -f models/bench/resnet18_onnx/1/model.onnx ]]; then
   log "generating the ResNet-18-sized benchmark models"
   .venv/bin/python scripts/make_models.py --out models --bench
 fi
-if [[ ! -f models/repository/mlp_torch/1/model.pt || ( $BENCH == 1 && ! -f models/bench/resnet18_torch/1/model.pt ) ]]; then
+if [[ ! -f models/repository/mlp_torch/1/model.pt || ! -f models/repository/linear_torch/1/model.pt || ( $BENCH == 1 && ! -f models/bench/resnet18_torch/1/model.pt ) ]]; then
   log "exporting TorchScript models"
   cargo run -q -p troupe-backends --example export_torchscript -- models $([[ $BENCH == 1 ]] && echo --bench)
 fi

@@ -1,29 +1,8 @@
 //! The Prometheus endpoint of a node: counters and histograms move with calls, by model
 //! and status.
 
-use std::io::{Read, Write};
-
 use troupe_client::InputTensor;
-use troupe_tests::{Node, free_port, reference, repository};
-
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse::<f64>().ok())
-        })
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
+use troupe_tests::{Node, free_port, metric as value, reference, repository, scrape};
 
 #[tokio::test]
 async fn counters_and_histograms_move_with_calls() {

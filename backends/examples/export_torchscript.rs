@@ -4,6 +4,7 @@
 //!
 //! * `MODELS_DIR/repository/mlp_torch/1/model.pt`: the MLP traced from
 //!   `weights.safetensors` (the same weights as the ONNX and candle MLPs).
+//! * `MODELS_DIR/repository/linear_torch/1/model.pt`: the linear model (explanation tests).
 //! * with `--bench`: `MODELS_DIR/bench/resnet18_torch/1/model.pt`, a ResNet-18 with random weights.
 
 use std::path::PathBuf;
@@ -11,17 +12,41 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use tch::{CModule, Kind, Tensor, nn};
 
-fn export_mlp(models: &std::path::Path) -> Result<()> {
-    let dir = models.join("repository/mlp_torch/1");
-    let weights = Tensor::read_safetensors(dir.join("weights.safetensors"))
-        .context("reading weights.safetensors (run scripts/make_models.py first)")?;
-    let get = |n: &str| -> Result<Tensor> {
+/// `dir/weights.safetensors` as a lookup by tensor name.
+fn weights(dir: &std::path::Path) -> Result<impl Fn(&str) -> Result<Tensor>> {
+    let file = dir.join("weights.safetensors");
+    let weights = Tensor::read_safetensors(&file).with_context(|| {
+        format!(
+            "reading {} (run scripts/make_models.py first)",
+            file.display()
+        )
+    })?;
+    Ok(move |n: &str| -> Result<Tensor> {
         weights
             .iter()
             .find(|(k, _)| k == n)
             .map(|(_, t)| t.shallow_clone())
             .with_context(|| format!("tensor {n} missing"))
-    };
+    })
+}
+
+/// The linear model y = x·wᵀ + b from `linear_torch/1/weights.safetensors`.
+fn export_linear(models: &std::path::Path) -> Result<()> {
+    let dir = models.join("repository/linear_torch/1");
+    let get = weights(&dir)?;
+    let (w, b) = (get("layers.0.weight")?, get("layers.0.bias")?);
+    let example = Tensor::zeros([2, w.size()[1]], (Kind::Float, tch::Device::Cpu));
+    let mut f = |xs: &[Tensor]| -> Vec<Tensor> { vec![xs[0].linear(&w, Some(&b))] };
+    let module = CModule::create_by_tracing("Linear", "forward", &[example], &mut f)?;
+    let out = dir.join("model.pt");
+    module.save(&out)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn export_mlp(models: &std::path::Path) -> Result<()> {
+    let dir = models.join("repository/mlp_torch/1");
+    let get = weights(&dir)?;
     let (w0, b0, w1, b1) = (
         get("layers.0.weight")?,
         get("layers.0.bias")?,
@@ -135,6 +160,7 @@ fn main() -> Result<()> {
     };
     tch::set_num_threads(1);
     export_mlp(&models)?;
+    export_linear(&models)?;
     if args.any(|a| a == "--bench") {
         export_resnet(&models)?;
     }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::error::BackendError;
 use crate::spec::Signature;
 use crate::tensor::{DataType, Tensor, bytes_from_vec};
-use crate::{Backend, BackendKind, Device, LoadOptions, resolve_artifact};
+use crate::{Backend, BackendKind, Device, LoadOptions, check_targets, resolve_artifact};
 
 /// Activation after a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -182,9 +182,64 @@ impl Backend for CandleBackend {
             .first()
             .ok_or_else(|| BackendError::InvalidInput("candle mlp needs one input".into()))?;
         let out_dtype = input.dtype;
-        let mut x =
+        let x =
             CTensor::from_raw_buffer(&input.data, ctype(input.dtype)?, &input.shape, &self.device)?
                 .to_dtype(self.dtype)?;
+        let x = self.forward(x)?.to_dtype(ctype(out_dtype)?)?;
+        let shape = x.dims().to_vec();
+        let data = to_bytes(&x, out_dtype)?;
+        Ok(vec![Tensor::new(out_dtype, shape, data)?])
+    }
+
+    fn has_gradients(&self) -> bool {
+        true
+    }
+
+    fn gradients(
+        &self,
+        inputs: &[Tensor],
+        output: usize,
+        targets: &[usize],
+    ) -> Result<Vec<Tensor>, BackendError> {
+        let input = inputs
+            .first()
+            .ok_or_else(|| BackendError::InvalidInput("candle mlp needs one input".into()))?;
+        if output != 0 {
+            return Err(BackendError::InvalidInput(format!(
+                "a candle mlp has one output; output {output} does not exist"
+            )));
+        }
+        let x =
+            CTensor::from_raw_buffer(&input.data, ctype(input.dtype)?, &input.shape, &self.device)?
+                .to_dtype(DType::F32)?;
+        let var = candle_core::Var::from_tensor(&x)?;
+        let y = self.forward(var.as_tensor().to_dtype(self.dtype)?)?;
+        let rows = input.shape.first().copied().unwrap_or(1).max(1);
+        let y = y.reshape((rows, ()))?.to_dtype(DType::F32)?;
+        check_targets(rows, y.dims()[1], targets)?;
+        let idx = CTensor::from_vec(
+            targets.iter().map(|&t| t as u32).collect::<Vec<_>>(),
+            (rows, 1),
+            &self.device,
+        )?;
+        let picked = y.gather(&idx, 1)?.sum_all()?;
+        let grads = picked.backward()?;
+        let g = match grads.get(var.as_tensor()) {
+            Some(g) => g.to_dtype(DType::F32)?,
+            None => CTensor::zeros(input.shape.as_slice(), DType::F32, &self.device)?,
+        };
+        let shape = g.dims().to_vec();
+        Ok(vec![Tensor::new(
+            DataType::F32,
+            shape,
+            to_bytes(&g, DataType::F32)?,
+        )?])
+    }
+}
+
+impl CandleBackend {
+    /// The MLP's forward pass (differentiable: candle records the ops on `Var`s).
+    fn forward(&self, mut x: CTensor) -> Result<CTensor, BackendError> {
         for layer in &self.layers {
             x = x.broadcast_matmul(&layer.w_t)?.broadcast_add(&layer.b)?;
             x = match layer.act {
@@ -197,9 +252,6 @@ impl Backend for CandleBackend {
                 }
             };
         }
-        let x = x.to_dtype(ctype(out_dtype)?)?;
-        let shape = x.dims().to_vec();
-        let data = to_bytes(&x, out_dtype)?;
-        Ok(vec![Tensor::new(out_dtype, shape, data)?])
+        Ok(x)
     }
 }

@@ -24,6 +24,9 @@ pub enum BackendError {
     /// The model produced something its declared outputs do not allow.
     #[error("model output does not match its config: {0}")]
     OutputMismatch(String),
+    /// The backend cannot do what was asked (e.g. gradients through ONNX Runtime).
+    #[error("{0}")]
+    Unsupported(String),
     /// The requested device is not available in this process.
     #[error("device unavailable: {0}")]
     Device(String),

@@ -125,6 +125,46 @@ pub trait Backend: Send + Sync {
     fn device(&self) -> Device;
     /// Runs one forward pass on validated inputs (declared order); returns outputs in declared order.
     fn infer(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError>;
+
+    /// Gradients for explanations: d/d(input) of `Σ_r output[r, targets[r]]`, where
+    /// `output` is the declared output at that index seen as `[rows, features]` (each row
+    /// flattened) and `targets[r]` picks one element of row `r`. Rows do not interact,
+    /// so each row's gradient is that row's own. One f32 tensor per input, shaped like
+    /// the input (zeros for inputs that are not floating point).
+    fn gradients(
+        &self,
+        inputs: &[Tensor],
+        output: usize,
+        targets: &[usize],
+    ) -> Result<Vec<Tensor>, BackendError> {
+        let _ = (inputs, output, targets);
+        Err(BackendError::Unsupported(format!(
+            "the {} backend has no gradients: use a perturbation method (occlusion, shapley)",
+            self.kind()
+        )))
+    }
+
+    /// True when [`Backend::gradients`] works.
+    fn has_gradients(&self) -> bool {
+        false
+    }
+}
+
+/// Checks `targets` against a `[rows, features]` view of an output; shared by the
+/// gradient implementations.
+pub fn check_targets(rows: usize, features: usize, targets: &[usize]) -> Result<(), BackendError> {
+    if targets.len() != rows {
+        return Err(BackendError::InvalidInput(format!(
+            "{} explanation targets for {rows} rows",
+            targets.len()
+        )));
+    }
+    if let Some(t) = targets.iter().find(|&&t| t >= features) {
+        return Err(BackendError::InvalidInput(format!(
+            "explanation target {t} is out of range: the output has {features} values per row"
+        )));
+    }
+    Ok(())
 }
 
 /// Finds the artifact: `path` itself if it is a file, else the backend's default file inside it.

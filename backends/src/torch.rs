@@ -11,7 +11,7 @@ use tch::{CModule, IValue, Kind};
 use crate::error::BackendError;
 use crate::spec::Signature;
 use crate::tensor::{DataType, Tensor};
-use crate::{Backend, BackendKind, Device, LoadOptions, resolve_artifact};
+use crate::{Backend, BackendKind, Device, LoadOptions, check_targets, resolve_artifact};
 
 fn kind_of(d: DataType) -> Result<Kind, BackendError> {
     Ok(match d {
@@ -165,5 +165,63 @@ impl Backend for TorchBackend {
             collect(out, &mut tensors)?;
             tensors.iter().map(from_torch).collect()
         })
+    }
+
+    fn has_gradients(&self) -> bool {
+        true
+    }
+
+    fn gradients(
+        &self,
+        inputs: &[Tensor],
+        output: usize,
+        targets: &[usize],
+    ) -> Result<Vec<Tensor>, BackendError> {
+        // Inputs are copied (never borrowed) so autograd owns them.
+        let xs = inputs
+            .iter()
+            .map(|t| {
+                let shape = t.shape_i64();
+                let x = tch::Tensor::f_from_data_size(&t.data, &shape, kind_of(t.dtype)?)?
+                    .f_to_device(self.device)?;
+                Ok(if t.dtype.is_float() {
+                    x.set_requires_grad(true)
+                } else {
+                    x
+                })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        let args: Vec<IValue> = xs
+            .iter()
+            .map(|x| IValue::Tensor(x.shallow_clone()))
+            .collect();
+        let out = self.module.forward_is(&args)?;
+        let mut tensors = Vec::new();
+        collect(out, &mut tensors)?;
+        let y = tensors.get(output).ok_or_else(|| {
+            BackendError::OutputMismatch(format!("the module returned no output {output}"))
+        })?;
+        let rows = y.size().first().copied().unwrap_or(1).max(1);
+        let y = y.f_reshape([rows, -1])?.f_to_kind(Kind::Float)?;
+        let features = y.size()[1] as usize;
+        check_targets(rows as usize, features, targets)?;
+        let idx =
+            tch::Tensor::f_from_slice(&targets.iter().map(|&t| t as i64).collect::<Vec<_>>())?
+                .f_to_device(self.device)?
+                .f_unsqueeze(1)?;
+        let picked = y.f_gather(1, &idx, false)?.f_sum(Kind::Float)?;
+        picked.f_backward()?;
+        xs.iter()
+            .zip(inputs)
+            .map(|(x, t)| {
+                let g = x.grad();
+                let g = if g.defined() {
+                    g.f_to_kind(Kind::Float)?
+                } else {
+                    tch::Tensor::f_zeros(t.shape_i64(), (Kind::Float, tch::Device::Cpu))?
+                };
+                from_torch(&g)
+            })
+            .collect()
     }
 }

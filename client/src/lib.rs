@@ -22,6 +22,7 @@ use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceService
 use troupe_proto::inference::model_infer_request::InferInputTensor;
 use troupe_proto::inference::{self as pb};
 use troupe_proto::troupe::cluster_client::ClusterClient;
+use troupe_proto::troupe::explainer_client::ExplainerClient;
 use troupe_proto::troupe::models_client::ModelsClient;
 
 pub use troupe_proto;
@@ -259,6 +260,64 @@ impl RetryPolicy {
     }
 }
 
+/// What to explain and how (see docs/hooks.md).
+#[derive(Debug, Clone)]
+pub struct ExplainOptions {
+    /// `saliency`, `integrated_gradients`, `occlusion` or `shapley`.
+    pub method: String,
+    /// The output explained ("" = the first).
+    pub output: String,
+    /// Element of each output row explained (None = the row's largest).
+    pub target: Option<i64>,
+    /// The reference input's value.
+    pub baseline: f64,
+    /// Integrated gradients: path steps (0 = the server's default, 32).
+    pub steps: u32,
+    /// Occlusion and Shapley: features per group (0 = 1).
+    pub window: u32,
+    /// Shapley: sampled feature orders (0 = 16).
+    pub samples: u32,
+    pub seed: u64,
+}
+
+impl ExplainOptions {
+    pub fn method(method: &str) -> Self {
+        Self {
+            method: method.to_string(),
+            output: String::new(),
+            target: None,
+            baseline: 0.0,
+            steps: 0,
+            window: 0,
+            samples: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// The attributions of one explained call.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub result: InferResult,
+}
+
+impl Explanation {
+    /// The attribution of an input (FP32, shaped like the input).
+    pub fn attribution(&self, input: &str) -> Result<Vec<f32>, ClientError> {
+        self.result.f32(&format!("attribution.{input}"))
+    }
+
+    /// The output element explained, per row.
+    pub fn targets(&self) -> Result<Vec<i64>, ClientError> {
+        self.result.values::<i64>("attribution.target")
+    }
+
+    /// f(x): the explained output element's value, per row.
+    pub fn values(&self) -> Result<Vec<f32>, ClientError> {
+        self.result.f32("attribution.value")
+    }
+}
+
 /// Per-call options.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
@@ -279,6 +338,7 @@ pub struct Client {
     inference: GrpcInferenceServiceClient<Channel>,
     models: ModelsClient<Channel>,
     cluster: ClusterClient<Channel>,
+    explainer: ExplainerClient<Channel>,
 }
 
 impl Client {
@@ -300,6 +360,9 @@ impl Client {
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
             models: ModelsClient::new(channel.clone()),
+            explainer: ExplainerClient::new(channel.clone())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
             cluster: ClusterClient::new(channel),
         }
     }
@@ -375,21 +438,7 @@ impl Client {
         let body = infer_request(model, &opts.version, inputs);
         let mut attempt = 1;
         loop {
-            let mut req = tonic::Request::new(body.clone());
-            if let Some(t) = opts.timeout {
-                req.set_timeout(t);
-            }
-            for (key, value) in [
-                ("traceparent", &opts.traceparent),
-                ("tracestate", &opts.tracestate),
-            ] {
-                if let Some(v) = value {
-                    let v = v
-                        .parse()
-                        .map_err(|_| ClientError::Decode(format!("invalid {key} value {v:?}")))?;
-                    req.metadata_mut().insert(key, v);
-                }
-            }
+            let req = request(body.clone(), opts)?;
             match self.inference.model_infer(req).await {
                 Ok(resp) => return decode_response(resp.into_inner()),
                 Err(s)
@@ -403,6 +452,61 @@ impl Client {
             }
         }
     }
+
+    /// Explains one call: feature attributions of each input (the `Explain` RPC).
+    ///
+    /// ```no_run
+    /// # async fn demo(c: &mut troupe_client::Client) -> Result<(), troupe_client::ClientError> {
+    /// use troupe_client::{CallOptions, ExplainOptions, InputTensor};
+    /// let x = InputTensor::from_slice("input", vec![1, 16], &[0.5f32; 16]);
+    /// let e = c.explain("mlp_torch", vec![x], &ExplainOptions::method("integrated_gradients"), &CallOptions::default()).await?;
+    /// let attributions = e.attribution("input")?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn explain(
+        &mut self,
+        model: &str,
+        inputs: Vec<InputTensor>,
+        how: &ExplainOptions,
+        opts: &CallOptions,
+    ) -> Result<Explanation, ClientError> {
+        let body = troupe_proto::troupe::ExplainRequest {
+            request: Some(infer_request(model, &opts.version, inputs)),
+            method: how.method.clone(),
+            output: how.output.clone(),
+            target: how.target,
+            baseline: how.baseline,
+            steps: how.steps,
+            window: how.window,
+            samples: how.samples,
+            seed: how.seed,
+        };
+        let resp = self.explainer.explain(request(body, opts)?).await?;
+        let inner = resp.into_inner().response.unwrap_or_default();
+        Ok(Explanation {
+            result: decode_response(inner)?,
+        })
+    }
+}
+
+/// A request with the call options' deadline and trace context as metadata.
+fn request<T>(body: T, opts: &CallOptions) -> Result<tonic::Request<T>, ClientError> {
+    let mut req = tonic::Request::new(body);
+    if let Some(t) = opts.timeout {
+        req.set_timeout(t);
+    }
+    for (key, value) in [
+        ("traceparent", &opts.traceparent),
+        ("tracestate", &opts.tracestate),
+    ] {
+        if let Some(v) = value {
+            let v = v
+                .parse()
+                .map_err(|_| ClientError::Decode(format!("invalid {key} value {v:?}")))?;
+            req.metadata_mut().insert(key, v);
+        }
+    }
+    Ok(req)
 }
 
 #[cfg(test)]

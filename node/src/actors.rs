@@ -10,7 +10,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tracing::{error, info, warn};
 use troupe_backends::{Backend, BackendError};
 
-use crate::batcher::{Entry, Queue, concat, split};
+use crate::batcher::{Entry, Queue, Work, concat, split};
 use crate::error::NodeError;
 use crate::registry::LoadedModel;
 
@@ -39,6 +39,38 @@ fn fail_all(batch: Vec<Entry>, err: impl Fn() -> NodeError) {
 }
 
 impl ReplicaState {
+    /// Runs one gradient call (explanations). Err means this instance must be restarted.
+    async fn run_gradient(
+        &self,
+        model: &LoadedModel,
+        mut batch: Vec<Entry>,
+        output: usize,
+        targets: Vec<usize>,
+    ) -> Result<(), String> {
+        let Some(mut entry) = batch.pop() else {
+            return Ok(());
+        };
+        let inputs = std::mem::take(&mut entry.inputs);
+        let backend = self.backend.clone();
+        let started = Instant::now();
+        let joined =
+            tokio::task::spawn_blocking(move || backend.gradients(&inputs, output, &targets)).await;
+        model.metrics.compute.observe_duration(started.elapsed());
+        let name = &model.def.name;
+        match joined {
+            Ok(r) => {
+                let _ = entry.reply.send(r.map_err(|e| NodeError::backend(name, e)));
+                Ok(())
+            }
+            Err(join_err) => {
+                let _ = entry.reply.send(Err(NodeError::Unavailable(format!(
+                    "{name} (its replica failed during the call)"
+                ))));
+                Err(format!("backend panicked computing gradients: {join_err}"))
+            }
+        }
+    }
+
     /// Runs one batch. Err means this instance must be restarted.
     async fn run(&self, mut batch: Vec<Entry>) -> Result<(), String> {
         let Some(model) = self.model.upgrade() else {
@@ -49,6 +81,11 @@ impl ReplicaState {
             // Fault injection: fail this instance; the batch's callers see UNAVAILABLE.
             drop(batch);
             return Err("fault injected: replica crashed on request".into());
+        }
+        if let [entry] = batch.as_mut_slice()
+            && let Work::Gradient { output, targets } = entry.work.clone()
+        {
+            return self.run_gradient(&model, batch, output, targets).await;
         }
         let rows: Vec<usize> = batch.iter().map(|e| e.rows).collect();
         let oldest = batch

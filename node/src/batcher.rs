@@ -99,6 +99,15 @@ pub fn plan(sizes: &[usize], oldest_wait: Duration, cfg: &BatchConfig) -> Plan {
     Plan::Wait(cfg.max_queue_delay - oldest_wait)
 }
 
+/// What a queued call asks of the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// A forward pass (batched with others).
+    Infer,
+    /// Input gradients of `output[r, targets[r]]` (explanations); always runs alone.
+    Gradient { output: usize, targets: Vec<usize> },
+}
+
 /// One queued call.
 pub struct Entry {
     id: u64,
@@ -109,6 +118,7 @@ pub struct Entry {
     pub deadline: Option<Instant>,
     /// Fault injection: the instance that takes this call fails.
     pub fault: bool,
+    pub work: Work,
     pub reply: oneshot::Sender<Result<Vec<Tensor>, NodeError>>,
 }
 
@@ -180,6 +190,19 @@ impl Queue {
         deadline: Option<Instant>,
         fault: bool,
     ) -> Result<(Ticket, oneshot::Receiver<Result<Vec<Tensor>, NodeError>>), NodeError> {
+        self.push_work(inputs, rows, deadline, fault, Work::Infer)
+    }
+
+    /// Queues a call of any kind (see [`Work`]).
+    #[allow(clippy::type_complexity)]
+    pub fn push_work(
+        self: &Arc<Self>,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Option<Instant>,
+        fault: bool,
+        work: Work,
+    ) -> Result<(Ticket, oneshot::Receiver<Result<Vec<Tensor>, NodeError>>), NodeError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(NodeError::Unavailable(format!(
                 "{} (unloading)",
@@ -206,6 +229,7 @@ impl Queue {
                 enqueued: Instant::now(),
                 deadline,
                 fault,
+                work,
                 reply: tx,
             });
         }
@@ -237,6 +261,7 @@ impl Queue {
                 prune(&mut q, now);
                 // Only calls whose non-batch dimensions match the oldest one can join it.
                 let sizes: Vec<usize> = match q.front() {
+                    Some(first) if first.work != Work::Infer => vec![first.rows],
                     Some(first) => q
                         .iter()
                         .take_while(|e| same_tail(e, first))
@@ -289,9 +314,12 @@ impl Queue {
     }
 }
 
-/// True when two calls have the same shapes apart from the batch dimension.
+/// True when two calls have the same shapes apart from the batch dimension (and are both
+/// forward passes: gradient calls never join a batch).
 fn same_tail(a: &Entry, b: &Entry) -> bool {
-    a.inputs.len() == b.inputs.len()
+    a.work == Work::Infer
+        && b.work == Work::Infer
+        && a.inputs.len() == b.inputs.len()
         && a.inputs
             .iter()
             .zip(&b.inputs)

@@ -13,6 +13,7 @@ use troupe_proto::troupe as pb;
 
 use crate::batcher::BatchConfig;
 use crate::error::NodeError;
+use crate::hooks::{DriftCfg, HooksCfg};
 
 /// Default bound of a model's queue.
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 1024;
@@ -124,6 +125,9 @@ struct ConfigFile {
     /// Calls that may wait in the model's queue; more get RESOURCE_EXHAUSTED.
     #[serde(default)]
     max_queue_size: Option<usize>,
+    /// Call hooks: explanation, audit, drift.
+    #[serde(default)]
+    hooks: HooksCfg,
 }
 
 /// A model as the node handles it, whatever it was declared with.
@@ -143,6 +147,7 @@ pub struct ModelDef {
     pub threads: Option<usize>,
     pub resources: ResourcesCfg,
     pub batching: BatchConfig,
+    pub hooks: HooksCfg,
 }
 
 /// Model names become paths: allow only a safe alphabet.
@@ -331,6 +336,7 @@ impl ModelDef {
             threads: f.threads,
             resources: f.resources,
             batching,
+            hooks: f.hooks,
         })
     }
 
@@ -421,6 +427,7 @@ impl ModelDef {
                 (spec.max_queue_size > 0).then_some(spec.max_queue_size as usize),
             )
             .map_err(bad)?,
+            hooks: spec.hooks.as_ref().map(hooks_from_spec).unwrap_or_default(),
         })
     }
 
@@ -506,7 +513,39 @@ impl ModelDef {
                     .collect(),
             }),
             max_queue_size: self.batching.max_queue_size as u32,
+            hooks: Some(pb::Hooks {
+                explain_disabled: !self.hooks.explain,
+                audit: self.hooks.audit,
+                drift: self.hooks.drift.as_ref().map(|d| pb::Drift {
+                    input: d.input.clone().unwrap_or_default(),
+                    reference_mean: d.reference_mean.clone(),
+                    reference_std: d.reference_std.clone(),
+                    threshold: d.threshold,
+                    window: d.window as u32,
+                    min_rows: d.min_rows as u32,
+                }),
+            }),
         }
+    }
+}
+
+/// The wire `Hooks` as a config (zeros mean the defaults).
+fn hooks_from_spec(h: &pb::Hooks) -> HooksCfg {
+    HooksCfg {
+        explain: !h.explain_disabled,
+        audit: h.audit,
+        drift: h.drift.as_ref().map(|d| DriftCfg {
+            input: (!d.input.is_empty()).then(|| d.input.clone()),
+            reference_mean: d.reference_mean.clone(),
+            reference_std: d.reference_std.clone(),
+            threshold: if d.threshold > 0.0 { d.threshold } else { 0.5 },
+            window: if d.window > 0 { d.window as usize } else { 256 },
+            min_rows: if d.min_rows > 0 {
+                d.min_rows as usize
+            } else {
+                32
+            },
+        }),
     }
 }
 

@@ -196,6 +196,19 @@ pub fn request_inputs(
 
 /// Builds the response: raw outputs (what stock clients decode), only those requested
 /// when the request names outputs.
+/// Adds named outputs (explanations) to an answer, after the model's own.
+pub fn append_outputs(resp: &mut ModelInferResponse, extra: Vec<(String, Tensor)>) {
+    for (name, t) in extra {
+        resp.outputs.push(InferOutputTensor {
+            name,
+            datatype: t.dtype.wire_name().to_string(),
+            shape: t.shape_i64(),
+            ..Default::default()
+        });
+        resp.raw_output_contents.push(t.data);
+    }
+}
+
 pub fn response(
     req: &ModelInferRequest,
     version: &str,

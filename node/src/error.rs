@@ -65,8 +65,15 @@ fn version_suffix(v: &str) -> String {
 
 impl From<NodeError> for tonic::Status {
     fn from(e: NodeError) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+impl NodeError {
+    /// The gRPC status code this error is answered with (the one mapping).
+    pub fn code(&self) -> tonic::Code {
         use tonic::Code;
-        let code = match &e {
+        match self {
             NodeError::ModelNotFound { .. } | NodeError::NotInRepository { .. } => Code::NotFound,
             NodeError::InvalidName(_) | NodeError::InvalidArgument(_) => Code::InvalidArgument,
             NodeError::TooLarge(_) | NodeError::QueueFull { .. } => Code::ResourceExhausted,
@@ -81,18 +88,16 @@ impl From<NodeError> for tonic::Status {
                 BackendError::InvalidInput(_)
                 | BackendError::Shape(_)
                 | BackendError::UnsupportedType(_) => Code::InvalidArgument,
+                BackendError::Unsupported(_) => Code::FailedPrecondition,
                 BackendError::Load(_) | BackendError::Library(_) | BackendError::Device(_) => {
                     Code::FailedPrecondition
                 }
                 BackendError::Runtime(_) | BackendError::OutputMismatch(_) => Code::Internal,
             },
             NodeError::Internal(_) => Code::Internal,
-        };
-        tonic::Status::new(code, e.to_string())
+        }
     }
-}
 
-impl NodeError {
     /// Wraps a backend error raised while validating or running a call.
     pub fn backend(model: &str, source: BackendError) -> Self {
         NodeError::Backend {

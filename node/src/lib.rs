@@ -10,6 +10,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod follower;
+pub mod hooks;
 pub mod membership;
 pub mod metrics;
 pub mod registry;

@@ -67,6 +67,9 @@ struct Args {
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long, env = "TROUPE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Audit file (JSON lines, appended) for models whose config has `[hooks] audit = true`.
+    #[arg(long, env = "TROUPE_AUDIT_LOG", default_value = "troupe-audit.jsonl")]
+    audit_log: PathBuf,
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "TROUPE_LOG", default_value = "info")]
     log: String,
@@ -83,6 +86,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tch::set_num_threads(args.backend_threads.max(1) as i32);
     tch::set_num_interop_threads(1);
@@ -153,6 +157,8 @@ fn main() -> anyhow::Result<()> {
                 onnxruntime_lib: args.onnxruntime_lib,
                 max_tensor_bytes: args.max_tensor_bytes,
                 fault_injection: args.enable_fault_injection,
+                audit_log: Some(args.audit_log),
+                node_id: node_id.clone(),
             },
             node_id,
             max_message_bytes: args.max_message_bytes,

@@ -84,6 +84,8 @@ pub struct ModelMetrics {
     pub queue: Histogram,
     pub compute: Histogram,
     pub batch: Histogram,
+    /// Time spent computing explanations.
+    pub explain: Histogram,
 }
 
 impl Default for ModelMetrics {
@@ -93,6 +95,7 @@ impl Default for ModelMetrics {
             queue: Histogram::new(&LATENCY_BUCKETS),
             compute: Histogram::new(&LATENCY_BUCKETS),
             batch: Histogram::new(&BATCH_BUCKETS),
+            explain: Histogram::new(&LATENCY_BUCKETS),
         }
     }
 }
@@ -146,7 +149,7 @@ pub fn render(registry: &Registry) -> String {
         );
     }
     let models = registry.list();
-    let families: [Family; 4] = [
+    let families: [Family; 5] = [
         (
             "troupe_request_duration_seconds",
             "histogram",
@@ -170,6 +173,12 @@ pub fn render(registry: &Registry) -> String {
             "histogram",
             "Rows per backend call.",
             |m| &m.batch,
+        ),
+        (
+            "troupe_explain_duration_seconds",
+            "histogram",
+            "Time spent computing explanations (the `explain` parameter).",
+            |m| &m.explain,
         ),
     ];
     for (name, kind, help, pick) in families {
@@ -200,6 +209,40 @@ pub fn render(registry: &Registry) -> String {
                 1 => m.queue.len() as f64,
                 2 => f64::from(u8::from(m.is_ready())),
                 _ => m.load_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{model=\"{}\",version=\"{}\"}} {v}",
+                esc(&m.def.name),
+                esc(&m.def.version)
+            );
+        }
+    }
+    let drift: [(&str, &str, &str); 3] = [
+        (
+            "troupe_drift_score",
+            "gauge",
+            "Input drift score of the current window (largest standardized shift over features).",
+        ),
+        (
+            "troupe_drift_alert",
+            "gauge",
+            "1 while the input drift score is above the model's threshold.",
+        ),
+        (
+            "troupe_drift_alerts_total",
+            "counter",
+            "Calls after which the drift score was above the threshold.",
+        ),
+    ];
+    for (i, (name, kind, help)) in drift.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for m in &models {
+            let Some(d) = &m.hooks.drift else { continue };
+            let v = match i {
+                0 => d.last_score(),
+                1 => d.alerting.load(Ordering::Relaxed) as f64,
+                _ => d.alerts.load(Ordering::Relaxed) as f64,
             };
             let _ = writeln!(
                 out,

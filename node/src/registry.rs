@@ -18,6 +18,7 @@ use crate::actors::{NodeSupervisor, ReplicaMsg, SupervisorMsg};
 use crate::batcher::Queue;
 use crate::config::{DevicePref, ModelDef, validate_name, validate_version};
 use crate::error::NodeError;
+use crate::hooks::{AuditLog, HookSet};
 use crate::metrics::{ModelMetrics, NodeMetrics};
 
 /// Node-wide settings the registry needs.
@@ -28,6 +29,11 @@ pub struct NodeOptions {
     pub onnxruntime_lib: Option<PathBuf>,
     pub max_tensor_bytes: usize,
     pub fault_injection: bool,
+    /// Where models with `[hooks] audit = true` write their audit lines (opened at
+    /// the first such model). None: such models fail to load.
+    pub audit_log: Option<PathBuf>,
+    /// This node's id, written in audit lines.
+    pub node_id: String,
 }
 
 impl Default for NodeOptions {
@@ -38,6 +44,8 @@ impl Default for NodeOptions {
             onnxruntime_lib: None,
             max_tensor_bytes: 64 << 20,
             fault_injection: false,
+            audit_log: None,
+            node_id: String::new(),
         }
     }
 }
@@ -136,6 +144,8 @@ pub struct LoadedModel {
     pub stats: Stats,
     /// Prometheus histograms (see `metrics.rs`).
     pub metrics: ModelMetrics,
+    /// Call hooks (explanation, audit, drift), from the model's config.
+    pub hooks: HookSet,
     /// How long the load took, µs.
     pub load_micros: AtomicU64,
     pub queue: Arc<Queue>,
@@ -189,18 +199,30 @@ impl LoadedModel {
         result
     }
 
-    async fn infer_inner(
+    /// Queues a gradient call (explanations) and waits for the input gradients.
+    pub async fn gradients(
         &self,
         inputs: Vec<Tensor>,
         rows: usize,
+        output: usize,
+        targets: Vec<usize>,
         deadline: Option<Instant>,
-        fault: bool,
     ) -> Result<Vec<Tensor>, NodeError> {
         let name = &self.def.name;
         if !self.is_ready() {
             return Err(NodeError::Unavailable(name.clone()));
         }
-        let (_ticket, rx) = self.queue.push(inputs, rows, deadline, fault)?;
+        let work = crate::batcher::Work::Gradient { output, targets };
+        let (_ticket, rx) = self.queue.push_work(inputs, rows, deadline, false, work)?;
+        self.wait(rx, deadline).await
+    }
+
+    async fn wait(
+        &self,
+        rx: tokio::sync::oneshot::Receiver<Result<Vec<Tensor>, NodeError>>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Tensor>, NodeError> {
+        let name = &self.def.name;
         let answer = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), rx).await.map_err(|_| {
                 NodeError::DeadlineExceeded(format!(
@@ -213,6 +235,21 @@ impl LoadedModel {
             NodeError::Unavailable(format!("{name} (its replica failed during the call)"))
         })?
     }
+
+    async fn infer_inner(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Option<Instant>,
+        fault: bool,
+    ) -> Result<Vec<Tensor>, NodeError> {
+        let name = &self.def.name;
+        if !self.is_ready() {
+            return Err(NodeError::Unavailable(name.clone()));
+        }
+        let (_ticket, rx) = self.queue.push(inputs, rows, deadline, fault)?;
+        self.wait(rx, deadline).await
+    }
 }
 
 /// The loaded models of this node.
@@ -220,6 +257,7 @@ pub struct Registry {
     pub opts: NodeOptions,
     /// Node-wide metrics (calls by status).
     pub metrics: NodeMetrics,
+    audit: parking_lot::Mutex<Option<Arc<AuditLog>>>,
     models: RwLock<BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>>,
     failures: RwLock<BTreeMap<String, String>>,
     admin: tokio::sync::Mutex<()>,
@@ -235,6 +273,7 @@ impl Registry {
         Ok(Arc::new(Self {
             opts,
             metrics: NodeMetrics::default(),
+            audit: parking_lot::Mutex::new(None),
             models: RwLock::default(),
             failures: RwLock::default(),
             admin: tokio::sync::Mutex::new(()),
@@ -243,6 +282,26 @@ impl Registry {
     }
 
     /// The model to serve `name` / `version` ("" = latest loaded).
+    /// The node's audit file, opened on first use.
+    fn audit_log(&self) -> Result<Option<Arc<AuditLog>>, NodeError> {
+        let Some(path) = &self.opts.audit_log else {
+            return Ok(None);
+        };
+        let mut slot = self.audit.lock();
+        if let Some(log) = slot.as_ref() {
+            return Ok(Some(log.clone()));
+        }
+        let log = Arc::new(AuditLog::open(path, &self.opts.node_id).map_err(|e| {
+            NodeError::FailedPrecondition(format!(
+                "cannot open the audit log {}: {e}",
+                path.display()
+            ))
+        })?);
+        tracing::info!(path = %path.display(), "audit log opened");
+        *slot = Some(log.clone());
+        Ok(Some(log))
+    }
+
     pub fn get(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, NodeError> {
         let not_found = || NodeError::ModelNotFound {
             name: name.to_string(),
@@ -355,6 +414,12 @@ impl Registry {
             });
         }
         let instances = def.instances;
+        let audit = if def.hooks.audit {
+            self.audit_log()?
+        } else {
+            None
+        };
+        let hooks = HookSet::build(&def.hooks, &def.name, &def.version, audit.as_ref())?;
         let (def_name, def_batching) = (def.name.clone(), def.batching.clone());
         let model = Arc::new(LoadedModel {
             def,
@@ -362,6 +427,7 @@ impl Registry {
             replicas: (0..instances).map(|_| Replica::default()).collect(),
             stats: Stats::default(),
             metrics: ModelMetrics::default(),
+            hooks,
             load_micros: AtomicU64::new(0),
             queue: Queue::new(&def_name, def_batching),
             loaded_at: SystemTime::now(),

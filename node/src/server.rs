@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 use troupe_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use troupe_proto::troupe::explainer_server::ExplainerServer;
 use troupe_proto::troupe::models_server::ModelsServer;
 
 use crate::error::NodeError;
@@ -53,6 +54,11 @@ pub async fn serve(
             .max_decoding_message_size(opts.max_message_bytes)
             .max_encoding_message_size(opts.max_message_bytes);
     let models = ModelsServer::new(ModelsService::new(registry.clone(), opts.node_id.clone()));
+    let explainer = ExplainerServer::new(crate::service::explain::ExplainService(
+        InferenceService::new(registry.clone(), ready.clone()),
+    ))
+    .max_decoding_message_size(opts.max_message_bytes)
+    .max_encoding_message_size(opts.max_message_bytes);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(troupe_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -134,6 +140,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(inference)
         .add_service(models)
+        .add_service(explainer)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

@@ -13,10 +13,15 @@ pub mod inference {
 
 /// Troupe's own API (`troupe.v1`).
 pub mod troupe {
-    tonic::include_proto!("troupe.v1");
+    /// The generated package (nested so its references to `inference` resolve).
+    pub mod v1 {
+        tonic::include_proto!("troupe.v1");
+    }
+    pub use v1::*;
 }
 
 pub mod cluster;
+pub mod explain;
 
 /// Encoded `FileDescriptorSet` of every .proto here, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -14,6 +14,8 @@ use troupe_proto::inference::{self as pb, model_instance_group};
 
 use crate::convert;
 use crate::error::NodeError;
+use crate::hooks::CallCtx;
+use crate::hooks::explain::EXPLAIN;
 use crate::registry::{LoadedModel, Registry};
 
 fn t_id(t: &Option<troupe_proto::TraceContext>) -> &str {
@@ -30,22 +32,64 @@ pub struct InferenceService {
 }
 
 impl InferenceService {
-    /// One call to `model` (looked up once, by `model_infer`).
+    /// One call to `model` (looked up once, by `model_infer`), with the model's hooks
+    /// around it.
     async fn infer(
         &self,
         req: Request<pb::ModelInferRequest>,
         model: Result<Arc<LoadedModel>, NodeError>,
+        trace_id: &str,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let deadline = troupe_proto::request_deadline(&req);
         let req = req.into_inner();
         let model = model?;
+        let started = Instant::now();
+        let mut ctx = CallCtx {
+            model: &model,
+            request: &req,
+            inputs: &[],
+            rows: 1,
+            trace_id,
+            deadline,
+            started,
+        };
+        let prepared = self.prepare(&req, &model, deadline);
+        let (inputs, rows, fault, deadline) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                model.hooks.finished(&ctx, Err(&e));
+                return Err(e.into());
+            }
+        };
+        ctx.deadline = deadline;
+        ctx.rows = rows;
+        let explain = req.parameters.contains_key(EXPLAIN);
+        let keep = explain || model.hooks.observes();
+        // Tensors share their bytes: keeping a copy for the hooks copies no data.
+        let kept: Vec<troupe_backends::Tensor>;
+        if keep {
+            kept = inputs.clone();
+            ctx.inputs = &kept;
+        }
+        let result = self.run(&ctx, inputs, fault, explain).await;
+        model.hooks.finished(&ctx, result.as_ref());
+        Ok(Response::new(result?))
+    }
+
+    /// Validates a call: its inputs, rows, fault flag and deadline.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        req: &pb::ModelInferRequest,
+        model: &LoadedModel,
+        deadline: Option<Instant>,
+    ) -> Result<(Vec<troupe_backends::Tensor>, usize, bool, Option<Instant>), NodeError> {
         let mut fault = false;
         if let Some(p) = req.parameters.get(FAULT_PARAM) {
             if !self.registry.opts.fault_injection {
                 return Err(NodeError::FailedPrecondition(format!(
                     "parameter '{FAULT_PARAM}' needs a node started with --enable-fault-injection"
-                ))
-                .into());
+                )));
             }
             fault = matches!(&p.parameter_choice, Some(ParameterChoice::StringParam(s)) if s == "crash");
         }
@@ -66,7 +110,7 @@ impl InferenceService {
         let sig = &model.def.signature;
         let inputs = convert::request_inputs(
             &model.def.name,
-            &req,
+            req,
             sig,
             self.registry.opts.max_tensor_bytes,
         )?;
@@ -75,17 +119,39 @@ impl InferenceService {
         } else {
             1
         };
-        let span = info_span!("queue_and_backend", backend = %model.def.backend, rows);
+        Ok((inputs, rows, fault, deadline))
+    }
+
+    /// Hooks before, the model, hooks after (explanations add outputs).
+    async fn run(
+        &self,
+        ctx: &CallCtx<'_>,
+        inputs: Vec<troupe_backends::Tensor>,
+        fault: bool,
+        explain: bool,
+    ) -> Result<pb::ModelInferResponse, NodeError> {
+        let model = ctx.model;
+        if explain {
+            model.hooks.before(ctx).await?;
+        }
+        let span = info_span!("queue_and_backend", backend = %model.def.backend, rows = ctx.rows);
         let outputs = model
-            .infer(inputs, rows, deadline, fault)
+            .infer(inputs, ctx.rows, ctx.deadline, fault)
             .instrument(span)
             .await?;
-        Ok(Response::new(convert::response(
-            &req,
+        let extra = if explain {
+            model.hooks.after(ctx, &outputs).await?
+        } else {
+            Vec::new()
+        };
+        let mut resp = convert::response(
+            ctx.request,
             &model.def.version,
-            sig,
+            &model.def.signature,
             outputs,
-        )?))
+        )?;
+        convert::append_outputs(&mut resp, extra);
+        Ok(resp)
     }
 
     pub fn new(registry: Arc<Registry>, ready: Arc<AtomicBool>) -> Self {
@@ -210,7 +276,7 @@ impl GrpcInferenceService for InferenceService {
             .unwrap_or_default();
         // W3C trace context: the caller's trace id goes back on the answer (and the error).
         let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
-        let mut result = self.infer(req, found).await;
+        let mut result = self.infer(req, found, t_id(&trace)).await;
         let code = result
             .as_ref()
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
