@@ -7,7 +7,8 @@ Polls Phoenix's REST API until at least N spans (default 1) of TRACE_ID are visi
 them to stdout as a JSON list, sorted by start time:
 
     [{"name": ..., "span_id": "16 hex", "parent_id": "16 hex" | null, "trace_id": "32 hex",
-      "service": ..., "attributes": {"flat.dotted.key": value, ...}}, ...]
+      "service": ..., "attributes": {"flat.dotted.key": value, ...},
+      "events": [{"name": ..., "attributes": {...}}, ...]}, ...]
 
 Exits 1 with a message on stderr (and nothing on stdout) if fewer than N spans are visible
 after S seconds (default 30). Connection errors count as "not yet" until the timeout, so this
@@ -77,6 +78,10 @@ def normalize(span):
         "trace_id": ctx.get("trace_id"),
         "service": attributes.get("service.name"),
         "attributes": attributes,
+        "events": [
+            {"name": e.get("name"), "attributes": flatten(e.get("attributes") or {})}
+            for e in span.get("events") or []
+        ],
     }
 
 

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# A real OpenTelemetry backend for tests/tracing.rs (Arize Phoenix, ~850 MB, once).
+scripts/phoenix.sh install
 cargo build --workspace --bins
 LOG=$(mktemp)
 set +e

@@ -136,6 +136,15 @@ pub struct Node {
 impl Node {
     /// Starts a node on `repository` with extra flags and waits until it is ready.
     pub async fn start(repository: &Path, extra: &[&str]) -> Result<Node> {
+        Self::start_env(repository, extra, &[]).await
+    }
+
+    /// As [`Node::start`], with extra environment variables (e.g. `OTEL_*`).
+    pub async fn start_env(
+        repository: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<Node> {
         let logdir = tempfile::tempdir()?;
         let log = logdir.path().join("node.log");
         let (child, addr) = spawn_listening(
@@ -145,7 +154,8 @@ impl Node {
                 .args(["--listen", "127.0.0.1:0"])
                 .arg("--onnxruntime-lib")
                 .arg(onnxruntime_lib())
-                .args(extra),
+                .args(extra)
+                .envs(env.iter().map(|(k, v)| (k, v))),
             "troupe-node",
             &log,
         )
@@ -417,17 +427,24 @@ pub struct RouterProc {
 
 impl RouterProc {
     pub async fn start(etcd_url: &str, id: &str) -> Result<RouterProc> {
+        Self::start_env(etcd_url, id, &[]).await
+    }
+
+    /// As [`RouterProc::start`], with extra environment variables (e.g. `OTEL_*`).
+    pub async fn start_env(etcd_url: &str, id: &str, env: &[(&str, String)]) -> Result<RouterProc> {
         let logdir = tempfile::tempdir()?;
         let log = logdir.path().join("router.log");
         let (child, addr) = spawn_listening(
-            Command::new(binary("troupe-router")).args([
-                "--etcd",
-                etcd_url,
-                "--listen",
-                "127.0.0.1:0",
-                "--router-id",
-                id,
-            ]),
+            Command::new(binary("troupe-router"))
+                .args([
+                    "--etcd",
+                    etcd_url,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--router-id",
+                    id,
+                ])
+                .envs(env.iter().map(|(k, v)| (k, v))),
             "troupe-router",
             &log,
         )
@@ -530,4 +547,108 @@ pub fn metric(text: &str, series: &str) -> f64 {
                 .and_then(|rest| rest.trim().parse::<f64>().ok())
         })
         .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+/// Arize Phoenix (scripts/phoenix.sh) as a real OTLP tracing backend on free loopback
+/// ports. Killed when dropped.
+pub struct Phoenix {
+    child: Child,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    _dir: TempDir,
+}
+
+impl Phoenix {
+    pub async fn start() -> Result<Phoenix> {
+        let dir = tempfile::tempdir()?;
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("phoenix.log"))?;
+        let child = Command::new("bash")
+            .arg(root().join("scripts/phoenix.sh"))
+            .args(["serve", &http_port.to_string(), &grpc_port.to_string()])
+            .arg(dir.path().join("work"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn phoenix (run scripts/phoenix.sh install)")?;
+        let mut p = Phoenix {
+            child,
+            http_port,
+            grpc_port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if http_get(http_port, "/healthz").is_some_and(|(code, _)| code == 200) {
+                return Ok(p);
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                bail!("phoenix exited ({status}); log:\n{}", p.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("phoenix not ready in 120 s; log:\n{}", p.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` for processes that export to it.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("phoenix.log")).unwrap_or_default()
+    }
+
+    /// The spans of a trace (scripts/phoenix_spans.py), once at least `at_least` arrived.
+    pub fn spans(
+        &self,
+        trace_id: &str,
+        at_least: usize,
+        timeout_s: u64,
+    ) -> Result<Vec<serde_json::Value>> {
+        let out = Command::new("python3")
+            .arg(root().join("scripts/phoenix_spans.py"))
+            .args([
+                &self.http_port.to_string(),
+                trace_id,
+                "--wait-for",
+                &at_least.to_string(),
+                "--timeout",
+                &timeout_s.to_string(),
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!("phoenix_spans.py: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+impl Drop for Phoenix {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
 }

@@ -377,6 +377,11 @@ impl Client {
         &mut self.cluster
     }
 
+    /// The generated `troupe.v1.Explainer` client.
+    pub fn explainer(&mut self) -> &mut ExplainerClient<Channel> {
+        &mut self.explainer
+    }
+
     /// The generated `troupe.v1.Models` client.
     pub fn models(&mut self) -> &mut ModelsClient<Channel> {
         &mut self.models

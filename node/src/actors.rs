@@ -39,6 +39,24 @@ fn fail_all(batch: Vec<Entry>, err: impl Fn() -> NodeError) {
 }
 
 impl ReplicaState {
+    /// One `batch` span (size, calls) and its `backend` span (backend, device) in each
+    /// traced call of the batch; open while the batch runs. Empty when tracing is off.
+    fn spans(&self, batch: &[Entry], work: &'static str) -> Vec<tracing::Span> {
+        if !troupe_telemetry::enabled() {
+            return Vec::new();
+        }
+        let size: usize = batch.iter().map(|e| e.rows).sum();
+        let mut spans = Vec::new();
+        for e in batch.iter().filter(|e| !e.span.is_none()) {
+            let b = tracing::info_span!(parent: &e.span, "batch", size = size as i64, calls = batch.len() as i64, instance = self.index as i64);
+            let k = tracing::info_span!(parent: &b, "backend", backend = %self.backend.kind(), device = %self.backend.device(), work);
+            // Children first: they close before their parents.
+            spans.push(k);
+            spans.push(b);
+        }
+        spans
+    }
+
     /// Runs one gradient call (explanations). Err means this instance must be restarted.
     async fn run_gradient(
         &self,
@@ -82,12 +100,18 @@ impl ReplicaState {
             drop(batch);
             return Err("fault injected: replica crashed on request".into());
         }
+        // The calls stop waiting: their queue_wait spans end here.
+        for e in batch.iter_mut() {
+            e.queue_span = tracing::Span::none();
+        }
         if let [entry] = batch.as_mut_slice()
             && let Work::Gradient { output, targets } = entry.work.clone()
         {
+            let _spans = self.spans(&batch, "gradient");
             return self.run_gradient(&model, batch, output, targets).await;
         }
         let rows: Vec<usize> = batch.iter().map(|e| e.rows).collect();
+        let spans = self.spans(&batch, "infer");
         let oldest = batch
             .iter()
             .map(|e| e.enqueued)
@@ -106,6 +130,7 @@ impl ReplicaState {
         let backend = self.backend.clone();
         let joined = tokio::task::spawn_blocking(move || backend.infer(&inputs)).await;
         let compute = started.elapsed();
+        drop(spans);
         model
             .stats
             .record_execution(started.duration_since(oldest), compute, rows.iter().sum());

@@ -119,6 +119,10 @@ pub struct Entry {
     /// Fault injection: the instance that takes this call fails.
     pub fault: bool,
     pub work: Work,
+    /// The caller's span (traced calls only; else `Span::none()`).
+    pub span: tracing::Span,
+    /// Open while the call waits; the replica closes it when the batch starts.
+    pub queue_span: tracing::Span,
     pub reply: oneshot::Sender<Result<Vec<Tensor>, NodeError>>,
 }
 
@@ -211,6 +215,13 @@ impl Queue {
         }
         let (tx, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (span, queue_span) = if troupe_telemetry::enabled() {
+            let span = tracing::Span::current();
+            let q = tracing::info_span!(parent: &span, "queue_wait", model = %self.model, rows = rows as i64);
+            (span, q)
+        } else {
+            (tracing::Span::none(), tracing::Span::none())
+        };
         {
             let mut q = self.entries.lock();
             if q.len() >= self.cfg.max_queue_size {
@@ -230,6 +241,8 @@ impl Queue {
                 deadline,
                 fault,
                 work,
+                span,
+                queue_span,
                 reply: tx,
             });
         }

@@ -83,18 +83,18 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: no other thread has started yet.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", args.backend_threads.max(1).to_string()) };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     tch::set_num_threads(args.backend_threads.max(1) as i32);
     tch::set_num_interop_threads(1);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    // Logs, and spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (flushed on exit).
+    let mut telemetry = {
+        let _rt = runtime.enter();
+        troupe_telemetry::init("troupe-node", &args.log).context("telemetry")?
+    };
+    let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -167,5 +167,10 @@ fn main() -> anyhow::Result<()> {
         };
         troupe_node::serve(opts, listener, troupe_node::shutdown_signal()).await?;
         anyhow::Ok(())
-    })
+    });
+    {
+        let _rt = runtime.enter();
+        telemetry.shutdown();
+    }
+    result
 }

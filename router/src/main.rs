@@ -10,8 +10,11 @@ use clap::Parser;
 use tracing::info;
 use troupe_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use troupe_proto::troupe::cluster_server::ClusterServer;
+use troupe_proto::troupe::explainer_server::ExplainerServer;
 use troupe_proto::troupe::models_server::ModelsServer;
-use troupe_router::service::{ClusterService, InferenceService, ModelsService, Router};
+use troupe_router::service::{
+    ClusterService, ExplainService, InferenceService, ModelsService, Router,
+};
 use troupe_router::state::Store;
 
 #[derive(Parser, Debug)]
@@ -38,10 +41,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
-        .with_writer(std::io::stderr)
-        .init();
+    // Logs, and spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (flushed on exit).
+    let mut telemetry = troupe_telemetry::init("troupe-router", &args.log).context("telemetry")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -85,6 +86,11 @@ async fn main() -> anyhow::Result<()> {
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(ModelsServer::new(ModelsService(router.clone())))
+        .add_service(
+            ExplainerServer::new(ExplainService(router.clone()))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
         .add_service(ClusterServer::new(ClusterService(router)))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -93,5 +99,6 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), leader).await;
     sync.abort();
+    telemetry.shutdown();
     Ok(())
 }

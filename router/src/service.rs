@@ -22,6 +22,8 @@ use troupe_proto::troupe::cluster_server::Cluster;
 use troupe_proto::troupe::models_server::Models;
 use troupe_proto::troupe::{self as tpb, BackendKind, ModelSpec, ModelState};
 
+use tracing::Instrument;
+
 use crate::error::RouterError;
 use crate::records::{MODELS, PENDING};
 use crate::state::{ClusterState, Replica, Store};
@@ -192,7 +194,12 @@ where
         let r = router.pick(&left).clone();
         tried.push(r.node.clone());
         let mut req = Request::new(body.clone());
-        if let Some(t) = trace {
+        let span = tracing::info_span!("router.attempt", model = %model, node = %r.node, addr = %r.addr, attempt);
+        // Traced: the node's span is this attempt's child. Else the caller's context
+        // passes through unchanged.
+        if !troupe_telemetry::inject(&span, req.metadata_mut())
+            && let Some(t) = trace
+        {
             t.inject(req.metadata_mut());
         }
         if let Some(d) = deadline {
@@ -211,7 +218,7 @@ where
         let client = GrpcInferenceServiceClient::new(router.channel(&r.addr)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        match call(client, req).await {
+        match call(client, req).instrument(span).await {
             Ok(resp) => {
                 debug!(model = %model, node = %r.node, attempt, "answered");
                 return Ok(resp);
@@ -294,9 +301,14 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let d = troupe_proto::request_deadline(&req);
         let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
+        let span = tracing::info_span!("router.infer", model = %req.get_ref().model_name);
+        troupe_telemetry::set_parent(&span, req.metadata());
+        troupe_telemetry::attribute(&span, "service.name", troupe_telemetry::service());
+        let trace_id = troupe_telemetry::trace_id(&span)
+            .or_else(|| trace.as_ref().map(|t| t.trace_id().to_string()));
         let body = req.into_inner();
         let model = body.model_name.clone();
-        forward(
+        let mut result = forward(
             &self.0,
             &model,
             d,
@@ -304,7 +316,24 @@ impl GrpcInferenceService for InferenceService {
             body,
             |mut c, r| async move { c.model_infer(r).await },
         )
-        .await
+        .instrument(span)
+        .await;
+        // The trace id goes back on every answer, also when the router itself refused.
+        if let Some(Ok(id)) = trace_id.map(|t| t.parse::<tonic::metadata::MetadataValue<_>>()) {
+            match &mut result {
+                Ok(r) => {
+                    if !r.metadata().contains_key("trace-id") {
+                        r.metadata_mut().insert("trace-id", id);
+                    }
+                }
+                Err(s) => {
+                    if !s.metadata().contains_key("trace-id") {
+                        s.metadata_mut().insert("trace-id", id);
+                    }
+                }
+            }
+        }
+        result
     }
 
     async fn model_config(
@@ -712,5 +741,33 @@ impl Cluster for ClusterService {
             placements,
             pending,
         }))
+    }
+}
+
+/// `troupe.v1.Explainer` for the cluster: an `Explain` call is a `ModelInfer` call with
+/// the `explain` parameters, routed like any other.
+#[derive(Clone)]
+pub struct ExplainService(pub Arc<Router>);
+
+#[tonic::async_trait]
+impl troupe_proto::troupe::explainer_server::Explainer for ExplainService {
+    async fn explain(
+        &self,
+        req: Request<tpb::ExplainRequest>,
+    ) -> Result<Response<tpb::ExplainResponse>, Status> {
+        let (meta, ext, body) = req.into_parts();
+        let infer = troupe_proto::explain::to_infer_request(body)
+            .map_err(|m| Status::from(RouterError::InvalidArgument(m)))?;
+        let resp = InferenceService(self.0.clone())
+            .model_infer(Request::from_parts(meta, ext, infer))
+            .await?;
+        let (meta, inner, ext) = resp.into_parts();
+        Ok(Response::from_parts(
+            meta,
+            tpb::ExplainResponse {
+                response: Some(troupe_proto::explain::only_attributions(inner)),
+            },
+            ext,
+        ))
     }
 }

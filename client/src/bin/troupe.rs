@@ -11,6 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
+use tracing::Instrument;
 use troupe_client::troupe_proto::troupe as tpb;
 use troupe_client::{Client, ClientError, InferResult, InputTensor, read_npy};
 
@@ -36,6 +37,9 @@ struct Cli {
     /// Deadline of each call, in seconds.
     #[arg(long, global = true, default_value_t = 30.0)]
     timeout: f64,
+    /// W3C traceparent to continue (infer, explain): the call joins that trace.
+    #[arg(long, global = true, env = "TRACEPARENT")]
+    traceparent: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -61,6 +65,39 @@ enum Cmd {
         /// Inputs from JSON: {"inputs":[{"name","datatype","shape","data":[...]}]}.
         #[arg(long, value_name = "FILE")]
         data_file: Option<PathBuf>,
+    },
+    /// Explain one call: feature attributions of each input (troupe.v1.Explainer).
+    Explain {
+        model: String,
+        #[arg(long, default_value = "")]
+        version: String,
+        /// saliency, integrated_gradients (torch, candle), occlusion or shapley (all).
+        #[arg(long, default_value = "integrated_gradients")]
+        method: String,
+        /// An input: NAME=@FILE.npy, or NAME=D1,D2:V1,V2,... (FP32 values). Repeatable.
+        #[arg(long = "input", value_name = "NAME=...")]
+        inputs: Vec<String>,
+        /// Inputs from JSON: {"inputs":[{"name","datatype","shape","data":[...]}]}.
+        #[arg(long, value_name = "FILE")]
+        data_file: Option<PathBuf>,
+        /// The output explained (default: the first).
+        #[arg(long, default_value = "")]
+        output: String,
+        /// Element of each output row explained (default: the row's largest).
+        #[arg(long)]
+        target: Option<i64>,
+        /// The reference input's value.
+        #[arg(long, default_value_t = 0.0)]
+        baseline: f64,
+        /// Integrated gradients: path steps (default 32).
+        #[arg(long, default_value_t = 0)]
+        steps: u32,
+        /// Occlusion and Shapley: features per group (default 1).
+        #[arg(long, default_value_t = 0)]
+        window: u32,
+        /// Shapley: sampled feature orders (default 16).
+        #[arg(long, default_value_t = 0)]
+        samples: u32,
     },
 }
 
@@ -238,7 +275,7 @@ fn tensor_flag(t: &str) -> Result<tpb::TensorSpec> {
     })
 }
 
-fn parse_data_file(path: &PathBuf) -> Result<Vec<InputTensor>> {
+fn parse_data_file(path: &std::path::Path) -> Result<Vec<InputTensor>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let v: Value =
@@ -623,22 +660,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             inputs,
             data_file,
         } => {
-            let mut tensors = inputs
-                .iter()
-                .map(|s| parse_input(s))
-                .collect::<Result<Vec<_>>>()?;
-            if let Some(f) = &data_file {
-                tensors.extend(parse_data_file(f)?);
+            let tensors = collect_inputs(&inputs, data_file.as_deref())?;
+            let span = tracing::info_span!("client.infer", model = %model);
+            let req = traced(
+                &span,
+                cli.traceparent.as_deref(),
+                troupe_client::infer_request(&model, &version, tensors),
+            )?;
+            let resp = c.inference().model_infer(req).instrument(span).await?;
+            let trace_id = trace_id_of(resp.metadata());
+            let r = troupe_client::decode_response(resp.into_inner())?;
+            let mut v = result_json(&r);
+            if let Some(t) = trace_id {
+                v["trace_id"] = json!(t);
             }
-            if tensors.is_empty() {
-                return Err(Failure::Usage(anyhow!(
-                    "give inputs with --input NAME=... or --data-file FILE"
-                )));
-            }
-            let req = troupe_client::infer_request(&model, &version, tensors);
-            let resp = c.inference().model_infer(req).await?.into_inner();
-            let r = troupe_client::decode_response(resp)?;
-            let v = result_json(&r);
             if cli.json {
                 print_json(&v);
             } else {
@@ -654,13 +689,131 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
+        Cmd::Explain {
+            model,
+            version,
+            method,
+            inputs,
+            data_file,
+            output,
+            target,
+            baseline,
+            steps,
+            window,
+            samples,
+        } => {
+            let tensors = collect_inputs(&inputs, data_file.as_deref())?;
+            let names: Vec<String> = tensors.iter().map(|t| t.name.clone()).collect();
+            let body = tpb::ExplainRequest {
+                request: Some(troupe_client::infer_request(&model, &version, tensors)),
+                method: method.clone(),
+                output,
+                target,
+                baseline,
+                steps,
+                window,
+                samples,
+                seed: 0,
+            };
+            let span = tracing::info_span!("client.explain", model = %model, method = %method);
+            let req = traced(&span, cli.traceparent.as_deref(), body)?;
+            let resp = c.explainer().explain(req).instrument(span).await?;
+            let trace_id = trace_id_of(resp.metadata());
+            let r = troupe_client::decode_response(resp.into_inner().response.unwrap_or_default())?;
+            let targets = r.values::<i64>("attribution.target").unwrap_or_default();
+            let values = r.f32("attribution.value").unwrap_or_default();
+            let mut attributions = serde_json::Map::new();
+            for n in &names {
+                if let Ok(o) = r.output(&format!("attribution.{n}")) {
+                    attributions.insert(
+                        n.clone(),
+                        json!({"shape": o.shape, "data": decode_values(&o.datatype, &o.data)}),
+                    );
+                }
+            }
+            if cli.json {
+                print_json(&json!({
+                    "model_name": r.model_name, "model_version": r.model_version, "method": method,
+                    "target": targets, "value": values, "attributions": attributions,
+                    "trace_id": trace_id,
+                }));
+            } else {
+                println!("{} (version {}): {method}", r.model_name, r.model_version);
+                for (row, (t, v)) in targets.iter().zip(&values).enumerate() {
+                    println!("  row {row}: output element {t} = {v}");
+                }
+                for (n, a) in &attributions {
+                    println!("  {n} {}: {}", a["shape"], a["data"]);
+                }
+            }
+        }
     }
     Ok(())
 }
 
+/// A request carrying the trace context: the client span (its parent the given
+/// `traceparent`) when tracing is on, else the given `traceparent` as is.
+fn traced<T>(
+    span: &tracing::Span,
+    traceparent: Option<&str>,
+    body: T,
+) -> Result<tonic::Request<T>, Failure> {
+    let mut req = tonic::Request::new(body);
+    let given = match traceparent {
+        Some(tp) => Some(
+            tp.parse::<tonic::metadata::MetadataValue<_>>()
+                .map_err(|_| {
+                    Failure::Usage(anyhow!("--traceparent {tp:?} is not a valid header value"))
+                })?,
+        ),
+        None => None,
+    };
+    if let Some(v) = &given {
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert("traceparent", v.clone());
+        troupe_telemetry::set_parent(span, &md);
+    }
+    troupe_telemetry::attribute(span, "service.name", troupe_telemetry::service());
+    if !troupe_telemetry::inject(span, req.metadata_mut())
+        && let Some(v) = given
+    {
+        req.metadata_mut().insert("traceparent", v);
+    }
+    Ok(req)
+}
+
+/// The inputs of `infer` and `explain`: `--input` flags, then a `--data-file`.
+fn collect_inputs(
+    inputs: &[String],
+    data_file: Option<&std::path::Path>,
+) -> Result<Vec<InputTensor>, Failure> {
+    let mut tensors = inputs
+        .iter()
+        .map(|s| parse_input(s))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(f) = data_file {
+        tensors.extend(parse_data_file(f)?);
+    }
+    if tensors.is_empty() {
+        return Err(Failure::Usage(anyhow!(
+            "give inputs with --input NAME=... or --data-file FILE"
+        )));
+    }
+    Ok(tensors)
+}
+
+/// The `trace-id` the server answered with, if any.
+fn trace_id_of(md: &tonic::metadata::MetadataMap) -> Option<String> {
+    md.get("trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    // One worker: the OTLP exporter's connection keeps running while main flushes.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {
@@ -670,7 +823,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    // Spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; logs (TROUPE_LOG) on stderr.
+    let log = std::env::var("TROUPE_LOG").unwrap_or_else(|_| "warn".into());
+    let mut telemetry = {
+        let _rt = rt.enter();
+        match troupe_telemetry::init("troupe-cli", &log) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("warning: telemetry off: {e}");
+                None
+            }
+        }
+    };
+    let outcome = rt.block_on(run(cli));
+    if let Some(t) = telemetry.as_mut() {
+        let _rt = rt.enter();
+        t.shutdown();
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
             eprintln!("error: {e:#}");

@@ -219,7 +219,7 @@ impl CallHook for ExplainHook {
             "explanation",
             method = p.method.as_str(),
             backend = %ctx.model.def.backend,
-            rows = ctx.rows
+            rows = ctx.rows as i64
         );
         let started = Instant::now();
         let r = explain::explain(ctx.model, &p, ctx.inputs, outputs, ctx.rows, ctx.deadline)

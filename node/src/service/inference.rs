@@ -134,11 +134,8 @@ impl InferenceService {
         if explain {
             model.hooks.before(ctx).await?;
         }
-        let span = info_span!("queue_and_backend", backend = %model.def.backend, rows = ctx.rows);
-        let outputs = model
-            .infer(inputs, ctx.rows, ctx.deadline, fault)
-            .instrument(span)
-            .await?;
+        // Traced calls get queue_wait, batch and backend spans from the queue and replica.
+        let outputs = model.infer(inputs, ctx.rows, ctx.deadline, fault).await?;
         let extra = if explain {
             model.hooks.after(ctx, &outputs).await?
         } else {
@@ -261,7 +258,6 @@ impl GrpcInferenceService for InferenceService {
         }))
     }
 
-    #[instrument(skip_all, fields(model = %req.get_ref().model_name, version = %req.get_ref().model_version))]
     async fn model_infer(
         &self,
         req: Request<pb::ModelInferRequest>,
@@ -274,16 +270,26 @@ impl GrpcInferenceService for InferenceService {
             .as_ref()
             .map(|m| (m.def.name.clone(), m.def.version.clone()))
             .unwrap_or_default();
-        // W3C trace context: the caller's trace id goes back on the answer (and the error).
+        // W3C trace context: the call's span continues the caller's trace, and the trace
+        // id goes back on the answer (and the error).
         let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
-        let mut result = self.infer(req, found, t_id(&trace)).await;
+        let span = info_span!(
+            "node.infer",
+            model = %req.get_ref().model_name,
+            version = %req.get_ref().model_version,
+            node = %self.registry.opts.node_id,
+        );
+        troupe_telemetry::set_parent(&span, req.metadata());
+        troupe_telemetry::attribute(&span, "service.name", troupe_telemetry::service());
+        let traced_id = troupe_telemetry::trace_id(&span);
+        let trace_id = traced_id.as_deref().unwrap_or_else(|| t_id(&trace));
+        let mut result = self.infer(req, found, trace_id).instrument(span).await;
         let code = result
             .as_ref()
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         self.registry.metrics.count_request(&model, &version, code);
-        if let Some(Ok(id)) = trace
-            .as_ref()
-            .map(|t| t.trace_id().parse::<tonic::metadata::MetadataValue<_>>())
+        if !trace_id.is_empty()
+            && let Ok(id) = trace_id.parse::<tonic::metadata::MetadataValue<_>>()
         {
             tracing::debug!(model = %model, trace_id = %t_id(&trace), sampled = trace.as_ref().is_some_and(|t| t.sampled()), "traced call");
             match &mut result {
