@@ -149,3 +149,104 @@ async fn counters_and_histograms_move_with_calls() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn the_router_counts_calls_and_shows_replicas_and_node_resources() {
+    use troupe_client::troupe_proto::troupe as tpb;
+    let etcd = troupe_tests::Etcd::start().await.unwrap();
+    let repo = repository(&[]);
+    let url = etcd.url();
+    let _node = Node::start(
+        repo.path(),
+        &[
+            "--etcd",
+            &url,
+            "--node-id",
+            "n1",
+            "--memory-mb",
+            "2048",
+            "--cpu-millis",
+            "4000",
+        ],
+    )
+    .await
+    .unwrap();
+    let port = free_port();
+    let router = troupe_tests::RouterProc::start_env(
+        &url,
+        "r1",
+        &[("TROUPE_METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+    )
+    .await
+    .unwrap();
+    let mut c = router.client().await;
+    c.models()
+        .create(tpb::CreateModelRequest {
+            spec: Some(troupe_tests::mlp_spec("m", 1, 1 << 28)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !c.model_ready("m").await.unwrap_or(false) {
+        assert!(start.elapsed().as_secs() < 30, "model not ready");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let case = &reference("mlp.json")[0];
+    for _ in 0..3 {
+        c.infer(
+            "m",
+            vec![InputTensor::f32("input", case.shape.clone(), &case.input)],
+        )
+        .await
+        .unwrap();
+    }
+    let _ = c
+        .infer(
+            "nope",
+            vec![InputTensor::f32("input", vec![1, 16], &[0.0; 16])],
+        )
+        .await
+        .unwrap_err();
+    let m = scrape(port);
+    assert_eq!(
+        value(
+            &m,
+            "troupe_router_requests_total{model=\"m\",status=\"Ok\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "troupe_router_requests_total{model=\"\",status=\"NotFound\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "troupe_router_request_duration_seconds_count{model=\"m\"}"
+        ),
+        3.0
+    );
+    for g in ["desired", "placed", "ready"] {
+        assert_eq!(
+            value(&m, &format!("troupe_replicas_{g}{{model=\"m\"}}")),
+            1.0,
+            "{g}"
+        );
+    }
+    assert_eq!(value(&m, "troupe_replicas_pending{model=\"m\"}"), 0.0);
+    assert_eq!(value(&m, "troupe_node_cpu_millis{node=\"n1\"}"), 4000.0);
+    assert_eq!(
+        value(&m, "troupe_node_cpu_placed_millis{node=\"n1\"}"),
+        500.0
+    );
+    assert_eq!(
+        value(&m, "troupe_node_memory_placed_bytes{node=\"n1\"}"),
+        (1u64 << 28) as f64
+    );
+    assert_eq!(value(&m, "troupe_router_leader"), 1.0);
+    assert_eq!(value(&m, "troupe_router_in_flight{node=\"n1\"}"), 0.0);
+}

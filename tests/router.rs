@@ -345,7 +345,7 @@ async fn a_router_restart_reloads_nothing_and_a_second_router_takes_over_placeme
         let loads = n
             .log_text()
             .lines()
-            .filter(|l| l.contains("model loaded") && l.contains("model=mlp "))
+            .filter(|l| l.contains("troupe_node::registry: model loaded model=mlp "))
             .count();
         assert!(loads <= 1, "a node loaded mlp {loads} times");
     }

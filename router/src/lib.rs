@@ -4,10 +4,12 @@
 //! * [`leader`]: the elected router turns desired models and live nodes into placements;
 //! * [`placement`]: the placement decision, a pure function;
 //! * [`service`]: inference routing (power of two choices, retries on another replica),
-//!   `troupe.v1.Models` and `troupe.v1.Cluster`.
+//!   `troupe.v1.Models`, `troupe.v1.Cluster` and `troupe.v1.Explainer`;
+//! * [`metrics`]: Prometheus metrics (calls, retries, replicas, node resources).
 
 pub mod error;
 pub mod leader;
+pub mod metrics;
 pub mod placement;
 pub mod records;
 pub mod service;

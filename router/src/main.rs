@@ -33,6 +33,9 @@ struct Args {
     /// This router's name in the leader election (default: its address).
     #[arg(long, env = "TROUPE_ROUTER_ID")]
     router_id: Option<String>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "TROUPE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "TROUPE_LOG", default_value = "info")]
     log: String,
@@ -63,10 +66,23 @@ async fn main() -> anyhow::Result<()> {
         store.clone(),
         args.etcd.clone(),
         id.clone(),
-        is_leader,
+        is_leader.clone(),
         stop_rx,
     ));
     let router = Router::new(store, args.etcd.clone());
+    let metrics = match args.metrics_listen {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {a}"))?;
+            let (r, leader) = (router.clone(), is_leader.clone());
+            Some(tokio::spawn(troupe_telemetry::metrics::serve(
+                l,
+                move || troupe_router::metrics::render(&r, &leader),
+            )))
+        }
+        None => None,
+    };
 
     info!(%addr, router = %id, "serving");
     let shutdown = async move {
@@ -99,6 +115,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), leader).await;
     sync.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     telemetry.shutdown();
     Ok(())
 }

@@ -25,6 +25,7 @@ use troupe_proto::troupe::{self as tpb, BackendKind, ModelSpec, ModelState};
 use tracing::Instrument;
 
 use crate::error::RouterError;
+use crate::metrics::RouterMetrics;
 use crate::records::{MODELS, PENDING};
 use crate::state::{ClusterState, Replica, Store};
 
@@ -35,6 +36,8 @@ pub struct Router {
     channels: RwLock<HashMap<String, Channel>>,
     outstanding: RwLock<HashMap<String, Arc<AtomicU64>>>,
     seed: AtomicU64,
+    /// Calls, latency and retries (see `metrics.rs`).
+    pub metrics: RouterMetrics,
 }
 
 impl Router {
@@ -45,6 +48,7 @@ impl Router {
             channels: RwLock::default(),
             outstanding: RwLock::default(),
             seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            metrics: RouterMetrics::default(),
         })
     }
 
@@ -71,6 +75,14 @@ impl Router {
             .entry(node.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Calls this router has outstanding on `node`.
+    pub fn outstanding(&self, node: &str) -> u64 {
+        self.outstanding
+            .read()
+            .get(node)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     fn random(&self) -> u64 {
@@ -225,6 +237,7 @@ where
             }
             Err(s) if retryable(&s) => {
                 warn!(model = %model, node = %r.node, attempt, error = %s.message(), "replica failed; trying another");
+                router.metrics.retry(model);
                 last = Some(s);
             }
             Err(s) => return Err(s),
@@ -308,6 +321,7 @@ impl GrpcInferenceService for InferenceService {
             .or_else(|| trace.as_ref().map(|t| t.trace_id().to_string()));
         let body = req.into_inner();
         let model = body.model_name.clone();
+        let started = Instant::now();
         let mut result = forward(
             &self.0,
             &model,
@@ -318,6 +332,13 @@ impl GrpcInferenceService for InferenceService {
         )
         .instrument(span)
         .await;
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        let known = self.0.declared(&model) || !self.0.store.routes(&model).is_empty();
+        self.0
+            .metrics
+            .call(&model, known, code, started.elapsed().as_secs_f64());
         // The trace id goes back on every answer, also when the router itself refused.
         if let Some(Ok(id)) = trace_id.map(|t| t.parse::<tonic::metadata::MetadataValue<_>>()) {
             match &mut result {

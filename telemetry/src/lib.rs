@@ -16,6 +16,8 @@
 //! continues the caller's trace in a server span, [`inject`] passes the current span on to
 //! the next hop.
 
+pub mod metrics;
+
 use std::sync::OnceLock;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
