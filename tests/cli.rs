@@ -138,6 +138,55 @@ async fn every_subcommand_against_a_live_node() {
         serde_json::json!([case.shape[0], 4])
     );
 
+    // Explain: attributions per input, the explained element and f(x).
+    let e = ok_json(
+        a,
+        &[
+            "explain",
+            "mlp_torch",
+            "--method",
+            "integrated_gradients",
+            "--input",
+            &flag,
+        ],
+    );
+    assert_eq!(e["method"], "integrated_gradients");
+    let attr = e["attributions"]["input"]["data"].as_array().unwrap();
+    assert_eq!(attr.len(), case.input.len());
+    assert_eq!(
+        e["attributions"]["input"]["shape"],
+        serde_json::json!([case.shape[0], 16])
+    );
+    assert_eq!(
+        e["target"].as_array().unwrap().len(),
+        case.shape[0] as usize
+    );
+    let human = troupe(
+        a,
+        &[
+            "explain",
+            "mlp_onnx",
+            "--method",
+            "occlusion",
+            "--input",
+            &flag,
+        ],
+    );
+    assert!(human.status.success());
+    assert!(String::from_utf8_lossy(&human.stdout).contains("output element"));
+    let refused = troupe(
+        a,
+        &[
+            "explain", "mlp_onnx", "--method", "saliency", "--input", &flag,
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("occlusion or shapley"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
     let del = ok_json(a, &["models", "delete", "cli_mlp"]);
     assert_eq!(del["deleted"], "cli_mlp");
 
@@ -174,6 +223,8 @@ async fn every_subcommand_against_a_live_node() {
         vec!["infer", "mlp_onnx", "--input", "input=1,16:1,2"],
         vec!["infer", "mlp_onnx"],
         vec!["infer", "mlp_onnx", "--input", "input=@/no/such/file.npy"],
+        vec!["explain", "mlp_onnx"],
+        vec!["explain", "mlp_onnx", "--input", "input=1,16:1,2"],
     ] {
         let o = troupe(a, &args);
         assert_eq!(

@@ -131,6 +131,8 @@ pub struct Node {
     pub addr: String,
     log: PathBuf,
     _logdir: TempDir,
+    /// How to reach the node when it serves TLS.
+    tls: Option<troupe_client::ClientTls>,
 }
 
 impl Node {
@@ -139,11 +141,29 @@ impl Node {
         Self::start_env(repository, extra, &[]).await
     }
 
+    /// A node serving TLS (`extra` has `--tls-cert`/`--tls-key`), reached with `tls`.
+    pub async fn start_tls(
+        repository: &Path,
+        extra: &[&str],
+        tls: troupe_client::ClientTls,
+    ) -> Result<Node> {
+        Self::spawn(repository, extra, &[], Some(tls)).await
+    }
+
     /// As [`Node::start`], with extra environment variables (e.g. `OTEL_*`).
     pub async fn start_env(
         repository: &Path,
         extra: &[&str],
         env: &[(&str, String)],
+    ) -> Result<Node> {
+        Self::spawn(repository, extra, env, None).await
+    }
+
+    async fn spawn(
+        repository: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+        tls: Option<troupe_client::ClientTls>,
     ) -> Result<Node> {
         let logdir = tempfile::tempdir()?;
         let log = logdir.path().join("node.log");
@@ -165,6 +185,7 @@ impl Node {
             addr,
             log,
             _logdir: logdir,
+            tls,
         };
         node.wait_ready(Duration::from_secs(60)).await?;
         Ok(node)
@@ -174,7 +195,7 @@ impl Node {
     pub async fn wait_ready(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(mut c) = Client::connect(&self.addr).await
+            if let Ok(mut c) = self.try_client().await
                 && c.server_ready().await.unwrap_or(false)
             {
                 return Ok(());
@@ -191,7 +212,14 @@ impl Node {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.addr).await.expect("connect to node")
+        self.try_client().await.expect("connect to node")
+    }
+
+    async fn try_client(&self) -> Result<Client, troupe_client::ClientError> {
+        match &self.tls {
+            None => Client::connect(&self.addr).await,
+            Some(tls) => Client::connect_tls(&self.addr, tls).await,
+        }
     }
 
     pub fn log_text(&self) -> String {

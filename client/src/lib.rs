@@ -25,7 +25,11 @@ use troupe_proto::troupe::cluster_client::ClusterClient;
 use troupe_proto::troupe::explainer_client::ExplainerClient;
 use troupe_proto::troupe::models_client::ModelsClient;
 
+#[cfg(feature = "ndarray")]
+mod nd;
+
 pub use troupe_proto;
+pub use troupe_proto::tls::ClientTls;
 
 mod npy;
 pub use npy::read_npy;
@@ -33,12 +37,27 @@ pub use npy::read_npy;
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect: {}", chain(.0))]
     Connect(#[from] tonic::transport::Error),
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
     #[error("bad response: {0}")]
     Decode(String),
+}
+
+/// An error and its causes, "a: b: c" (transport errors hide the useful part in sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 impl ClientError {
@@ -350,6 +369,30 @@ impl Client {
             format!("http://{addr}")
         };
         let channel = Endpoint::from_shared(uri)?.connect().await?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Connects with TLS (`https://HOST:PORT`; a bare `HOST:PORT` works too), checking
+    /// the server against `tls` (a CA, the expected name, a client certificate for
+    /// mutual TLS).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use troupe_client::{Client, ClientTls};
+    /// let tls = ClientTls::with_ca_file("ca.pem".as_ref())?;
+    /// let mut c = Client::connect_tls("localhost:8001", &tls).await?;
+    /// assert!(c.server_ready().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_tls(addr: &str, tls: &ClientTls) -> Result<Self, ClientError> {
+        let uri = match addr.split_once("://") {
+            Some((_, rest)) => format!("https://{rest}"),
+            None => format!("https://{addr}"),
+        };
+        let channel = Endpoint::from_shared(uri)?
+            .tls_config(tls.client_config())?
+            .connect()
+            .await?;
         Ok(Self::from_channel(channel))
     }
 

@@ -89,6 +89,7 @@ fn serving(c: &mut Criterion) {
             max_message_bytes: 64 << 20,
             membership: None,
             metrics_listen: None,
+            tls: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(troupe_node::serve(serve_opts, listener, async {

@@ -215,12 +215,16 @@ impl Queue {
         }
         let (tx, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (span, queue_span) = if troupe_telemetry::enabled() {
-            let span = tracing::Span::current();
-            let q = tracing::info_span!(parent: &span, "queue_wait", model = %self.model, rows = rows as i64);
-            (span, q)
-        } else {
-            (tracing::Span::none(), tracing::Span::none())
+        // Only sampled calls get queue_wait, batch and backend spans.
+        let traced = troupe_telemetry::enabled()
+            .then(tracing::Span::current)
+            .filter(troupe_telemetry::sampled);
+        let (span, queue_span) = match traced {
+            Some(span) => {
+                let q = tracing::info_span!(parent: &span, "queue_wait", model = %self.model, rows = rows as i64);
+                (span, q)
+            }
+            None => (tracing::Span::none(), tracing::Span::none()),
         };
         {
             let mut q = self.entries.lock();

@@ -70,6 +70,15 @@ struct Args {
     /// Audit file (JSON lines, appended) for models whose config has `[hooks] audit = true`.
     #[arg(long, env = "TROUPE_AUDIT_LOG", default_value = "troupe-audit.jsonl")]
     audit_log: PathBuf,
+    /// Serve over TLS with this certificate (PEM; needs --tls-key).
+    #[arg(long, env = "TROUPE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "TROUPE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: accept only clients with a certificate from this CA (PEM).
+    #[arg(long, env = "TROUPE_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "TROUPE_LOG", default_value = "info")]
     log: String,
@@ -94,6 +103,12 @@ fn main() -> anyhow::Result<()> {
         let _rt = runtime.enter();
         troupe_telemetry::init("troupe-node", &args.log).context("telemetry")?
     };
+    let tls = troupe_proto::tls::ServerTls::from_files(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_client_ca.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -164,6 +179,7 @@ fn main() -> anyhow::Result<()> {
             max_message_bytes: args.max_message_bytes,
             membership,
             metrics_listen: args.metrics_listen,
+            tls,
         };
         troupe_node::serve(opts, listener, troupe_node::shutdown_signal()).await?;
         anyhow::Ok(())

@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub membership: Option<MembershipConfig>,
     /// Where to serve Prometheus metrics (GET /metrics); None: not served.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve gRPC over TLS (optionally asking clients for certificates).
+    pub tls: Option<troupe_proto::tls::ServerTls>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, finishes the calls in flight,
@@ -134,7 +136,14 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| NodeError::Internal(e.to_string()))?;
     info!(%addr, "serving");
-    let result = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &opts.tls {
+        server = server
+            .tls_config(tls.server_config())
+            .map_err(|e| NodeError::FailedPrecondition(format!("TLS: {e}")))?;
+        info!(mutual = tls.client_ca_pem.is_some(), "serving over TLS");
+    }
+    let result = server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

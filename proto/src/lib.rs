@@ -22,6 +22,7 @@ pub mod troupe {
 
 pub mod cluster;
 pub mod explain;
+pub mod tls;
 
 /// Encoded `FileDescriptorSet` of every .proto here, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -33,6 +33,18 @@ struct Args {
     /// This router's name in the leader election (default: its address).
     #[arg(long, env = "TROUPE_ROUTER_ID")]
     router_id: Option<String>,
+    /// Serve over TLS with this certificate (PEM; needs --tls-key).
+    #[arg(long, env = "TROUPE_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "TROUPE_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS: accept only clients with a certificate from this CA (PEM).
+    #[arg(long, env = "TROUPE_TLS_CLIENT_CA")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// Reach the nodes over TLS, trusting this CA (PEM).
+    #[arg(long, env = "TROUPE_NODE_TLS_CA")]
+    node_tls_ca: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long, env = "TROUPE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -69,7 +81,19 @@ async fn main() -> anyhow::Result<()> {
         is_leader.clone(),
         stop_rx,
     ));
-    let router = Router::new(store, args.etcd.clone());
+    let tls = troupe_proto::tls::ServerTls::from_files(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_client_ca.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let node_tls = args
+        .node_tls_ca
+        .as_deref()
+        .map(troupe_proto::tls::ClientTls::with_ca_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let router = Router::with_node_tls(store, args.etcd.clone(), node_tls);
     let metrics = match args.metrics_listen {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a)
@@ -95,7 +119,12 @@ async fn main() -> anyhow::Result<()> {
         info!("shutting down");
         let _ = stop_tx.send(true);
     };
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(t) = &tls {
+        server = server.tls_config(t.server_config()).context("TLS")?;
+        info!(mutual = t.client_ca_pem.is_some(), "serving over TLS");
+    }
+    server
         .add_service(
             GrpcInferenceServiceServer::new(InferenceService(router.clone()))
                 .max_decoding_message_size(usize::MAX)

@@ -38,10 +38,21 @@ pub struct Router {
     seed: AtomicU64,
     /// Calls, latency and retries (see `metrics.rs`).
     pub metrics: RouterMetrics,
+    /// TLS towards the nodes (`--node-tls-ca`); None: plain HTTP/2.
+    node_tls: Option<troupe_proto::tls::ClientTls>,
 }
 
 impl Router {
     pub fn new(store: Arc<Store>, endpoints: Vec<String>) -> Arc<Self> {
+        Self::with_node_tls(store, endpoints, None)
+    }
+
+    /// As `new`, reaching the nodes over TLS when `node_tls` is set.
+    pub fn with_node_tls(
+        store: Arc<Store>,
+        endpoints: Vec<String>,
+        node_tls: Option<troupe_proto::tls::ClientTls>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             endpoints,
@@ -49,6 +60,7 @@ impl Router {
             outstanding: RwLock::default(),
             seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
             metrics: RouterMetrics::default(),
+            node_tls,
         })
     }
 
@@ -57,11 +69,21 @@ impl Router {
         if let Some(c) = self.channels.read().get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.node_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| Status::internal(format!("bad node address {addr}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(t) = &self.node_tls {
+            ep = ep
+                .tls_config(t.client_config())
+                .map_err(|e| Status::internal(format!("TLS towards {addr}: {e}")))?;
+        }
+        let ch = ep.connect_lazy();
         self.channels.write().insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
@@ -206,13 +228,23 @@ where
         let r = router.pick(&left).clone();
         tried.push(r.node.clone());
         let mut req = Request::new(body.clone());
-        let span = tracing::info_span!("router.attempt", model = %model, node = %r.node, addr = %r.addr, attempt);
+        let span = troupe_telemetry::child_span(
+            || tracing::info_span!("router.attempt", model = %model, node = %r.node, addr = %r.addr, attempt),
+        );
         // Traced: the node's span is this attempt's child. Else the caller's context
         // passes through unchanged.
-        if !troupe_telemetry::inject(&span, req.metadata_mut())
-            && let Some(t) = trace
-        {
-            t.inject(req.metadata_mut());
+        if !troupe_telemetry::inject(&span, req.metadata_mut()) {
+            match trace {
+                Some(t) => t.inject(req.metadata_mut()),
+                // Not traced here: tell the node, so it does not start a trace itself.
+                None => {
+                    if let Some(Ok(v)) =
+                        troupe_telemetry::unsampled_traceparent().map(|t| t.parse())
+                    {
+                        req.metadata_mut().insert("traceparent", v);
+                    }
+                }
+            }
         }
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
@@ -314,9 +346,10 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let d = troupe_proto::request_deadline(&req);
         let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
-        let span = tracing::info_span!("router.infer", model = %req.get_ref().model_name);
-        troupe_telemetry::set_parent(&span, req.metadata());
-        troupe_telemetry::attribute(&span, "service.name", troupe_telemetry::service());
+        let span = troupe_telemetry::call_span(
+            req.metadata(),
+            || tracing::info_span!("router.infer", model = %req.get_ref().model_name),
+        );
         let trace_id = troupe_telemetry::trace_id(&span)
             .or_else(|| trace.as_ref().map(|t| t.trace_id().to_string()));
         let body = req.into_inner();

@@ -9,7 +9,7 @@
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | where spans go (`http://127.0.0.1:4317`); unset: no exporter, no OpenTelemetry layer at all |
 //! | `OTEL_SERVICE_NAME` | `service.name` (default: the process, e.g. `troupe-node`) |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | extra resource attributes (`k=v,k2=v2`) |
-//! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | sampler (default `parentbased_always_on`); `parentbased_traceidratio` with `0.01` keeps 1 % of new traces and follows the caller's `sampled` flag |
+//! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | sampler (default `parentbased_always_on`); `parentbased_traceidratio` with `0.01` keeps 1 % of new traces and follows the caller's `sampled` flag. Applied once per call where it enters the process ([`should_trace`]), so an unsampled call makes no spans at all |
 //! | `OTEL_SDK_DISABLED=true`, `OTEL_TRACES_EXPORTER=none` | turn tracing off |
 //!
 //! W3C trace context travels in gRPC metadata (`traceparent`, `tracestate`): [`set_parent`]
@@ -97,6 +97,100 @@ pub fn service_name(env: &impl Env, default: &str) -> String {
 
 static SERVICE: OnceLock<String> = OnceLock::new();
 static ENABLED: OnceLock<bool> = OnceLock::new();
+static SAMPLING: OnceLock<Sampling> = OnceLock::new();
+
+/// The sampling rule of `OTEL_TRACES_SAMPLER` / `_ARG`, applied once per call where it
+/// enters a Troupe process (see [`should_trace`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Follow the caller's `sampled` flag when a `traceparent` came with the call.
+    pub parent_based: bool,
+    /// Share of calls without a sampled parent that are traced (0.0 to 1.0).
+    pub ratio: f64,
+}
+
+impl Sampling {
+    /// Reads the standard variables (default `parentbased_always_on`); unknown values
+    /// fall back to the default, as the OpenTelemetry SDKs do.
+    pub fn from_env(env: &impl Env) -> Self {
+        let arg = env
+            .var("OTEL_TRACES_SAMPLER_ARG")
+            .and_then(|a| a.trim().parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(1.0);
+        let name = env
+            .var("OTEL_TRACES_SAMPLER")
+            .unwrap_or_else(|| "parentbased_always_on".into());
+        let (parent_based, ratio) = match name.trim() {
+            "always_on" => (false, 1.0),
+            "always_off" => (false, 0.0),
+            "traceidratio" => (false, arg),
+            "parentbased_always_off" => (true, 0.0),
+            "parentbased_traceidratio" => (true, arg),
+            _ => (true, 1.0),
+        };
+        Self {
+            parent_based,
+            ratio,
+        }
+    }
+
+    /// The decision for one call; `parent` is the caller's `sampled` flag when it sent a
+    /// valid `traceparent`, `draw` a uniform number in [0, 1).
+    pub fn decide(&self, parent: Option<bool>, draw: f64) -> bool {
+        match parent {
+            Some(p) if self.parent_based => p,
+            _ => draw < self.ratio,
+        }
+    }
+}
+
+/// The `sampled` flag of a well-formed `traceparent` in `md`.
+fn parent_sampled(md: &MetadataMap) -> Option<bool> {
+    let v = md.get("traceparent")?.to_str().ok()?;
+    let parts: Vec<&str> = v.trim().split('-').collect();
+    if parts.len() < 4 || parts[1].len() != 32 || parts[2].len() != 16 || parts[3].len() != 2 {
+        return None;
+    }
+    let flags = u8::from_str_radix(parts[3], 16).ok()?;
+    Some(flags & 1 == 1)
+}
+
+/// A uniform draw in [0, 1) (xorshift on a per-thread state; sampling needs no more).
+fn draw() -> f64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0x2545_F491_4F6C_DD1D, |d| d.as_nanos() as u64)
+                | 1,
+        );
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+/// Whether the call whose metadata is `md` is traced here: tracing is on, and the
+/// sampler (`OTEL_TRACES_SAMPLER`) keeps it. Call it once where a call enters the process
+/// and create the call's span only when it says yes: an unsampled call then costs no
+/// span work at all.
+pub fn should_trace(md: &MetadataMap) -> bool {
+    if !enabled() {
+        return false;
+    }
+    let s = SAMPLING.get().copied().unwrap_or(Sampling {
+        parent_based: true,
+        ratio: 1.0,
+    });
+    s.decide(parent_sampled(md), draw())
+}
 
 /// This process's service name (after [`init`]).
 pub fn service() -> &'static str {
@@ -167,10 +261,16 @@ pub fn init(default_service: &str, log_filter: &str) -> Result<Telemetry, Teleme
     if ProcessEnv.var("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(service.clone());
     }
-    // The sampler comes from OTEL_TRACES_SAMPLER / _ARG (the SDK reads them).
+    // OTEL_TRACES_SAMPLER / _ARG are applied per call by `should_trace`, where a call
+    // enters the process; spans made after that decision are all kept (and children
+    // follow their parent).
+    let _ = SAMPLING.set(Sampling::from_env(&ProcessEnv));
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
+        .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOn,
+        )))
         .build();
     let tracer = provider.tracer("troupe");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -235,6 +335,44 @@ impl Injector for MetaInjector<'_> {
     }
 }
 
+/// The span of a call entering this process (`make` builds it). Tracing off: `make()`,
+/// for the logs. Tracing on and the sampler keeps the call: `make()` continuing the
+/// caller's trace from `md`, with `service.name` set. Not kept: `Span::none()`, and no
+/// span work at all for this call.
+pub fn call_span(md: &MetadataMap, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if !enabled() {
+        return make();
+    }
+    if !should_trace(md) {
+        return tracing::Span::none();
+    }
+    let span = make();
+    set_parent(&span, md);
+    attribute(&span, "service.name", service());
+    span
+}
+
+/// A fresh `traceparent` whose `sampled` flag is off: sent on when this process decided
+/// not to trace a call that came without one, so the next hops skip it too (instead of
+/// drawing again and starting traces of their own). Only when tracing is on.
+pub fn unsampled_traceparent() -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    let r = |_| (draw() * (1u64 << 53) as f64) as u64;
+    let (a, b, c) = (r(0), r(1), r(2));
+    Some(format!("00-{a:016x}{b:016x}-{:016x}-00", c | 1))
+}
+
+/// A span inside the current call: `make()`, unless tracing is on and the current call
+/// is not traced (then `Span::none()`, so it does not start a trace of its own).
+pub fn child_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if enabled() && tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    make()
+}
+
 /// Continues the caller's trace (`traceparent` in `md`) in `span`, which must not have
 /// been entered yet. A no-op when tracing is off.
 pub fn set_parent(span: &tracing::Span, md: &MetadataMap) {
@@ -268,6 +406,12 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     }
     let sc = span.context().span().span_context().clone();
     sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// True when `span` is recorded and exported (tracing on and the trace sampled): child
+/// spans that only matter in an exported trace are made only then.
+pub fn sampled(span: &tracing::Span) -> bool {
+    enabled() && !span.is_none() && span.context().span().span_context().is_sampled()
 }
 
 /// Records `key = value` on `span` as an OpenTelemetry attribute (no-op when off).
@@ -310,6 +454,75 @@ mod tests {
             ]),
             None
         );
+    }
+
+    #[test]
+    fn sampling_follows_the_standard_variables_and_the_parent_flag() {
+        let s = Sampling::from_env(&[]);
+        assert_eq!(
+            s,
+            Sampling {
+                parent_based: true,
+                ratio: 1.0
+            }
+        );
+        assert!(s.decide(None, 0.99));
+        assert!(
+            !s.decide(Some(false), 0.0),
+            "parent-based: not sampled upstream"
+        );
+        let s = Sampling::from_env(&[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+        ]);
+        assert_eq!(s.ratio, 0.01);
+        assert!(s.decide(None, 0.005) && !s.decide(None, 0.5));
+        assert!(
+            s.decide(Some(true), 0.5),
+            "a sampled parent wins over the ratio"
+        );
+        let s = Sampling::from_env(&[("OTEL_TRACES_SAMPLER", "always_off")]);
+        assert!(!s.decide(Some(true), 0.0), "always_off ignores the parent");
+        let s = Sampling::from_env(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "nonsense"),
+        ]);
+        assert_eq!(s.ratio, 1.0, "a bad argument falls back to 1.0");
+    }
+
+    #[test]
+    fn the_parent_flag_is_read_from_a_well_formed_traceparent_only() {
+        let mut md = MetadataMap::new();
+        assert_eq!(parent_sampled(&md), None);
+        md.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(parent_sampled(&md), Some(true));
+        md.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(parent_sampled(&md), Some(false));
+        md.insert("traceparent", "garbage".parse().unwrap());
+        assert_eq!(parent_sampled(&md), None);
+    }
+
+    #[test]
+    fn an_unsampled_traceparent_is_well_formed_only_when_tracing_is_on() {
+        // This test process never called `init`: tracing is off.
+        assert_eq!(unsampled_traceparent(), None);
+    }
+
+    #[test]
+    fn draws_are_uniform_enough() {
+        let n = 100_000;
+        let hits = (0..n).filter(|_| draw() < 0.01).count();
+        assert!((700..1300).contains(&hits), "{hits} of {n} under 0.01");
     }
 
     #[test]

@@ -37,6 +37,19 @@ struct Cli {
     /// Deadline of each call, in seconds.
     #[arg(long, global = true, default_value_t = 30.0)]
     timeout: f64,
+    /// Connect over TLS, trusting this CA (PEM). `https://` servers without it use the
+    /// public web roots.
+    #[arg(long, global = true, env = "TROUPE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the host of --server).
+    #[arg(long, global = true, env = "TROUPE_TLS_DOMAIN")]
+    tls_domain: Option<String>,
+    /// Client certificate (PEM) for servers that require one (with --tls-key).
+    #[arg(long, global = true, env = "TROUPE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "TROUPE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// W3C traceparent to continue (infer, explain): the call joins that trace.
     #[arg(long, global = true, env = "TRACEPARENT")]
     traceparent: Option<String>,
@@ -387,18 +400,46 @@ fn print_json(v: &Value) {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
-    let uri = if cli.server.contains("://") {
-        cli.server.clone()
-    } else {
-        format!("http://{}", cli.server)
+    let tls = cli.tls_ca.is_some() || cli.tls_cert.is_some() || cli.server.starts_with("https://");
+    let uri = match cli.server.split_once("://") {
+        Some((_, rest)) if tls => format!("https://{rest}"),
+        Some(_) => cli.server.clone(),
+        None if tls => format!("https://{}", cli.server),
+        None => format!("http://{}", cli.server),
     };
-    let channel = tonic::transport::Endpoint::from_shared(uri)
+    let mut endpoint = tonic::transport::Endpoint::from_shared(uri)
         .map_err(|e| Failure::Usage(anyhow!("--server {:?}: {e}", cli.server)))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout)
-        .connect()
-        .await
-        .map_err(|e| Failure::Unreachable(format!("{}: {e}", cli.server)))?;
+        .timeout(timeout);
+    if tls {
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read(p).map_err(|e| Failure::Usage(anyhow!("{what} {}: {e}", p.display())))
+        };
+        let mut t = troupe_client::ClientTls {
+            ca_pem: cli
+                .tls_ca
+                .as_ref()
+                .map(|p| read(p, "--tls-ca"))
+                .transpose()?,
+            domain: cli.tls_domain.clone(),
+            identity: None,
+        };
+        if let (Some(c), Some(k)) = (&cli.tls_cert, &cli.tls_key) {
+            t.identity = Some((read(c, "--tls-cert")?, read(k, "--tls-key")?));
+        }
+        endpoint = endpoint
+            .tls_config(t.client_config())
+            .map_err(|e| Failure::Usage(anyhow!("TLS settings: {e}")))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        let mut msg = format!("{}: {e}", cli.server);
+        let mut cur = std::error::Error::source(&e);
+        while let Some(s) = cur {
+            msg.push_str(&format!(": {s}"));
+            cur = s.source();
+        }
+        Failure::Unreachable(msg)
+    })?;
     let mut c = Client::from_channel(channel);
     match cli.cmd {
         Cmd::Health => {
@@ -661,7 +702,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             data_file,
         } => {
             let tensors = collect_inputs(&inputs, data_file.as_deref())?;
-            let span = tracing::info_span!("client.infer", model = %model);
+            let span = client_span(
+                cli.traceparent.as_deref(),
+                || tracing::info_span!("client.infer", model = %model),
+            );
             let req = traced(
                 &span,
                 cli.traceparent.as_deref(),
@@ -715,7 +759,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 samples,
                 seed: 0,
             };
-            let span = tracing::info_span!("client.explain", model = %model, method = %method);
+            let span = client_span(
+                cli.traceparent.as_deref(),
+                || tracing::info_span!("client.explain", model = %model, method = %method),
+            );
             let req = traced(&span, cli.traceparent.as_deref(), body)?;
             let resp = c.explainer().explain(req).instrument(span).await?;
             let trace_id = trace_id_of(resp.metadata());
@@ -751,35 +798,40 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A request carrying the trace context: the client span (its parent the given
-/// `traceparent`) when tracing is on, else the given `traceparent` as is.
+/// A request carrying the trace context: the client's span (continuing `traceparent`,
+/// when given) when tracing is on and the call is sampled, else the given `traceparent`
+/// as is.
 fn traced<T>(
     span: &tracing::Span,
     traceparent: Option<&str>,
     body: T,
 ) -> Result<tonic::Request<T>, Failure> {
     let mut req = tonic::Request::new(body);
-    let given = match traceparent {
-        Some(tp) => Some(
-            tp.parse::<tonic::metadata::MetadataValue<_>>()
-                .map_err(|_| {
-                    Failure::Usage(anyhow!("--traceparent {tp:?} is not a valid header value"))
-                })?,
-        ),
-        None => None,
-    };
-    if let Some(v) = &given {
-        let mut md = tonic::metadata::MetadataMap::new();
-        md.insert("traceparent", v.clone());
-        troupe_telemetry::set_parent(span, &md);
+    if let Some(tp) = traceparent {
+        let v = tp
+            .parse::<tonic::metadata::MetadataValue<_>>()
+            .map_err(|_| {
+                Failure::Usage(anyhow!("--traceparent {tp:?} is not a valid header value"))
+            })?;
+        req.metadata_mut().insert("traceparent", v);
     }
-    troupe_telemetry::attribute(span, "service.name", troupe_telemetry::service());
     if !troupe_telemetry::inject(span, req.metadata_mut())
-        && let Some(v) = given
+        && traceparent.is_none()
+        && let Some(Ok(v)) = troupe_telemetry::unsampled_traceparent().map(|t| t.parse())
     {
+        // Not traced here: the router and node skip the call too.
         req.metadata_mut().insert("traceparent", v);
     }
     Ok(req)
+}
+
+/// The client span of a call (see `troupe_telemetry::call_span`).
+fn client_span(traceparent: Option<&str>, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    let mut md = tonic::metadata::MetadataMap::new();
+    if let Some(v) = traceparent.and_then(|tp| tp.parse().ok()) {
+        md.insert("traceparent", v);
+    }
+    troupe_telemetry::call_span(&md, make)
 }
 
 /// The inputs of `infer` and `explain`: `--input` flags, then a `--data-file`.

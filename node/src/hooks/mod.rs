@@ -155,7 +155,9 @@ impl HookSet {
     pub async fn before(&self, ctx: &CallCtx<'_>) -> Result<(), NodeError> {
         for h in self.hooks.iter() {
             h.before(ctx)
-                .instrument(info_span!("hook", hook = h.name()))
+                .instrument(troupe_telemetry::child_span(|| {
+                    info_span!("hook", hook = h.name())
+                }))
                 .await?;
         }
         Ok(())
@@ -215,12 +217,14 @@ impl CallHook for ExplainHook {
         let Some(p) = ExplainParams::from_params(ctx.params(), ctx.model)? else {
             return Ok(Vec::new());
         };
-        let span = info_span!(
-            "explanation",
-            method = p.method.as_str(),
-            backend = %ctx.model.def.backend,
-            rows = ctx.rows as i64
-        );
+        let span = troupe_telemetry::child_span(|| {
+            info_span!(
+                "explanation",
+                method = p.method.as_str(),
+                backend = %ctx.model.def.backend,
+                rows = ctx.rows as i64
+            )
+        });
         let started = Instant::now();
         let r = explain::explain(ctx.model, &p, ctx.inputs, outputs, ctx.rows, ctx.deadline)
             .instrument(span)

@@ -273,14 +273,14 @@ impl GrpcInferenceService for InferenceService {
         // W3C trace context: the call's span continues the caller's trace, and the trace
         // id goes back on the answer (and the error).
         let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
-        let span = info_span!(
-            "node.infer",
-            model = %req.get_ref().model_name,
-            version = %req.get_ref().model_version,
-            node = %self.registry.opts.node_id,
-        );
-        troupe_telemetry::set_parent(&span, req.metadata());
-        troupe_telemetry::attribute(&span, "service.name", troupe_telemetry::service());
+        let span = troupe_telemetry::call_span(req.metadata(), || {
+            info_span!(
+                "node.infer",
+                model = %req.get_ref().model_name,
+                version = %req.get_ref().model_version,
+                node = %self.registry.opts.node_id,
+            )
+        });
         let traced_id = troupe_telemetry::trace_id(&span);
         let trace_id = traced_id.as_deref().unwrap_or_else(|| t_id(&trace));
         let mut result = self.infer(req, found, trace_id).instrument(span).await;
