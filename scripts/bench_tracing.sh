@@ -3,26 +3,31 @@
 # all through a release troupe-load, closed loop, against one release troupe-node serving
 # the MLP (ONNX, one instance):
 #   1. tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT), on at 1 % sampling
-#      (parentbased_traceidratio 0.01) and on at 100 %, exporting over OTLP/gRPC to a real
-#      Arize Phoenix on loopback; ROUNDS rounds of the three in turn (the median is
-#      reported), each run after Phoenix went idle again; also the node's CPU time per call;
-#   2. hooks, tracing off: the MLP with explanations turned off ([hooks] explain = false),
-#      as shipped (explanations allowed, none asked for), and with audit on.
+#      (parentbased_traceidratio 0.01) and on at 100 %, exporting over OTLP/gRPC to
+#      COLLECTOR: `sink` (default; telemetry/examples/otlp_sink.rs, a one-thread collector
+#      that counts and drops spans, so what is measured is the node's own cost) or
+#      `phoenix` (a real Arize Phoenix on the same 2 cores, each run after it went idle);
+#      ROUNDS rounds of the three in turn (medians reported); also the node's CPU per call;
+#   2. hooks, tracing off, ROUNDS rounds in turn on one node: the MLP with explanations
+#      turned off ([hooks] explain = false), as shipped (explanations allowed, none asked
+#      for), and with audit on.
 # Env: DUR (measured time per step, default 10s), CONC (calls in flight, default 8),
-# ROUNDS (default 3), LOG (the node's --log, default info as shipped), OUT (results
-# folder, default target/bench-tracing).
+# COLLECTOR (sink | phoenix, default sink), ROUNDS (default 5), LOG (the node's --log,
+# default info as shipped), OUT (results folder, default target/bench-tracing-COLLECTOR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+COLLECTOR=${COLLECTOR:-sink}
 scripts/setup.sh
-scripts/phoenix.sh install
+if [[ $COLLECTOR == phoenix ]]; then scripts/phoenix.sh install; fi
 cargo build --release -q -p troupe-node -p troupe-load --bins
+cargo build --release -q -p troupe-telemetry --example otlp_sink
 SP=$PWD/.venv/lib/python3.11/site-packages
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$SP/onnxruntime/capi/libonnxruntime.so.1.31.1}
 DUR=${DUR:-10s}
 CONC=${CONC:-8}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 LOG=${LOG:-info}
-OUT=${OUT:-target/bench-tracing}
+OUT=${OUT:-target/bench-tracing-$COLLECTOR}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/summary.md
 
@@ -44,15 +49,22 @@ printf '\n[hooks]\nexplain = false\n' >>"$REPO/mlp_no_hooks/config.toml"
 cp -r models/repository/mlp_onnx "$REPO/mlp_audit"
 printf '\n[hooks]\naudit = true\n' >>"$REPO/mlp_audit/config.toml"
 
-HTTP=$(free_port)
-GRPC=$(free_port)
-scripts/phoenix.sh serve "$HTTP" "$GRPC" "$PHX/work" >"$PHX/phoenix.log" 2>&1 &
-PHOENIX=$!
-for i in $(seq 120); do
-  curl -sf "http://127.0.0.1:$HTTP/healthz" >/dev/null && break
-  [[ $i == 120 ]] && { echo "phoenix did not start; log:"; cat "$PHX/phoenix.log"; exit 1; } >&2
-  sleep 1
-done
+if [[ $COLLECTOR == phoenix ]]; then
+  HTTP=$(free_port)
+  GRPC=$(free_port)
+  scripts/phoenix.sh serve "$HTTP" "$GRPC" "$PHX/work" >"$PHX/phoenix.log" 2>&1 &
+  PHOENIX=$!
+  for i in $(seq 120); do
+    curl -sf "http://127.0.0.1:$HTTP/healthz" >/dev/null && break
+    [[ $i == 120 ]] && { echo "phoenix did not start; log:"; cat "$PHX/phoenix.log"; exit 1; } >&2
+    sleep 1
+  done
+else
+  target/release/examples/otlp_sink 127.0.0.1:0 >"$PHX/sink.out" &
+  PHOENIX=$!
+  for i in $(seq 100); do grep -q "listening on" "$PHX/sink.out" 2>/dev/null && break; sleep 0.1; done
+  GRPC=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$PHX/sink.out")
+fi
 
 start_node() { # env assignments...
   local port
@@ -77,12 +89,13 @@ load() { # name model: the load, plus the node's CPU seconds during it
   after=$(cpu_ticks "$NODE")
   echo "$(( after - before ))" >"$OUT/$1.cpu_ticks"
 }
-phoenix_idle() { # wait until Phoenix uses under 5 % of a core (at most 90 s)
+phoenix_idle() { # wait until the collector uses under 5 % of a core (at most 90 s)
   local a b
   for i in $(seq 90); do
     a=$(cpu_ticks "$PHOENIX"); sleep 1; b=$(cpu_ticks "$PHOENIX")
     (( (b - a) * 100 / $(getconf CLK_TCK) < 5 )) && return 0
   done
+  return 0
 }
 
 for i in $(seq 120); do
@@ -108,14 +121,16 @@ for r in $(seq "$ROUNDS"); do
 done
 phoenix_idle
 start_node OTEL_SDK_DISABLED=false
-echo "== hooks (tracing off): explain off / as shipped / audit on"
-load hooks_none mlp_no_hooks
-load hooks_default mlp
-load hooks_audit mlp_audit
+for r in $(seq "$ROUNDS"); do
+  echo "== round $r: hooks (tracing off): explain off / as shipped / audit on"
+  load "hooks_none_$r" mlp_no_hooks
+  load "hooks_default_$r" mlp
+  load "hooks_audit_$r" mlp_audit
+done
 stop_node
 echo "audit lines written: $(wc -l <"$PHX/audit.jsonl")"
 
-python3 - "$OUT" "$ROUNDS" "$(getconf CLK_TCK)" <<'EOF' | tee "$OUT/summary.md"
+COLLECTOR=$COLLECTOR python3 - "$OUT" "$ROUNDS" "$(getconf CLK_TCK)" <<'EOF' | tee "$OUT/summary.md"
 import json, sys, os, statistics
 out, rounds, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def step(name):
@@ -128,7 +143,7 @@ def med(prefix, key):
 def medlat(prefix, key):
     return statistics.median(step(f"{prefix}_{r}")["latency"][key] for r in range(1, rounds + 1))
 base = med("off", "throughput")
-print(f"Median of {rounds} rounds (each configuration once per round, in turn):")
+print(f"Collector: {os.environ.get('COLLECTOR', 'sink')}. Median of {rounds} rounds (each configuration once per round, in turn):")
 print()
 print("| tracing | calls/s (median) | vs. off | every round, calls/s | p50 ms | p99 ms | node CPU µs per call |")
 print("|---|---|---|---|---|---|---|")
@@ -139,11 +154,14 @@ for p, label in [("off", "off"), ("1pct", "on, 1 % sampled"), ("100pct", "on, 10
     assert errs == 0, f"{p}: {errs} errors"
     print(f"| {label} | {thr:,.0f} | {thr / base - 1:+.1%} | {each} | {medlat(p, 'p50_us') / 1000:.3f} | {medlat(p, 'p99_us') / 1000:.3f} | {med(p, 'cpu_us_per_call'):.1f} |")
 print()
-hb = step("hooks_none")["throughput"]
-print("| hooks (tracing off) | calls/s | vs. no hooks | p50 ms | p99 ms | node CPU µs per call |")
-print("|---|---|---|---|---|---|")
-for n, l in [("hooks_none", "explain = false (no hook runs)"), ("hooks_default", "as shipped (explain allowed, not asked)"),
-             ("hooks_audit", "audit = true")]:
-    s = step(n)
-    print(f"| {l} | {s['throughput']:,.0f} | {s['throughput'] / hb - 1:+.1%} | {s['latency']['p50_us'] / 1000:.3f} | {s['latency']['p99_us'] / 1000:.3f} | {s['cpu_us_per_call']:.1f} |")
+hb = med("hooks_none", "throughput")
+print(f"Hooks, tracing off, one node serving the three models; median of {rounds} rounds:")
+print()
+print("| hooks | calls/s (median) | vs. no hooks | every round, calls/s | p50 ms | p99 ms | node CPU µs per call |")
+print("|---|---|---|---|---|---|---|")
+for p, label in [("hooks_none", "explain = false (no hook runs)"), ("hooks_default", "as shipped (explain allowed, not asked)"),
+                 ("hooks_audit", "audit = true (a JSON line per call)")]:
+    thr = med(p, "throughput")
+    each = ", ".join(f"{step(f'{p}_{r}')['throughput']:,.0f}" for r in range(1, rounds + 1))
+    print(f"| {label} | {thr:,.0f} | {thr / hb - 1:+.1%} | {each} | {medlat(p, 'p50_us') / 1000:.3f} | {medlat(p, 'p99_us') / 1000:.3f} | {med(p, 'cpu_us_per_call'):.1f} |")
 EOF
