@@ -92,6 +92,34 @@ async fn linear_model_attributions_are_w_times_x_on_every_backend() {
 }
 
 #[tokio::test]
+async fn a_model_without_a_batch_dimension_is_explained_call_by_call() {
+    let repo = repository(&[]);
+    troupe_tests::add_model(repo.path(), "linear_onnx", "fixed");
+    let cfg = repo.path().join("fixed/config.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("max_batch_size = 64", "max_batch_size = 0")
+        .replace("dims = [8]", "dims = [1, 8]")
+        .replace("dims = [1]", "dims = [1, 1]");
+    std::fs::write(&cfg, text).unwrap();
+    let node = Node::start(repo.path(), &[]).await.unwrap();
+    let mut c = node.client().await;
+    let (w, _b, _shape, x) = linear();
+    let x = &x[..8];
+    for m in ["occlusion", "shapley"] {
+        let e = explain(&mut c, "fixed", &[1, 8], x, ExplainOptions::method(m))
+            .await
+            .unwrap_or_else(|e| panic!("{m}: {e}"));
+        let a = e.attribution("input").unwrap();
+        let want: Vec<f32> = x.iter().zip(&w).map(|(xi, wi)| xi * wi).collect();
+        let diff = troupe_tests::max_abs_diff(&a, &want);
+        assert!(diff < 1e-4, "{m}: max diff {diff}");
+    }
+    // The queue is empty again: every perturbed call was answered.
+    assert!(c.server_ready().await.unwrap());
+}
+
+#[tokio::test]
 async fn mlp_integrated_gradients_sum_to_the_change_of_the_output() {
     let repo = repository(&["mlp_torch", "mlp_candle", "mlp_onnx"]);
     let node = Node::start(repo.path(), &[]).await.unwrap();

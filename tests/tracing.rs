@@ -167,6 +167,12 @@ async fn a_traced_call_is_linked_from_client_to_backend_in_phoenix() {
             parent(s)
         );
     }
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["name"] == "queue_wait" && parent(s) == "explanation"),
+        "the explanation's own batched calls are in its trace"
+    );
     let backend = span(&spans, "backend");
     assert_eq!(parent(backend), "batch");
     assert_eq!(attr(backend, "backend"), "onnx");

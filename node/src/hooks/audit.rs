@@ -188,6 +188,11 @@ impl CallHook for AuditHook {
         "audit"
     }
 
+    /// Only the outcome matters (`finished`).
+    fn wants(&self, _ctx: &CallCtx<'_>) -> bool {
+        false
+    }
+
     fn finished(&self, ctx: &CallCtx<'_>, outcome: Outcome<'_>) {
         let (status, message, outputs) = match outcome {
             Ok(outs) => ("OK".to_string(), String::new(), Some(digest_outputs(outs))),

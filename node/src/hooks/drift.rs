@@ -190,6 +190,11 @@ impl CallHook for DriftHook {
         "drift"
     }
 
+    /// Only the outcome matters (`finished`).
+    fn wants(&self, _ctx: &CallCtx<'_>) -> bool {
+        false
+    }
+
     fn finished(&self, ctx: &CallCtx<'_>, outcome: Outcome<'_>) {
         if outcome.is_err() {
             return;

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
 use troupe_backends::{BackendKind, DataType, Tensor};
 use troupe_proto::inference::InferParameter;
 use troupe_proto::inference::infer_parameter::ParameterChoice;
@@ -32,6 +33,8 @@ use crate::registry::LoadedModel;
 pub const MAX_EVALUATIONS: usize = 16_384;
 /// Most rows in one batched call made by an explanation.
 const CHUNK_ROWS: usize = 256;
+/// Most calls an explanation has queued at once.
+const MAX_CALLS_IN_FLIGHT: usize = 32;
 
 /// An attribution method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,7 +390,14 @@ impl Evaluator<'_> {
             1
         };
         let mut set = tokio::task::JoinSet::new();
+        let mut parts: Vec<(usize, Vec<Vec<f32>>)> = Vec::new();
+        let span = tracing::Span::current();
         for (ci, chunk) in units.chunks(per_call).enumerate() {
+            // At most MAX_CALLS_IN_FLIGHT calls queued at once: an explanation must not
+            // fill the model's queue and starve (or refuse) other callers.
+            while set.len() >= MAX_CALLS_IN_FLIGHT {
+                self.collect(&mut set, &mut parts).await?;
+            }
             let inputs = if self.batched {
                 self.stack(chunk)?
             } else {
@@ -397,32 +407,48 @@ impl Evaluator<'_> {
             let rows = if self.batched { self.rows * n } else { 1 };
             let model = self.model.clone();
             let deadline = self.deadline;
-            set.spawn(async move { (ci, n, model.infer(inputs, rows, deadline, false).await) });
+            set.spawn(
+                async move { (ci, n, model.infer(inputs, rows, deadline, false).await) }
+                    .instrument(span.clone()),
+            );
         }
-        let mut parts: Vec<(usize, Vec<Vec<f32>>)> = Vec::new();
-        while let Some(r) = set.join_next().await {
-            let (ci, n, out) = r.map_err(|e| NodeError::Internal(e.to_string()))?;
-            let out = out?;
-            let y = out
-                .get(self.output)
-                .ok_or_else(|| NodeError::Internal("missing output".into()))?
-                .to_f64_lossy();
-            let per_row = y.len() / (n * self.rows).max(1);
-            let vals = (0..n)
-                .map(|u| {
-                    (0..self.rows)
-                        .map(|r| {
-                            y.get((u * self.rows + r) * per_row + self.targets[r])
-                                .copied()
-                                .unwrap_or(f64::NAN) as f32
-                        })
-                        .collect()
-                })
-                .collect();
-            parts.push((ci, vals));
+        while !set.is_empty() {
+            self.collect(&mut set, &mut parts).await?;
         }
         parts.sort_by_key(|p| p.0);
         Ok(parts.into_iter().flat_map(|p| p.1).collect())
+    }
+
+    /// Takes one finished call of `values` and keeps f of each of its units.
+    #[allow(clippy::type_complexity)]
+    async fn collect(
+        &self,
+        set: &mut tokio::task::JoinSet<(usize, usize, Result<Vec<Tensor>, NodeError>)>,
+        parts: &mut Vec<(usize, Vec<Vec<f32>>)>,
+    ) -> Result<(), NodeError> {
+        let Some(r) = set.join_next().await else {
+            return Ok(());
+        };
+        let (ci, n, out) = r.map_err(|e| NodeError::Internal(e.to_string()))?;
+        let out = out?;
+        let y = out
+            .get(self.output)
+            .ok_or_else(|| NodeError::Internal("missing output".into()))?
+            .to_f64_lossy();
+        let per_row = y.len() / (n * self.rows).max(1);
+        let vals = (0..n)
+            .map(|u| {
+                (0..self.rows)
+                    .map(|r| {
+                        y.get((u * self.rows + r) * per_row + self.targets[r])
+                            .copied()
+                            .unwrap_or(f64::NAN) as f32
+                    })
+                    .collect()
+            })
+            .collect();
+        parts.push((ci, vals));
+        Ok(())
     }
 
     /// ∂f/∂x for a set of inputs with `self.rows * copies` rows (copies stacked).

@@ -82,6 +82,12 @@ pub type Outcome<'a> = Result<&'a troupe_proto::inference::ModelInferResponse, &
 pub trait CallHook: Send + Sync {
     fn name(&self) -> &'static str;
 
+    /// Whether `before` and `after` run for this call (default: every call). A hook that
+    /// acts only on some calls says so here, and costs nothing on the others.
+    fn wants(&self, _ctx: &CallCtx<'_>) -> bool {
+        true
+    }
+
     /// Before the model runs; an error refuses the call.
     async fn before(&self, _ctx: &CallCtx<'_>) -> Result<(), NodeError> {
         Ok(())
@@ -135,8 +141,10 @@ impl HookSet {
             })?;
             v.push(Arc::new(AuditHook::new(log.clone())));
         }
+        // Audit and drift look at every call's outcome (`finished`).
+        let observes = cfg.audit || drift.is_some();
         Ok(Self {
-            observes: v.len() > 1,
+            observes,
             hooks: v.into(),
             drift,
         })
@@ -152,8 +160,14 @@ impl HookSet {
         self.observes
     }
 
+    /// True when some hook runs `before`/`after` for this call (then the call's inputs are
+    /// kept for it).
+    pub fn wanted(&self, ctx: &CallCtx<'_>) -> bool {
+        self.hooks.iter().any(|h| h.wants(ctx))
+    }
+
     pub async fn before(&self, ctx: &CallCtx<'_>) -> Result<(), NodeError> {
-        for h in self.hooks.iter() {
+        for h in self.hooks.iter().filter(|h| h.wants(ctx)) {
             h.before(ctx)
                 .instrument(troupe_telemetry::child_span(|| {
                     info_span!("hook", hook = h.name())
@@ -169,7 +183,7 @@ impl HookSet {
         outputs: &[Tensor],
     ) -> Result<Vec<(String, Tensor)>, NodeError> {
         let mut extra = Vec::new();
-        for h in self.hooks.iter() {
+        for h in self.hooks.iter().filter(|h| h.wants(ctx)) {
             extra.extend(h.after(ctx, outputs).await?);
         }
         Ok(extra)
@@ -193,10 +207,12 @@ impl CallHook for ExplainHook {
         "explain"
     }
 
+    /// Only calls that ask for an explanation.
+    fn wants(&self, ctx: &CallCtx<'_>) -> bool {
+        ctx.params().contains_key(explain::EXPLAIN)
+    }
+
     async fn before(&self, ctx: &CallCtx<'_>) -> Result<(), NodeError> {
-        if !ctx.params().contains_key(explain::EXPLAIN) {
-            return Ok(());
-        }
         if !self.enabled {
             return Err(NodeError::FailedPrecondition(format!(
                 "model '{}' has explanations turned off ([hooks] explain = false)",

@@ -15,7 +15,6 @@ use troupe_proto::inference::{self as pb, model_instance_group};
 use crate::convert;
 use crate::error::NodeError;
 use crate::hooks::CallCtx;
-use crate::hooks::explain::EXPLAIN;
 use crate::registry::{LoadedModel, Registry};
 
 fn t_id(t: &Option<troupe_proto::TraceContext>) -> &str {
@@ -63,15 +62,15 @@ impl InferenceService {
         };
         ctx.deadline = deadline;
         ctx.rows = rows;
-        let explain = req.parameters.contains_key(EXPLAIN);
-        let keep = explain || model.hooks.observes();
+        let hooked = model.hooks.wanted(&ctx);
+        let keep = hooked || model.hooks.observes();
         // Tensors share their bytes: keeping a copy for the hooks copies no data.
         let kept: Vec<troupe_backends::Tensor>;
         if keep {
             kept = inputs.clone();
             ctx.inputs = &kept;
         }
-        let result = self.run(&ctx, inputs, fault, explain).await;
+        let result = self.run(&ctx, inputs, fault, hooked).await;
         model.hooks.finished(&ctx, result.as_ref());
         Ok(Response::new(result?))
     }
@@ -128,15 +127,15 @@ impl InferenceService {
         ctx: &CallCtx<'_>,
         inputs: Vec<troupe_backends::Tensor>,
         fault: bool,
-        explain: bool,
+        hooked: bool,
     ) -> Result<pb::ModelInferResponse, NodeError> {
         let model = ctx.model;
-        if explain {
+        if hooked {
             model.hooks.before(ctx).await?;
         }
         // Traced calls get queue_wait, batch and backend spans from the queue and replica.
         let outputs = model.infer(inputs, ctx.rows, ctx.deadline, fault).await?;
-        let extra = if explain {
+        let extra = if hooked {
             model.hooks.after(ctx, &outputs).await?
         } else {
             Vec::new()
