@@ -145,23 +145,26 @@ def medlat(prefix, key):
 base = med("off", "throughput")
 print(f"Collector: {os.environ.get('COLLECTOR', 'sink')}. Median of {rounds} rounds (each configuration once per round, in turn):")
 print()
-print("| tracing | calls/s (median) | vs. off | every round, calls/s | p50 ms | p99 ms | node CPU µs per call |")
-print("|---|---|---|---|---|---|---|")
+def paired(p, b, key):
+    """Median over rounds of the change from the baseline run of the same round."""
+    return statistics.median(step(f"{p}_{r}")[key] / step(f"{b}_{r}")[key] - 1 for r in range(1, rounds + 1))
+print("| tracing | calls/s (median) | vs. off (medians) | vs. off (median of per-round changes) | every round, calls/s | p50 ms | p99 ms | node CPU µs per call (median; per-round change) |")
+print("|---|---|---|---|---|---|---|---|")
 for p, label in [("off", "off"), ("1pct", "on, 1 % sampled"), ("100pct", "on, 100 % sampled")]:
     thr = med(p, "throughput")
     each = ", ".join(f"{step(f'{p}_{r}')['throughput']:,.0f}" for r in range(1, rounds + 1))
     errs = sum(step(f"{p}_{r}")["errors"] for r in range(1, rounds + 1))
     assert errs == 0, f"{p}: {errs} errors"
-    print(f"| {label} | {thr:,.0f} | {thr / base - 1:+.1%} | {each} | {medlat(p, 'p50_us') / 1000:.3f} | {medlat(p, 'p99_us') / 1000:.3f} | {med(p, 'cpu_us_per_call'):.1f} |")
+    print(f"| {label} | {thr:,.0f} | {thr / base - 1:+.1%} | {paired(p, 'off', 'throughput'):+.1%} | {each} | {medlat(p, 'p50_us') / 1000:.3f} | {medlat(p, 'p99_us') / 1000:.3f} | {med(p, 'cpu_us_per_call'):.1f}; {paired(p, 'off', 'cpu_us_per_call'):+.1%} |")
 print()
 hb = med("hooks_none", "throughput")
 print(f"Hooks, tracing off, one node serving the three models; median of {rounds} rounds:")
 print()
-print("| hooks | calls/s (median) | vs. no hooks | every round, calls/s | p50 ms | p99 ms | node CPU µs per call |")
-print("|---|---|---|---|---|---|---|")
+print("| hooks | calls/s (median) | vs. no hooks (medians) | vs. no hooks (median of per-round changes) | every round, calls/s | p50 ms | p99 ms | node CPU µs per call (median; per-round change) |")
+print("|---|---|---|---|---|---|---|---|")
 for p, label in [("hooks_none", "explain = false (no hook runs)"), ("hooks_default", "as shipped (explain allowed, not asked)"),
                  ("hooks_audit", "audit = true (a JSON line per call)")]:
     thr = med(p, "throughput")
     each = ", ".join(f"{step(f'{p}_{r}')['throughput']:,.0f}" for r in range(1, rounds + 1))
-    print(f"| {label} | {thr:,.0f} | {thr / hb - 1:+.1%} | {each} | {medlat(p, 'p50_us') / 1000:.3f} | {medlat(p, 'p99_us') / 1000:.3f} | {med(p, 'cpu_us_per_call'):.1f} |")
+    print(f"| {label} | {thr:,.0f} | {thr / hb - 1:+.1%} | {paired(p, 'hooks_none', 'throughput'):+.1%} | {each} | {medlat(p, 'p50_us') / 1000:.3f} | {medlat(p, 'p99_us') / 1000:.3f} | {med(p, 'cpu_us_per_call'):.1f}; {paired(p, 'hooks_none', 'cpu_us_per_call'):+.1%} |")
 EOF
