@@ -3,12 +3,13 @@
 //! artifact) while its model reports not-ready.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{error, info, warn};
-use troupe_backends::{Backend, BackendError};
+use troupe_backends::{Backend, BackendError, Tensor};
 
 use crate::batcher::{Entry, Queue, Work, concat, split};
 use crate::error::NodeError;
@@ -29,6 +30,29 @@ pub struct ReplicaState {
     model: Weak<LoadedModel>,
     queue: Arc<Queue>,
     index: usize,
+}
+
+/// Batches faster than this (moving average) run on the actor's own task.
+const INLINE_BELOW: Duration = Duration::from_micros(50);
+
+/// Folds one compute time into a model's moving average (weight 1/8).
+fn record_compute(ewma_ns: &std::sync::atomic::AtomicU64, d: Duration) {
+    let new = d.as_nanos().min(u64::MAX as u128) as u64;
+    let old = ewma_ns.load(Ordering::Relaxed);
+    let next = if old == u64::MAX {
+        new
+    } else {
+        old - old / 8 + new / 8
+    };
+    ewma_ns.store(next, Ordering::Relaxed);
+}
+
+/// The text of a caught panic.
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Answers every call of a batch with the same error.
@@ -127,9 +151,22 @@ impl ReplicaState {
             }
         };
         let started = Instant::now();
-        let backend = self.backend.clone();
-        let joined = tokio::task::spawn_blocking(move || backend.infer(&inputs)).await;
+        // Batches that have been taking less than INLINE_BELOW run right here: a hand-off
+        // to a blocking thread costs more than such a model's whole forward pass. Slower
+        // ones go to a blocking thread, so the async runtime is never held up.
+        let inline = model.compute_ewma_ns.load(Ordering::Relaxed) < INLINE_BELOW.as_nanos() as u64;
+        let joined: Result<Result<Vec<Tensor>, BackendError>, String> = if inline {
+            let backend = &self.backend;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.infer(&inputs)))
+                .map_err(|p| panic_message(&p))
+        } else {
+            let backend = self.backend.clone();
+            tokio::task::spawn_blocking(move || backend.infer(&inputs))
+                .await
+                .map_err(|e| e.to_string())
+        };
         let compute = started.elapsed();
+        record_compute(&model.compute_ewma_ns, compute);
         drop(spans);
         model
             .stats
@@ -407,5 +444,33 @@ impl Actor for NodeSupervisor {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn the_compute_average_starts_at_the_first_batch_and_moves_slowly() {
+        let a = AtomicU64::new(u64::MAX);
+        record_compute(&a, Duration::from_micros(8));
+        assert_eq!(a.load(Ordering::Relaxed), 8_000);
+        record_compute(&a, Duration::from_micros(808));
+        // Each batch moves it by an eighth of the difference.
+        assert_eq!(a.load(Ordering::Relaxed), 8_000 - 1_000 + 101_000);
+        for _ in 0..40 {
+            record_compute(&a, Duration::from_millis(2));
+        }
+        assert!(a.load(Ordering::Relaxed) > INLINE_BELOW.as_nanos() as u64);
+    }
+
+    #[test]
+    fn panic_messages_are_kept() {
+        let p = std::panic::catch_unwind(|| panic!("boom {}", 1)).unwrap_err();
+        assert_eq!(panic_message(&p), "boom 1");
+        let p = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(&p), "unknown panic");
     }
 }

@@ -148,6 +148,9 @@ pub struct LoadedModel {
     pub hooks: HookSet,
     /// How long the load took, µs.
     pub load_micros: AtomicU64,
+    /// Moving average of a batch's compute time, ns (u64::MAX until the first batch):
+    /// fast models run on the replica's task instead of a blocking thread.
+    pub compute_ewma_ns: AtomicU64,
     pub queue: Arc<Queue>,
     pub loaded_at: SystemTime,
     unloading: AtomicBool,
@@ -429,6 +432,7 @@ impl Registry {
             metrics: ModelMetrics::default(),
             hooks,
             load_micros: AtomicU64::new(0),
+            compute_ewma_ns: AtomicU64::new(u64::MAX),
             queue: Queue::new(&def_name, def_batching),
             loaded_at: SystemTime::now(),
             unloading: AtomicBool::new(false),
