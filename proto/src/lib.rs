@@ -53,6 +53,30 @@ pub fn request_deadline<T>(req: &tonic::Request<T>) -> Option<std::time::Instant
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_trace_id_goes_on_answers_and_errors_once() {
+        let mut ok: Result<tonic::Response<()>, tonic::Status> = Ok(tonic::Response::new(()));
+        super::set_trace_id(&mut ok, "4bf92f3577b34da6a3ce929d0e0e4736");
+        super::set_trace_id(&mut ok, "ffffffffffffffffffffffffffffffff");
+        let md = ok.as_ref().unwrap().metadata();
+        assert_eq!(
+            md.get("trace-id").unwrap(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let mut err: Result<tonic::Response<()>, tonic::Status> =
+            Err(tonic::Status::not_found("x"));
+        super::set_trace_id(&mut err, "");
+        assert!(
+            err.as_ref()
+                .unwrap_err()
+                .metadata()
+                .get("trace-id")
+                .is_none()
+        );
+        super::set_trace_id(&mut err, "abc");
+        assert_eq!(err.unwrap_err().metadata().get("trace-id").unwrap(), "abc");
+    }
+
     use super::*;
     use std::time::Duration;
 
@@ -69,6 +93,25 @@ mod tests {
 }
 
 /// The W3C trace context a caller sent (`traceparent`, optional `tracestate`), when its
+/// Puts `trace_id` on an answer or error as `trace-id` metadata, unless a `trace-id` is
+/// already there (the node's, passed back through the router). Empty or invalid ids are
+/// skipped.
+pub fn set_trace_id<T>(result: &mut Result<tonic::Response<T>, tonic::Status>, trace_id: &str) {
+    if trace_id.is_empty() {
+        return;
+    }
+    let Ok(id) = trace_id.parse::<tonic::metadata::MetadataValue<_>>() else {
+        return;
+    };
+    let md = match result {
+        Ok(r) => r.metadata_mut(),
+        Err(s) => s.metadata_mut(),
+    };
+    if !md.contains_key("trace-id") {
+        md.insert("trace-id", id);
+    }
+}
+
 /// `traceparent` is well formed: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {

@@ -373,20 +373,7 @@ impl GrpcInferenceService for InferenceService {
             .metrics
             .call(&model, known, code, started.elapsed().as_secs_f64());
         // The trace id goes back on every answer, also when the router itself refused.
-        if let Some(Ok(id)) = trace_id.map(|t| t.parse::<tonic::metadata::MetadataValue<_>>()) {
-            match &mut result {
-                Ok(r) => {
-                    if !r.metadata().contains_key("trace-id") {
-                        r.metadata_mut().insert("trace-id", id);
-                    }
-                }
-                Err(s) => {
-                    if !s.metadata().contains_key("trace-id") {
-                        s.metadata_mut().insert("trace-id", id);
-                    }
-                }
-            }
-        }
+        troupe_proto::set_trace_id(&mut result, trace_id.as_deref().unwrap_or_default());
         result
     }
 

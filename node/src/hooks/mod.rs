@@ -150,10 +150,6 @@ impl HookSet {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.hooks.is_empty()
-    }
-
     /// True when a hook looks at every call (audit, drift): the call's inputs are kept
     /// for it. Explanations alone cost nothing on calls that do not ask for one.
     pub fn observes(&self) -> bool {

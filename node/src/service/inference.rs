@@ -287,19 +287,10 @@ impl GrpcInferenceService for InferenceService {
             .as_ref()
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         self.registry.metrics.count_request(&model, &version, code);
-        if !trace_id.is_empty()
-            && let Ok(id) = trace_id.parse::<tonic::metadata::MetadataValue<_>>()
-        {
-            tracing::debug!(model = %model, trace_id = %t_id(&trace), sampled = trace.as_ref().is_some_and(|t| t.sampled()), "traced call");
-            match &mut result {
-                Ok(r) => {
-                    r.metadata_mut().insert("trace-id", id);
-                }
-                Err(s) => {
-                    s.metadata_mut().insert("trace-id", id);
-                }
-            }
+        if !trace_id.is_empty() {
+            tracing::debug!(model = %model, trace_id = %trace_id, sampled = trace.as_ref().is_some_and(|t| t.sampled()), "traced call");
         }
+        troupe_proto::set_trace_id(&mut result, trace_id);
         result
     }
 
