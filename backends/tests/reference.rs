@@ -187,3 +187,207 @@ fn unaligned_and_aligned_input_buffers_give_the_same_answer() {
         );
     }
 }
+
+/// all-MiniLM-L6-v2 (made by scripts/make_minilm.py) and its numpy reference.
+mod minilm {
+    use super::*;
+
+    pub struct Reference {
+        pub ids: Vec<Vec<i64>>,
+        pub embeddings: Vec<Vec<f32>>,
+    }
+
+    pub fn reference() -> Reference {
+        let path = models().join("reference/minilm.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let rows = |k: &str| -> Vec<Vec<f64>> {
+            v[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+                .collect()
+        };
+        Reference {
+            ids: rows("input_ids")
+                .into_iter()
+                .map(|r| r.into_iter().map(|x| x as i64).collect())
+                .collect(),
+            embeddings: rows("embeddings")
+                .into_iter()
+                .map(|r| r.into_iter().map(|x| x as f32).collect())
+                .collect(),
+        }
+    }
+
+    pub fn dir(model: &str) -> PathBuf {
+        let d = models().join("repository").join(model).join("1");
+        assert!(
+            d.read_dir().is_ok_and(|mut e| e.next().is_some()),
+            "{} is missing: run scripts/setup.sh",
+            d.display()
+        );
+        d
+    }
+
+    /// The encoder's signature: what ONNX and candle describe, what torch declares.
+    pub fn signature(kind: BackendKind, model: &str) -> Signature {
+        let declared = [
+            ("input_ids", true),
+            ("attention_mask", true),
+            ("token_type_ids", true),
+            ("last_hidden_state", false),
+        ]
+        .map(|(n, input)| troupe_backends::FullSpec {
+            name: n.into(),
+            dtype: if input { DataType::I64 } else { DataType::F32 },
+            dims: if input { vec![-1, -1] } else { vec![-1, -1, 384] },
+            symbols: vec!["batch".into()],
+            input,
+        });
+        let described = match kind {
+            BackendKind::Torch => declared.to_vec(),
+            _ => troupe_backends::describe(kind, &dir(model), &LoadOptions::default()).unwrap(),
+        };
+        troupe_backends::complete(model, &described, Default::default()).unwrap()
+    }
+
+    /// Rows `[lo, hi)` of the reference as one padded batch: ids, mask, types.
+    pub fn batch(r: &Reference, lo: usize, hi: usize) -> Vec<Tensor> {
+        let len = r.ids[lo..hi].iter().map(Vec::len).max().unwrap();
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for row in &r.ids[lo..hi] {
+            ids.extend(row.iter().copied().chain(std::iter::repeat_n(0, len - row.len())));
+            mask.extend(
+                std::iter::repeat_n(1i64, row.len()).chain(std::iter::repeat_n(0, len - row.len())),
+            );
+        }
+        let t = |v: Vec<i64>| {
+            Tensor::new(
+                DataType::I64,
+                vec![hi - lo, len],
+                bytemuck::cast_slice(&v).to_vec().into(),
+            )
+            .unwrap()
+        };
+        let types = vec![0i64; ids.len()];
+        vec![t(ids), t(mask), t(types)]
+    }
+
+    /// Mean over the mask, then L2 (sentence-transformers' pooling and Normalize).
+    pub fn pool(hidden: &Tensor, mask: &Tensor) -> Vec<Vec<f32>> {
+        let (rows, len, width) = (hidden.shape[0], hidden.shape[1], hidden.shape[2]);
+        let h = hidden.to_f32().unwrap();
+        let m = mask.to_f64_lossy();
+        (0..rows)
+            .map(|r| {
+                let mut v = vec![0f32; width];
+                let n: f64 = m[r * len..(r + 1) * len].iter().sum();
+                for t in 0..len {
+                    if m[r * len + t] > 0.0 {
+                        for d in 0..width {
+                            v[d] += h[(r * len + t) * width + d];
+                        }
+                    }
+                }
+                v.iter_mut().for_each(|x| *x /= n as f32);
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                v
+            })
+            .collect()
+    }
+
+    pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+        let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        dot / (na * nb)
+    }
+}
+
+#[test]
+fn minilm_matches_the_numpy_reference_on_every_backend() {
+    let r = minilm::reference();
+    let n = r.ids.len();
+    let mut per_backend = Vec::new();
+    for (kind, model) in [
+        (BackendKind::Onnx, "minilm_onnx"),
+        (BackendKind::Torch, "minilm_torch"),
+        (BackendKind::Candle, "minilm_candle"),
+    ] {
+        let sig = minilm::signature(kind, model);
+        assert_eq!(sig.inputs[0].name, "input_ids", "{model}");
+        let b = troupe_backends::load(kind, &minilm::dir(model), &sig, &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{model}: {e}"));
+        let mut got = Vec::new();
+        // Padded batches of several sizes: padding must not change a row's embedding.
+        for (lo, hi) in [(0, 1), (1, 4), (4, n)] {
+            let inputs = minilm::batch(&r, lo, hi);
+            let out = b.infer(&inputs).unwrap_or_else(|e| panic!("{model}: {e}"));
+            got.extend(minilm::pool(&out[0], &inputs[1]));
+        }
+        for (i, (g, w)) in got.iter().zip(&r.embeddings).enumerate() {
+            let c = minilm::cosine(g, w);
+            assert!(c >= 0.9999, "{model}: sentence {i}: cosine {c} to the reference");
+        }
+        per_backend.push((model, got));
+    }
+    for w in per_backend.windows(2) {
+        for (i, (a, b)) in w[0].1.iter().zip(&w[1].1).enumerate() {
+            let c = minilm::cosine(a, b);
+            assert!(c >= 0.9999, "{} vs {}: sentence {i}: cosine {c}", w[0].0, w[1].0);
+        }
+    }
+}
+
+#[test]
+fn hugging_face_folders_are_checked_at_load() {
+    let src = minilm::dir("minilm_candle");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let sig = minilm::signature(BackendKind::Candle, "minilm_candle");
+    let with_config = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config.clone();
+        edit(&mut c);
+        std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+        let w = dir.path().join("model.safetensors");
+        if std::fs::hard_link(src.join("model.safetensors"), &w).is_err() {
+            std::fs::copy(src.join("model.safetensors"), &w).unwrap();
+        }
+        let e = troupe_backends::load(BackendKind::Candle, dir.path(), &sig, &LoadOptions::default())
+            .err()
+            .expect("load should fail");
+        (dir, e.to_string())
+    };
+    let (_d, e) = with_config(&|c| c["model_type"] = "gpt2".into());
+    assert!(e.contains("unknown architecture 'gpt2'") && e.contains("bert"), "{e}");
+    let (_d, e) = with_config(&|c| c["hidden_size"] = 768.into());
+    assert!(e.contains("shape"), "weights that disagree with config.json: {e}");
+    let (_d, e) = with_config(&|c| {
+        c.as_object_mut().unwrap().remove("model_type");
+    });
+    assert!(e.contains("model_type"), "{e}");
+}
+
+#[test]
+fn onnx_and_candle_describe_their_tensors_and_torch_does_not() {
+    let s = minilm::signature(BackendKind::Onnx, "minilm_onnx");
+    assert_eq!(s.max_batch_size, troupe_backends::AUTO_MAX_BATCH_SIZE);
+    assert_eq!(s.outputs[0].name, "last_hidden_state");
+    assert_eq!(s.outputs[0].dims, vec![-1, 384]);
+    let c = minilm::signature(BackendKind::Candle, "minilm_candle");
+    assert_eq!(
+        c.inputs.iter().map(|i| &i.name).collect::<Vec<_>>(),
+        ["input_ids", "attention_mask", "token_type_ids"]
+    );
+    assert_eq!(c.outputs, s.outputs);
+    let e = troupe_backends::describe(
+        BackendKind::Torch,
+        &minilm::dir("minilm_torch"),
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("needs a config.toml"), "{e}");
+}

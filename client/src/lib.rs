@@ -112,6 +112,16 @@ impl InputTensor {
         )
     }
 
+    /// A BYTES input of texts, one per row (shape `[n, 1]`, as text models take them).
+    pub fn text<S: AsRef<str>>(name: &str, texts: &[S]) -> Self {
+        Self::raw(
+            name,
+            "BYTES",
+            vec![texts.len() as i64, 1],
+            troupe_proto::bytes::encode_bytes(texts.iter().map(|t| t.as_ref().as_bytes())),
+        )
+    }
+
     /// Any data type, from raw bytes.
     pub fn raw(name: &str, datatype: &str, shape: Vec<i64>, data: Bytes) -> Self {
         Self {
@@ -132,12 +142,28 @@ pub struct OutputTensor {
     pub data: Bytes,
 }
 
+impl OutputTensor {
+    /// The elements of a BYTES output (each as sent: text outputs are UTF-8).
+    pub fn bytes_elements(&self) -> Result<Vec<&[u8]>, ClientError> {
+        if self.datatype != "BYTES" {
+            return Err(ClientError::Decode(format!(
+                "output '{}' is {}, not BYTES",
+                self.name, self.datatype
+            )));
+        }
+        troupe_proto::bytes::bytes_elements(&self.data)
+            .map_err(|e| ClientError::Decode(format!("output '{}': {e}", self.name)))
+    }
+}
+
 /// The answer to a call.
 #[derive(Debug, Clone)]
 pub struct InferResult {
     pub model_name: String,
     pub model_version: String,
     pub outputs: Vec<OutputTensor>,
+    /// The answer's parameters (e.g. `truncated` from text models).
+    pub parameters: std::collections::HashMap<String, troupe_proto::inference::InferParameter>,
 }
 
 impl InferResult {
@@ -234,6 +260,7 @@ pub fn decode_response(resp: pb::ModelInferResponse) -> Result<InferResult, Clie
         model_name: resp.model_name,
         model_version: resp.model_version,
         outputs,
+        parameters: resp.parameters,
     })
 }
 
@@ -576,6 +603,7 @@ mod tests {
         let t = InputTensor::from_slice("x", vec![2], &[7i64, -1]);
         assert_eq!(t.datatype, "INT64");
         let r = InferResult {
+            parameters: Default::default(),
             model_name: "m".into(),
             model_version: "1".into(),
             outputs: vec![OutputTensor {

@@ -68,6 +68,7 @@ mod tests {
         let got: Vec<f32> = bytemuck::pod_collect_to_vec(&t.data);
         assert_eq!(got, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
         let r = InferResult {
+            parameters: Default::default(),
             model_name: "m".into(),
             model_version: "1".into(),
             outputs: vec![OutputTensor {

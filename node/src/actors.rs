@@ -141,7 +141,11 @@ impl ReplicaState {
             .map(|e| e.enqueued)
             .min()
             .unwrap_or_else(Instant::now);
-        let inputs = match concat(&mut batch) {
+        let joined_inputs = match &model.pipeline {
+            Some(p) => p.concat(&mut batch),
+            None => concat(&mut batch),
+        };
+        let inputs = match joined_inputs {
             Ok(i) => i,
             Err(e) => {
                 fail_all(batch, || {
@@ -155,13 +159,31 @@ impl ReplicaState {
         // to a blocking thread costs more than such a model's whole forward pass. Slower
         // ones go to a blocking thread, so the async runtime is never held up.
         let inline = model.compute_ewma_ns.load(Ordering::Relaxed) < INLINE_BELOW.as_nanos() as u64;
+        // The backend, then a text model's pooling (in a `pool` span of each traced call).
+        let pool_parents: Vec<tracing::Span> = spans.iter().skip(1).step_by(2).cloned().collect();
+        let compute = move |backend: &dyn Backend, m: &LoadedModel| {
+            let out = backend.infer(&inputs)?;
+            match &m.pipeline {
+                Some(p) => {
+                    let _pool: Vec<_> = pool_parents
+                        .iter()
+                        .map(|b| tracing::info_span!(parent: b, "pool", pooling = p.def.pooling.as_str()).entered())
+                        .collect();
+                    p.pool(out, &inputs, &m.metrics)
+                }
+                None => Ok(out),
+            }
+        };
         let joined: Result<Result<Vec<Tensor>, BackendError>, String> = if inline {
             let backend = &self.backend;
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.infer(&inputs)))
-                .map_err(|p| panic_message(&p))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                compute(backend.as_ref(), &model)
+            }))
+            .map_err(|p| panic_message(&p))
         } else {
             let backend = self.backend.clone();
-            tokio::task::spawn_blocking(move || backend.infer(&inputs))
+            let m = model.clone();
+            tokio::task::spawn_blocking(move || compute(backend.as_ref(), &m))
                 .await
                 .map_err(|e| e.to_string())
         };

@@ -34,8 +34,14 @@ fn byte_size(
                 .map_err(|_| invalid(format!("input '{name}': dimension {d} is too large")))?,
         );
     }
-    let bytes = checked_numel(&dims)
-        .and_then(|n| n.checked_mul(dtype.size()))
+    let numel = checked_numel(&dims)
+        .ok_or_else(|| invalid(format!("input '{name}': shape {shape:?} overflows")))?;
+    // BYTES elements vary in size: their buffer is measured once it is there.
+    let Some(elem) = dtype.size() else {
+        return Ok(dims);
+    };
+    let bytes = numel
+        .checked_mul(elem)
         .ok_or_else(|| invalid(format!("input '{name}': shape {shape:?} overflows")))?;
     if bytes > limit {
         return Err(NodeError::TooLarge(format!(
@@ -75,6 +81,10 @@ fn typed_to_bytes(
         DataType::I64 => (c.int64_contents.len(), enc(&c.int64_contents, |x| x)),
         DataType::F32 => (c.fp32_contents.len(), enc(&c.fp32_contents, |x| x)),
         DataType::F64 => (c.fp64_contents.len(), enc(&c.fp64_contents, |x| x)),
+        DataType::Bytes => (
+            c.bytes_contents.len(),
+            troupe_backends::tensor::encode_bytes(c.bytes_contents.iter().map(|b| b.as_slice())),
+        ),
         DataType::F16 | DataType::BF16 => {
             return Err(invalid(format!(
                 "input '{name}': {dtype} has no typed contents field; send it in raw_input_contents"
@@ -164,8 +174,9 @@ pub fn request_inputs(
                 )));
             }
             let b = raw[i].clone();
-            let want_len = numel * dtype.size();
-            if b.len() != want_len {
+            if let Some(want_len) = dtype.dense_len(&dims)
+                && b.len() != want_len
+            {
                 return Err(invalid(format!(
                     "input '{name}' has {} raw bytes but shape {shape:?} of {dtype} needs {want_len}",
                     b.len()
@@ -173,11 +184,20 @@ pub fn request_inputs(
             }
             b
         };
-        slots[pos] = Some(Tensor {
-            dtype,
-            shape: dims,
-            data,
-        });
+        if data.len() > limit {
+            return Err(NodeError::TooLarge(format!(
+                "input '{name}' is {} bytes ({dtype}), over this node's limit of {limit} bytes per tensor (--max-tensor-bytes)",
+                data.len()
+            )));
+        }
+        // BYTES: the length prefixes are checked against the buffer and the shape here.
+        let tensor = Tensor::new(dtype, dims, data).map_err(|e| {
+            invalid(format!(
+                "input '{name}': {}",
+                e.to_string().trim_start_matches("cannot load model: ")
+            ))
+        })?;
+        slots[pos] = Some(tensor);
     }
     let mut out = Vec::with_capacity(slots.len());
     for (spec, slot) in sig.inputs.iter().zip(slots) {

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use troupe_proto::troupe as pb;
 
-use crate::config::ModelDef;
+use crate::config::{ModelDef, no_describe};
 use crate::error::NodeError;
 use crate::registry::Registry;
 
@@ -125,7 +125,8 @@ fn target(name: &str, spec: &[u8], p: &Placement) -> Result<ModelDef, String> {
             spec.name
         ));
     }
-    let mut def = ModelDef::from_spec(&spec).map_err(|e| e.to_string())?;
+    // Cluster specs declare their tensors (the router checks), so nothing is described here.
+    let mut def = ModelDef::from_spec(&spec, &no_describe).map_err(|e| e.to_string())?;
     let instances = def.instances.saturating_mul(p.count as usize);
     if instances > MAX_INSTANCES {
         return Err(format!(

@@ -23,6 +23,11 @@ pub struct ModelMetrics {
     pub batch: Histogram,
     /// Time spent computing explanations.
     pub explain: Histogram,
+    /// Text pipelines: time to tokenize one call, and to pool one batch.
+    pub tokenize: Histogram,
+    pub pool: Histogram,
+    /// Text pipelines: rows pooled into embeddings.
+    pub pooled_rows: std::sync::atomic::AtomicU64,
 }
 
 impl Default for ModelMetrics {
@@ -33,6 +38,9 @@ impl Default for ModelMetrics {
             compute: Histogram::new(&LATENCY_BUCKETS),
             batch: Histogram::new(&BATCH_BUCKETS),
             explain: Histogram::new(&LATENCY_BUCKETS),
+            tokenize: Histogram::new(&LATENCY_BUCKETS),
+            pool: Histogram::new(&LATENCY_BUCKETS),
+            pooled_rows: Default::default(),
         }
     }
 }
@@ -80,7 +88,7 @@ pub fn render(registry: &Registry) -> String {
         );
     }
     let models = registry.list();
-    let families: [Family; 5] = [
+    let families: [Family; 7] = [
         (
             "troupe_request_duration_seconds",
             "histogram",
@@ -110,6 +118,18 @@ pub fn render(registry: &Registry) -> String {
             "histogram",
             "Time spent computing explanations (the `explain` parameter).",
             |m| &m.explain,
+        ),
+        (
+            "troupe_tokenize_duration_seconds",
+            "histogram",
+            "Text models: time to tokenize one call.",
+            |m| &m.tokenize,
+        ),
+        (
+            "troupe_pool_duration_seconds",
+            "histogram",
+            "Text models: time to pool one batch's hidden states into embeddings.",
+            |m| &m.pool,
         ),
     ];
     for (name, kind, help, pick) in families {
@@ -148,6 +168,19 @@ pub fn render(registry: &Registry) -> String {
                 esc(&m.def.version)
             );
         }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP troupe_pooled_rows_total Text models: rows pooled into embeddings.\n# TYPE troupe_pooled_rows_total counter"
+    );
+    for m in models.iter().filter(|m| m.pipeline.is_some()) {
+        let _ = writeln!(
+            out,
+            "troupe_pooled_rows_total{{model=\"{}\",version=\"{}\"}} {}",
+            esc(&m.def.name),
+            esc(&m.def.version),
+            m.metrics.pooled_rows.load(Ordering::Relaxed)
+        );
     }
     let drift: [(&str, &str, &str); 3] = [
         (

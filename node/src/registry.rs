@@ -20,6 +20,7 @@ use crate::config::{DevicePref, ModelDef, validate_name, validate_version};
 use crate::error::NodeError;
 use crate::hooks::{AuditLog, HookSet};
 use crate::metrics::{ModelMetrics, NodeMetrics};
+use crate::pipeline::TextPipeline;
 
 /// Node-wide settings the registry needs.
 #[derive(Debug, Clone)]
@@ -146,6 +147,8 @@ pub struct LoadedModel {
     pub metrics: ModelMetrics,
     /// Call hooks (explanation, audit, drift), from the model's config.
     pub hooks: HookSet,
+    /// The text pipeline of a `[text]` model (tokenizer and pooling).
+    pub pipeline: Option<Arc<TextPipeline>>,
     /// How long the load took, µs.
     pub load_micros: AtomicU64,
     /// Moving average of a batch's compute time, ns (u64::MAX until the first batch):
@@ -176,10 +179,13 @@ impl LoadedModel {
         let b = troupe_backends::load(
             self.def.backend,
             &self.def.artifact,
-            &self.def.signature,
+            self.def.model_signature(),
             &self.load_opts,
         )?;
-        warm_up(b.as_ref(), &self.def.signature)?;
+        match &self.pipeline {
+            Some(p) => warm_up_text(b.as_ref(), p, &self.def.signature, &self.metrics)?,
+            None => warm_up(b.as_ref(), &self.def.signature)?,
+        }
         Ok(Arc::from(b))
     }
 
@@ -345,6 +351,16 @@ impl Registry {
         self.failures.write().remove(name);
     }
 
+    /// What a model file says about its tensors (auto-complete), read with this node's
+    /// libraries. Blocking: it may open the model.
+    pub fn describe(
+        &self,
+        kind: troupe_backends::BackendKind,
+        path: &std::path::Path,
+    ) -> Result<Vec<troupe_backends::FullSpec>, BackendError> {
+        describe(self.opts.onnxruntime_lib.clone(), kind, path)
+    }
+
     fn load_options(&self, def: &ModelDef) -> Result<LoadOptions, NodeError> {
         let device = match (def.device, def.gpu) {
             (DevicePref::Cpu, _) | (DevicePref::Any, None) => Device::Cpu,
@@ -423,6 +439,13 @@ impl Registry {
             None
         };
         let hooks = HookSet::build(&def.hooks, &def.name, &def.version, audit.as_ref())?;
+        let pipeline = match &def.text {
+            Some(t) => Some(Arc::new(TextPipeline::load(t).map_err(|m| NodeError::Load {
+                model: def.name.clone(),
+                source: BackendError::Load(m),
+            })?)),
+            None => None,
+        };
         let (def_name, def_batching) = (def.name.clone(), def.batching.clone());
         let model = Arc::new(LoadedModel {
             def,
@@ -431,6 +454,7 @@ impl Registry {
             stats: Stats::default(),
             metrics: ModelMetrics::default(),
             hooks,
+            pipeline,
             load_micros: AtomicU64::new(0),
             compute_ewma_ns: AtomicU64::new(u64::MAX),
             queue: Queue::new(&def_name, def_batching),
@@ -512,7 +536,15 @@ impl Registry {
                 "this node has no model repository (--model-repository)".into(),
             )
         })?;
-        let def = match ModelDef::from_repository(&repo, name, None) {
+        let lib = self.opts.onnxruntime_lib.clone();
+        let model = name.to_string();
+        // Completing a config may open the model file: off the async runtime.
+        let read = tokio::task::spawn_blocking(move || {
+            ModelDef::from_repository(&repo, &model, None, &|k, p| describe(lib.clone(), k, p))
+        })
+        .await
+        .map_err(|e| NodeError::Internal(format!("config reader panicked: {e}")))?;
+        let def = match read {
             Ok(d) => d,
             Err(e) => {
                 if !matches!(e, NodeError::NotInRepository { .. }) {
@@ -526,7 +558,8 @@ impl Registry {
         self.load(def, true).await
     }
 
-    /// Model names in the repository (directories holding a config.toml).
+    /// Model names in the repository (folders with a config.toml, or with a version
+    /// directory holding a model that describes itself).
     pub fn repository_models(&self) -> Vec<String> {
         let Some(repo) = &self.opts.repository else {
             return Vec::new();
@@ -536,7 +569,7 @@ impl Registry {
         };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("config.toml").is_file())
+            .filter(|e| crate::config::file::is_model_dir(&e.path()))
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
             .filter(|n| validate_name(n).is_ok())
             .collect();
@@ -601,6 +634,20 @@ impl Registry {
     }
 }
 
+/// What a model file says about its tensors, read with ONNX Runtime from `lib`.
+fn describe(
+    lib: Option<std::path::PathBuf>,
+    kind: troupe_backends::BackendKind,
+    path: &std::path::Path,
+) -> Result<Vec<troupe_backends::FullSpec>, BackendError> {
+    let opts = LoadOptions {
+        threads: 1,
+        device: Device::Cpu,
+        onnxruntime_lib: lib,
+    };
+    troupe_backends::describe(kind, path, &opts)
+}
+
 /// Runs two batch-1 calls of zeros when every dimension is fixed: TorchScript optimizes
 /// on its first runs, and a config that does not fit the model fails here, at load time,
 /// instead of on the first user call.
@@ -626,8 +673,14 @@ fn warm_up(b: &dyn Backend, sig: &Signature) -> Result<(), BackendError> {
         {
             return Ok(()); // variable dims: nothing safe to guess
         }
-        let bytes = shape.iter().product::<usize>() * spec.dtype.size();
-        inputs.push(Tensor::new(spec.dtype, shape, vec![0u8; bytes].into())?);
+        let t = match spec.dtype.dense_len(&shape) {
+            Some(bytes) => Tensor::new(spec.dtype, shape, vec![0u8; bytes].into())?,
+            None => {
+                let n = shape.iter().product::<usize>();
+                Tensor::from_bytes_elements(shape, std::iter::repeat_n(&b"warm up"[..], n))?
+            }
+        };
+        inputs.push(t);
     }
     for _ in 0..2 {
         let out = b
@@ -637,6 +690,28 @@ fn warm_up(b: &dyn Backend, sig: &Signature) -> Result<(), BackendError> {
             .map_err(|e| BackendError::Load(format!("warm-up: {e}")))?;
     }
     Ok(())
+}
+
+/// A text model's warm-up: two texts through tokenizer, model and pooling, checked
+/// against what clients will get.
+fn warm_up_text(
+    b: &dyn Backend,
+    p: &TextPipeline,
+    sig: &Signature,
+    metrics: &ModelMetrics,
+) -> Result<(), BackendError> {
+    let text = Tensor::from_bytes_elements(vec![2, 1], [&b"warm up"[..], &b"a longer warm-up text"[..]])?;
+    let (inputs, _) = p
+        .encode(&text)
+        .map_err(|e| BackendError::Load(format!("warm-up: {e}")))?;
+    let hidden = b
+        .infer(&inputs)
+        .map_err(|e| BackendError::Load(format!("warm-up call failed: {e}")))?;
+    let out = p
+        .pool(hidden, &inputs, metrics)
+        .map_err(|e| BackendError::Load(format!("warm-up: {e}")))?;
+    sig.check_outputs(&out)
+        .map_err(|e| BackendError::Load(format!("warm-up: {e}")))
 }
 
 /// Marks a model unloading and lets each replica finish what it has queued.

@@ -20,6 +20,7 @@ pub mod troupe {
     pub use v1::*;
 }
 
+pub mod bytes;
 pub mod cluster;
 pub mod explain;
 pub mod tls;

@@ -75,6 +75,12 @@ enum Cmd {
         /// An input: NAME=@FILE.npy, or NAME=D1,D2:V1,V2,... (FP32 values). Repeatable.
         #[arg(long = "input", value_name = "NAME=...")]
         inputs: Vec<String>,
+        /// A text for a BYTES input, one row each; repeat it for a batch.
+        #[arg(long = "text", value_name = "TEXT")]
+        texts: Vec<String>,
+        /// The input --text fills.
+        #[arg(long, default_value = "text")]
+        text_input: String,
         /// Inputs from JSON: {"inputs":[{"name","datatype","shape","data":[...]}]}.
         #[arg(long, value_name = "FILE")]
         data_file: Option<PathBuf>,
@@ -175,6 +181,19 @@ enum ModelsCmd {
         /// Expected sha256 of the artifact.
         #[arg(long, default_value = "")]
         sha256: String,
+        /// A text pipeline around the model: BYTES text in, a sentence embedding out
+        /// (tokenizer.json and pooling from the files beside the artifact).
+        #[arg(long)]
+        text: bool,
+        /// With --text: tokens per text (default: sentence_bert_config.json's, else 512).
+        #[arg(long, default_value_t = 0)]
+        max_length: u32,
+        /// With --text: refuse texts over max_length instead of truncating them.
+        #[arg(long)]
+        refuse_long: bool,
+        /// Join calls into batches, waiting at most this long (µs) for more.
+        #[arg(long)]
+        max_queue_delay_us: Option<u64>,
     },
     /// Unload a model (all versions unless --version).
     Delete {
@@ -311,7 +330,8 @@ fn parse_data_file(path: &std::path::Path) -> Result<Vec<InputTensor>> {
                 "INT64" => nums().map(|x| x.map(|x| (x as i64).to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
                 "UINT8" => nums().map(|x| x.map(|x| vec![x as u8])).collect::<Result<Vec<_>>>()?.concat(),
                 "BOOL" => data.iter().map(|x| vec![u8::from(x.as_bool().unwrap_or(false))]).collect::<Vec<_>>().concat(),
-                other => bail!("datatype {other} is not supported in data files (FP32, FP64, INT32, INT64, UINT8, BOOL)"),
+                "BYTES" => troupe_proto::bytes::encode_bytes(data.iter().map(|x| x.as_str().unwrap_or("").as_bytes())).to_vec(),
+                other => bail!("datatype {other} is not supported in data files (FP32, FP64, INT32, INT64, UINT8, BOOL, BYTES)"),
             };
             Ok(InputTensor::raw(name, datatype, shape, Bytes::from(bytes)))
         })
@@ -346,6 +366,13 @@ fn decode_values(datatype: &str, data: &[u8]) -> Vec<Value> {
             .chunks_exact(2)
             .map(|c| json!(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()))
             .collect(),
+        "BYTES" => troupe_proto::bytes::bytes_elements(data)
+            .map(|es| {
+                es.into_iter()
+                    .map(|e| json!(String::from_utf8_lossy(e)))
+                    .collect()
+            })
+            .unwrap_or_default(),
         _ => Vec::new(),
     }
 }
@@ -553,6 +580,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             artifact,
             version,
             sha256,
+            text,
+            max_length,
+            refuse_long,
+            max_queue_delay_us,
         }) => {
             let mut spec = tpb::ModelSpec {
                 name,
@@ -560,14 +591,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 artifact_uri: artifact,
                 sha256,
                 replicas,
+                text: text.then(|| tpb::TextPipeline {
+                    max_length,
+                    refuse_long,
+                    ..Default::default()
+                }),
+                dynamic_batching: max_queue_delay_us.map(|d| tpb::DynamicBatching {
+                    max_queue_delay_us: d,
+                    preferred_batch_sizes: Vec::new(),
+                }),
                 ..Default::default()
             };
             let config_toml = match config {
                 Some(path) => std::fs::read_to_string(&path)
                     .with_context(|| format!("cannot read {}", path.display()))?,
                 None => {
-                    let backend = backend
-                        .context("give --config FILE, or --backend with --input and --output")?;
+                    let backend = backend.context(
+                        "give --config FILE, or --backend (with --input and --output unless the model describes itself)",
+                    )?;
                     spec.backend = match backend.to_ascii_lowercase().as_str() {
                         "torch" => tpb::BackendKind::Torch,
                         "onnx" => tpb::BackendKind::Onnx,
@@ -699,9 +740,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             model,
             version,
             inputs,
+            texts,
+            text_input,
             data_file,
         } => {
-            let tensors = collect_inputs(&inputs, data_file.as_deref())?;
+            let mut tensors = if inputs.is_empty() && data_file.is_none() && !texts.is_empty() {
+                Vec::new()
+            } else {
+                collect_inputs(&inputs, data_file.as_deref())?
+            };
+            if !texts.is_empty() {
+                tensors.push(InputTensor::text(&text_input, &texts));
+            }
             let span = client_span(
                 cli.traceparent.as_deref(),
                 || tracing::info_span!("client.infer", model = %model),

@@ -11,38 +11,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use serde::Deserialize;
 use troupe_backends::DataType;
 
 use super::{CallCtx, CallHook, Outcome};
+use crate::config::DriftCfg;
 use crate::error::NodeError;
-
-/// `[hooks.drift]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DriftCfg {
-    /// The watched input (default: the first).
-    #[serde(default)]
-    pub input: Option<String>,
-    pub reference_mean: Vec<f64>,
-    pub reference_std: Vec<f64>,
-    #[serde(default = "default_threshold")]
-    pub threshold: f64,
-    #[serde(default = "default_window")]
-    pub window: usize,
-    #[serde(default = "default_min_rows")]
-    pub min_rows: usize,
-}
-
-fn default_threshold() -> f64 {
-    0.5
-}
-fn default_window() -> usize {
-    256
-}
-fn default_min_rows() -> usize {
-    32
-}
 
 /// Running sums of one window.
 #[derive(Debug, Clone)]

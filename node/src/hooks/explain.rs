@@ -125,6 +125,12 @@ impl ExplainParams {
             )
         })?;
         let method = Method::parse(&method)?;
+        if model.pipeline.is_some() {
+            return Err(NodeError::FailedPrecondition(format!(
+                "model '{}' is a text model: explanations over tokens are not served yet",
+                model.def.name
+            )));
+        }
         let num = |name: &str| -> Result<Option<f64>, NodeError> {
             match params.get(name) {
                 None => Ok(None),

@@ -15,46 +15,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Deserialize;
 use tracing::{Instrument, info_span};
 use troupe_backends::Tensor;
 use troupe_proto::inference::{InferParameter, ModelInferRequest};
 
 pub use audit::{AuditHook, AuditLog};
-pub use drift::{DriftCfg, DriftHook};
+pub use crate::config::{DriftCfg, HooksCfg};
+pub use drift::DriftHook;
 pub use explain::{ExplainParams, Method};
 
 use crate::error::NodeError;
 use crate::registry::LoadedModel;
-
-/// `[hooks]` of a model config.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HooksCfg {
-    /// Calls may ask for explanations (default true).
-    #[serde(default = "yes")]
-    pub explain: bool,
-    /// One JSON line per call in the node's `--audit-log`.
-    #[serde(default)]
-    pub audit: bool,
-    /// Watch the inputs for drift from a reference.
-    #[serde(default)]
-    pub drift: Option<DriftCfg>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for HooksCfg {
-    fn default() -> Self {
-        Self {
-            explain: true,
-            audit: false,
-            drift: None,
-        }
-    }
-}
 
 /// One call as the hooks see it.
 pub struct CallCtx<'a> {

@@ -23,6 +23,19 @@ fn t_id(t: &Option<troupe_proto::TraceContext>) -> &str {
 
 /// Request parameter that crashes a replica (only with --enable-fault-injection).
 pub const FAULT_PARAM: &str = "troupe.fault";
+/// Response parameter of text models: how many of the call's texts were truncated.
+pub const TRUNCATED_PARAM: &str = "truncated";
+
+/// A validated call, ready to queue.
+struct Prepared {
+    /// What the backend runs (a text model's tokens).
+    inputs: Vec<troupe_backends::Tensor>,
+    rows: usize,
+    fault: bool,
+    deadline: Option<Instant>,
+    /// A text model's tokenizing of the call.
+    text: Option<crate::pipeline::Encoded>,
+}
 
 #[derive(Clone)]
 pub struct InferenceService {
@@ -53,7 +66,13 @@ impl InferenceService {
             started,
         };
         let prepared = self.prepare(&req, &model, deadline);
-        let (inputs, rows, fault, deadline) = match prepared {
+        let Prepared {
+            inputs,
+            rows,
+            fault,
+            deadline,
+            text,
+        } = match prepared {
             Ok(p) => p,
             Err(e) => {
                 model.hooks.finished(&ctx, Err(&e));
@@ -70,19 +89,28 @@ impl InferenceService {
             kept = inputs.clone();
             ctx.inputs = &kept;
         }
-        let result = self.run(&ctx, inputs, fault, hooked).await;
+        let mut result = self.run(&ctx, inputs, fault, hooked).await;
         model.hooks.finished(&ctx, result.as_ref());
+        if let (Ok(resp), Some(t)) = (&mut result, text) {
+            // How many of the call's texts were cut to the model's max_length.
+            resp.parameters.insert(
+                TRUNCATED_PARAM.into(),
+                pb::InferParameter {
+                    parameter_choice: Some(ParameterChoice::Int64Param(t.truncated as i64)),
+                },
+            );
+        }
         Ok(Response::new(result?))
     }
 
-    /// Validates a call: its inputs, rows, fault flag and deadline.
-    #[allow(clippy::type_complexity)]
+    /// Validates a call: its inputs, rows, fault flag and deadline; a text model's text
+    /// becomes its tokens here.
     fn prepare(
         &self,
         req: &pb::ModelInferRequest,
         model: &LoadedModel,
         deadline: Option<Instant>,
-    ) -> Result<(Vec<troupe_backends::Tensor>, usize, bool, Option<Instant>), NodeError> {
+    ) -> Result<Prepared, NodeError> {
         let mut fault = false;
         if let Some(p) = req.parameters.get(FAULT_PARAM) {
             if !self.registry.opts.fault_injection {
@@ -118,7 +146,26 @@ impl InferenceService {
         } else {
             1
         };
-        Ok((inputs, rows, fault, deadline))
+        let (inputs, text) = match (&model.pipeline, inputs.first()) {
+            (Some(p), Some(text)) => {
+                let started = Instant::now();
+                let span = troupe_telemetry::child_span(|| {
+                    info_span!("tokenize", rows = rows as i64, tokens = tracing::field::Empty)
+                });
+                let (tokens, encoded) = span.in_scope(|| p.encode(text))?;
+                span.record("tokens", encoded.tokens as i64);
+                model.metrics.tokenize.observe_duration(started.elapsed());
+                (tokens, Some(encoded))
+            }
+            _ => (inputs, None),
+        };
+        Ok(Prepared {
+            inputs,
+            rows,
+            fault,
+            deadline,
+            text,
+        })
     }
 
     /// Hooks before, the model, hooks after (explanations add outputs).

@@ -90,11 +90,18 @@ impl Models for ModelsService {
             NodeError::InvalidArgument("CreateModelRequest.spec is required".into())
         })?;
         tracing::Span::current().record("model", spec.name.as_str());
-        let def = if req.config_toml.is_empty() {
-            ModelDef::from_spec(&spec)?
-        } else {
-            ModelDef::from_config_and_spec(&req.config_toml, &spec)?
-        };
+        // Completing a config may open the model file: off the async runtime.
+        let registry = self.registry.clone();
+        let def = tokio::task::spawn_blocking(move || {
+            let describe = |k, p: &std::path::Path| registry.describe(k, p);
+            if req.config_toml.is_empty() {
+                ModelDef::from_spec(&spec, &describe)
+            } else {
+                ModelDef::from_config_and_spec(&req.config_toml, &spec, &describe)
+            }
+        })
+        .await
+        .map_err(|e| NodeError::Internal(format!("config reader panicked: {e}")))??;
         let m = self.registry.load(def, false).await?;
         Ok(Response::new(self.status(&m)))
     }
