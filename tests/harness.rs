@@ -67,14 +67,31 @@ pub fn repository(models: &[&str]) -> TempDir {
     dir
 }
 
-/// Copies model `from` into `repo` under the name `to`.
-pub fn add_model(repo: &Path, from: &str, to: &str) {
-    let src = ["models/repository", "models/testing"]
+fn model_source(from: &str) -> PathBuf {
+    ["models/repository", "models/testing"]
         .iter()
         .map(|d| root().join(d).join(from))
         .find(|p| p.is_dir())
-        .unwrap_or_else(|| panic!("no model {from} under models/"));
-    copy_dir(&src, &repo.join(to)).expect("copy model");
+        .unwrap_or_else(|| panic!("no model {from} under models/"))
+}
+
+/// Copies model `from` into `repo` under the name `to`.
+pub fn add_model(repo: &Path, from: &str, to: &str) {
+    copy_dir(&model_source(from), &repo.join(to)).expect("copy model");
+}
+
+/// Model `from` in `repo` as `to`, its model files hard-linked (see [`link_dir`]).
+pub fn link_model(repo: &Path, from: &str, to: &str) {
+    link_dir(&model_source(from), &repo.join(to)).expect("link model");
+}
+
+/// A temporary repository of the named models, their model files hard-linked.
+pub fn linked_repository(models: &[&str]) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for m in models {
+        link_model(dir.path(), m, m);
+    }
+    dir
 }
 
 /// Edits a model's config.toml: `top` replaces the `instances = 1` line (top-level keys),
@@ -87,17 +104,30 @@ pub fn edit_config(repo: &Path, model: &str, top: &str, tables: &str) {
     std::fs::write(&p, format!("{text}\n{tables}\n")).expect("write config");
 }
 
-/// Copies a directory tree. Model files are hard-linked where the file system allows
-/// (the MiniLM weights are 90 MB each); configs are always copied, since tests edit them.
+/// Copies a directory tree.
 pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    mirror_dir(from, to, false)
+}
+
+/// Copies a directory tree, hard-linking its model files where the file system allows
+/// (the MiniLM weights are 90 MB each) and copying configs (`*.toml`, `*.json`), which
+/// tests edit. Only for tests that never write into model files: a write through a link
+/// would change the original.
+pub fn link_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    mirror_dir(from, to, true)
+}
+
+fn mirror_dir(from: &Path, to: &Path, link: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;
         let dst = to.join(e.file_name());
+        let name = e.file_name().to_string_lossy().into_owned();
         if e.file_type()?.is_dir() {
-            copy_dir(&e.path(), &dst)?;
-        } else if e.file_name().to_string_lossy().ends_with(".toml")
-            || e.file_name().to_string_lossy().ends_with(".json")
+            mirror_dir(&e.path(), &dst, link)?;
+        } else if !link
+            || name.ends_with(".toml")
+            || name.ends_with(".json")
             || std::fs::hard_link(e.path(), &dst).is_err()
         {
             std::fs::copy(e.path(), dst)?;
@@ -182,7 +212,12 @@ impl Node {
             .arg(repository)
             .args(["--listen", "127.0.0.1:0"]);
         if extra == ["--bare"] {
-            for v in ["ORT_DYLIB_PATH", "TROUPE_ONNXRUNTIME_LIB", "LIBTORCH", "LD_LIBRARY_PATH"] {
+            for v in [
+                "ORT_DYLIB_PATH",
+                "TROUPE_ONNXRUNTIME_LIB",
+                "LIBTORCH",
+                "LD_LIBRARY_PATH",
+            ] {
                 cmd.env_remove(v);
             }
         } else {

@@ -11,8 +11,11 @@ use troupe_client::troupe_proto::inference::{
     self as pb, InferTensorContents, infer_parameter::ParameterChoice,
     model_infer_request::InferInputTensor,
 };
+use troupe_client::troupe_proto::troupe as tpb;
 use troupe_client::{Client, InputTensor, infer_request};
-use troupe_tests::{Node, add_model, repository, root, run_python};
+use troupe_tests::{
+    Etcd, Node, RouterProc, link_model, linked_repository, repository, root, run_python,
+};
 
 const MINILMS: [&str; 3] = ["minilm_onnx", "minilm_torch", "minilm_candle"];
 
@@ -55,13 +58,21 @@ fn reference() -> Reference {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let n = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (n(a) * n(b))
 }
 
 fn truncated_param(r: &troupe_client::InferResult) -> i64 {
-    match r.parameters.get("truncated").and_then(|p| p.parameter_choice.clone()) {
+    match r
+        .parameters
+        .get("truncated")
+        .and_then(|p| p.parameter_choice.clone())
+    {
         Some(ParameterChoice::Int64Param(n)) => n,
         other => panic!("no 'truncated' parameter in the answer: {other:?}"),
     }
@@ -82,8 +93,8 @@ fn rows(r: &troupe_client::InferResult) -> Vec<Vec<f32>> {
 
 /// Every sentence through `model`: once as one batch, and once as one call each, all in
 /// flight together (so dynamic batching, when on, joins them and pads per batch).
-async fn embed_all(node: &Node, model: &str, r: &Reference) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let mut c = node.client().await;
+async fn embed_all(addr: &str, model: &str, r: &Reference) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let mut c = Client::connect(addr).await.unwrap();
     let whole = c
         .infer(model, vec![InputTensor::text("text", &r.sentences)])
         .await
@@ -91,7 +102,7 @@ async fn embed_all(node: &Node, model: &str, r: &Reference) -> (Vec<Vec<f32>>, V
     let want_truncated = r.truncated.iter().filter(|&&t| t).count() as i64;
     assert_eq!(truncated_param(&whole), want_truncated, "{model}");
     let calls = r.sentences.iter().enumerate().map(|(i, s)| {
-        let addr = node.addr.clone();
+        let addr = addr.to_string();
         let s = s.clone();
         let model = model.to_string();
         let truncated = r.truncated[i];
@@ -124,11 +135,12 @@ fn assert_matches_reference(model: &str, got: &[Vec<f32>], r: &Reference) {
     }
 }
 
-async fn check_every_backend(node: &Node) {
+/// Every sentence through every backend at `addr` (a node or a router).
+async fn check_every_backend(addr: &str) {
     let r = reference();
     let mut all = Vec::new();
     for model in MINILMS {
-        let (whole, single) = embed_all(node, model, &r).await;
+        let (whole, single) = embed_all(addr, model, &r).await;
         assert_matches_reference(model, &whole, &r);
         assert_matches_reference(model, &single, &r);
         all.push((model, whole));
@@ -140,15 +152,18 @@ async fn check_every_backend(node: &Node) {
         }
     }
     // The embeddings mean something: paraphrases are close, unrelated text is not.
-    let (p, u) = (cosine(&all[0].1[0], &all[0].1[1]), cosine(&all[0].1[0], &all[0].1[2]));
+    let (p, u) = (
+        cosine(&all[0].1[0], &all[0].1[1]),
+        cosine(&all[0].1[0], &all[0].1[2]),
+    );
     assert!(p > 0.9 && u < 0.2, "paraphrase {p}, unrelated {u}");
 }
 
 #[tokio::test]
 async fn minilm_embeds_like_the_reference_on_every_backend_with_batching() {
-    let repo = repository(&MINILMS);
+    let repo = linked_repository(&MINILMS);
     let node = Node::start(repo.path(), &[]).await.expect("node starts");
-    check_every_backend(&node).await;
+    check_every_backend(&node.addr).await;
     // The pipeline's stages are in the node's metrics.
     let mut c = node.client().await;
     let cfg = c
@@ -169,7 +184,7 @@ async fn minilm_embeds_like_the_reference_on_every_backend_with_batching() {
 
 #[tokio::test]
 async fn minilm_embeds_like_the_reference_on_every_backend_without_batching() {
-    let repo = repository(&MINILMS);
+    let repo = linked_repository(&MINILMS);
     for m in MINILMS {
         let p = repo.path().join(m).join("config.toml");
         let text = std::fs::read_to_string(&p).unwrap();
@@ -178,12 +193,12 @@ async fn minilm_embeds_like_the_reference_on_every_backend_without_batching() {
         std::fs::write(&p, text).unwrap();
     }
     let node = Node::start(repo.path(), &[]).await.expect("node starts");
-    check_every_backend(&node).await;
+    check_every_backend(&node.addr).await;
 }
 
 #[tokio::test]
 async fn the_stock_tritonclient_sends_text_as_numpy_objects() {
-    let repo = repository(&MINILMS);
+    let repo = linked_repository(&MINILMS);
     let node = Node::start(repo.path(), &[]).await.expect("node starts");
     let (ok, out) = run_python(
         "tests/python/tritonclient_text.py",
@@ -218,12 +233,16 @@ async fn status_of(c: &mut Client, req: pb::ModelInferRequest) -> tonic::Status 
 
 #[tokio::test]
 async fn bad_text_gets_a_clear_status_and_the_node_serves_on() {
-    let repo = repository(&["minilm_onnx", "mlp_onnx"]);
+    let repo = linked_repository(&["minilm_onnx", "mlp_onnx"]);
     // A second copy that refuses long text instead of truncating it.
-    add_model(repo.path(), "minilm_onnx", "minilm_strict");
+    link_model(repo.path(), "minilm_onnx", "minilm_strict");
     let p = repo.path().join("minilm_strict/config.toml");
     let text = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, text.replace("\n[text]\n", "\n[text]\ntruncate = false\n")).unwrap();
+    std::fs::write(
+        &p,
+        text.replace("\n[text]\n", "\n[text]\ntruncate = false\n"),
+    )
+    .unwrap();
     let node = Node::start(repo.path(), &[]).await.expect("node starts");
     let mut c = node.client().await;
     let cases: Vec<(&str, pb::ModelInferRequest, &str)> = vec![
@@ -305,13 +324,21 @@ async fn bad_text_gets_a_clear_status_and_the_node_serves_on() {
     assert!(cosine(&rows(&typed)[0], &r.embeddings[0]) >= 0.9999);
     // Long text on the truncating model: served, and the answer says so.
     let long = c
-        .infer("minilm_onnx", vec![InputTensor::text("text", &["word ".repeat(400), "short".into()])])
+        .infer(
+            "minilm_onnx",
+            vec![InputTensor::text(
+                "text",
+                &["word ".repeat(400), "short".into()],
+            )],
+        )
         .await
         .unwrap();
     assert_eq!(truncated_param(&long), 1);
     // Other models are unaffected.
     let x = InputTensor::f32("input", vec![1, 16], &[0.5; 16]);
-    c.infer("mlp_onnx", vec![x]).await.expect("mlp still served");
+    c.infer("mlp_onnx", vec![x])
+        .await
+        .expect("mlp still served");
 }
 
 async fn index_reason(c: &mut Client, model: &str) -> String {
@@ -334,19 +361,25 @@ async fn index_reason(c: &mut Client, model: &str) -> String {
 async fn broken_text_models_fail_to_load_with_the_reason() {
     let repo = repository(&["mlp_onnx"]);
     let r = repo.path();
-    add_model(r, "minilm_onnx", "no_tokenizer");
+    link_model(r, "minilm_onnx", "no_tokenizer");
     std::fs::remove_file(r.join("no_tokenizer/1/tokenizer.json")).unwrap();
-    add_model(r, "minilm_onnx", "bad_tokenizer");
+    link_model(r, "minilm_onnx", "bad_tokenizer");
     std::fs::write(r.join("bad_tokenizer/1/tokenizer.json"), "{not json").unwrap();
-    add_model(r, "minilm_candle", "unknown_arch");
+    link_model(r, "minilm_candle", "unknown_arch");
     let cfg = r.join("unknown_arch/1/config.json");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("\"bert\"", "\"gpt2\"")).unwrap();
-    add_model(r, "minilm_candle", "wrong_shapes");
+    link_model(r, "minilm_candle", "wrong_shapes");
     let cfg = r.join("wrong_shapes/1/config.json");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("\"intermediate_size\": 1536", "\"intermediate_size\": 1024")).unwrap();
-    let node = Node::start(r, &[]).await.expect("node starts with its good models");
+    std::fs::write(
+        &cfg,
+        text.replace("\"intermediate_size\": 1536", "\"intermediate_size\": 1024"),
+    )
+    .unwrap();
+    let node = Node::start(r, &[])
+        .await
+        .expect("node starts with its good models");
     let mut c = node.client().await;
     for (model, want) in [
         ("no_tokenizer", "cannot read the tokenizer"),
@@ -374,10 +407,25 @@ fn bare_model(repo: &Path, name: &str, src: &Path, file: &str) {
 async fn models_without_a_config_describe_themselves() {
     let repo = tempfile::tempdir().unwrap();
     let m = root().join("models/repository");
-    bare_model(repo.path(), "encoder", &m.join("minilm_onnx/1/model.onnx"), "model.onnx");
-    bare_model(repo.path(), "mlp", &m.join("mlp_onnx/1/model.onnx"), "model.onnx");
+    bare_model(
+        repo.path(),
+        "encoder",
+        &m.join("minilm_onnx/1/model.onnx"),
+        "model.onnx",
+    );
+    bare_model(
+        repo.path(),
+        "mlp",
+        &m.join("mlp_onnx/1/model.onnx"),
+        "model.onnx",
+    );
     // TorchScript has no signature: refused, saying what to write.
-    bare_model(repo.path(), "scripted", &m.join("mlp_torch/1/model.pt"), "model.pt");
+    bare_model(
+        repo.path(),
+        "scripted",
+        &m.join("mlp_torch/1/model.pt"),
+        "model.pt",
+    );
     let node = Node::start(repo.path(), &[]).await.expect("node starts");
     let mut c = node.client().await;
     let cfg = c
@@ -392,7 +440,11 @@ async fn models_without_a_config_describe_themselves() {
         .config
         .unwrap();
     assert_eq!(cfg.max_batch_size, 32);
-    let names: Vec<_> = cfg.input.iter().map(|i| (i.name.as_str(), i.data_type, i.dims.clone())).collect();
+    let names: Vec<_> = cfg
+        .input
+        .iter()
+        .map(|i| (i.name.as_str(), i.data_type, i.dims.clone()))
+        .collect();
     assert_eq!(
         names,
         [
@@ -409,26 +461,38 @@ async fn models_without_a_config_describe_themselves() {
     let out = c
         .infer(
             "encoder",
-            vec![t(&ids, "input_ids"), t(&[1; 9], "attention_mask"), t(&[0; 9], "token_type_ids")],
+            vec![
+                t(&ids, "input_ids"),
+                t(&[1; 9], "attention_mask"),
+                t(&[0; 9], "token_type_ids"),
+            ],
         )
         .await
         .expect("auto-completed model serves");
-    assert_eq!(out.output("last_hidden_state").unwrap().shape, vec![1, 9, 384]);
-    c.infer("mlp", vec![InputTensor::f32("input", vec![2, 16], &[0.1; 32])])
-        .await
-        .expect("auto-completed mlp serves");
+    assert_eq!(
+        out.output("last_hidden_state").unwrap().shape,
+        vec![1, 9, 384]
+    );
+    c.infer(
+        "mlp",
+        vec![InputTensor::f32("input", vec![2, 16], &[0.1; 32])],
+    )
+    .await
+    .expect("auto-completed mlp serves");
     let reason = index_reason(&mut c, "scripted").await;
     assert!(reason.contains("needs a config.toml"), "{reason}");
 }
 
 #[tokio::test]
 async fn a_node_finds_its_native_libraries_without_environment_variables() {
-    let repo = repository(&["mlp_onnx", "mlp_torch", "minilm_onnx"]);
+    let repo = linked_repository(&["mlp_onnx", "mlp_torch", "minilm_onnx"]);
     let node = Node::start_bare(repo.path()).await.expect("node starts");
     let mut c = node.client().await;
     for m in ["mlp_onnx", "mlp_torch"] {
         let x = InputTensor::f32("input", vec![1, 16], &[0.5; 16]);
-        c.infer(m, vec![x]).await.unwrap_or_else(|e| panic!("{m}: {e}"));
+        c.infer(m, vec![x])
+            .await
+            .unwrap_or_else(|e| panic!("{m}: {e}"));
     }
     c.infer("minilm_onnx", vec![InputTensor::text("text", &["hello"])])
         .await
@@ -439,7 +503,11 @@ async fn a_node_finds_its_native_libraries_without_environment_variables() {
 async fn an_onnx_file_exported_by_torch_serves_without_a_config() {
     let repo = tempfile::tempdir().unwrap();
     let file = root().join("models/testing/exported_minilm/1/model.onnx");
-    assert!(file.is_file(), "{} is missing: run scripts/setup.sh", file.display());
+    assert!(
+        file.is_file(),
+        "{} is missing: run scripts/setup.sh",
+        file.display()
+    );
     bare_model(repo.path(), "exported", &file, "model.onnx");
     let node = Node::start(repo.path(), &[]).await.expect("node starts");
     let (ok, out) = run_python(
@@ -447,4 +515,99 @@ async fn an_onnx_file_exported_by_torch_serves_without_a_config() {
         &[&node.addr, "exported", &file.display().to_string()],
     );
     assert!(ok, "exported ONNX check failed:\n{out}");
+}
+
+/// A text model as the router takes it: the encoder's own tensors, and the pipeline.
+fn minilm_spec(backend: &str, batching: bool) -> tpb::ModelSpec {
+    let kind = match backend {
+        "onnx" => tpb::BackendKind::Onnx,
+        "torch" => tpb::BackendKind::Torch,
+        _ => tpb::BackendKind::Candle,
+    };
+    let ids = |n: &str| tpb::TensorSpec {
+        name: n.into(),
+        data_type: "INT64".into(),
+        dims: vec![-1],
+    };
+    tpb::ModelSpec {
+        name: format!("minilm_{backend}"),
+        backend: kind as i32,
+        artifact_uri: root()
+            .join(format!("models/repository/minilm_{backend}/1"))
+            .display()
+            .to_string(),
+        inputs: vec![
+            ids("input_ids"),
+            ids("attention_mask"),
+            ids("token_type_ids"),
+        ],
+        outputs: vec![tpb::TensorSpec {
+            name: "last_hidden_state".into(),
+            data_type: "FP32".into(),
+            dims: vec![-1, 384],
+        }],
+        max_batch_size: 32,
+        dynamic_batching: batching.then(|| tpb::DynamicBatching {
+            max_queue_delay_us: 500,
+            preferred_batch_sizes: Vec::new(),
+        }),
+        text: Some(tpb::TextPipeline::default()),
+        replicas: 1,
+        resources: Some(tpb::Resources {
+            cpu: 0.5,
+            memory_bytes: 512 << 20,
+            gpu_memory_bytes: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn text_models_through_the_router_with_and_without_batching() {
+    let etcd = Etcd::start().await.expect("etcd");
+    let repo = repository(&[]);
+    let url = etcd.url();
+    let node = Node::start(
+        repo.path(),
+        &["--etcd", &url, "--node-id", "n1", "--memory-mb", "4096"],
+    )
+    .await
+    .expect("node");
+    let router = RouterProc::start(&url, "r1").await.expect("router");
+    let mut rc = router.client().await;
+    // Batching on for ONNX and candle, off for torch.
+    for (b, batching) in [("onnx", true), ("torch", false), ("candle", true)] {
+        rc.models()
+            .create(tpb::CreateModelRequest {
+                spec: Some(minilm_spec(b, batching)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("create minilm_{b}: {e}"));
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let l = rc
+            .models()
+            .list(tpb::ListModelsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if l.models.iter().filter(|m| m.ready_replicas >= 1).count() == 3 {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "models not ready: {l:?}\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The router is the address clients use: same checks as against a node.
+    check_every_backend(&router.addr).await;
+    let (ok, out) = run_python(
+        "tests/python/tritonclient_text.py",
+        &[&router.addr, &MINILMS.join(",")],
+    );
+    assert!(ok, "tritonclient through the router:\n{out}");
 }

@@ -25,7 +25,10 @@ static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLo
 /// `scripts/setup.sh` makes it).
 pub fn runtime_candidates(lib: Option<&Path>) -> Vec<(PathBuf, &'static str)> {
     if let Some(p) = lib {
-        return vec![(p.to_path_buf(), "--onnxruntime-lib / TROUPE_ONNXRUNTIME_LIB")];
+        return vec![(
+            p.to_path_buf(),
+            "--onnxruntime-lib / TROUPE_ONNXRUNTIME_LIB",
+        )];
     }
     let mut out = Vec::new();
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {

@@ -63,10 +63,7 @@ pub fn complete(
     let symbol = |s: &FullSpec| s.symbols.first().cloned().unwrap_or_default();
     let first_sym = ins.first().map(|s| symbol(s)).unwrap_or_default();
     let batchable = !ins.is_empty()
-        && ins
-            .iter()
-            .chain(&outs)
-            .all(|s| s.dims.first() == Some(&-1))
+        && ins.iter().chain(&outs).all(|s| s.dims.first() == Some(&-1))
         && ins.iter().all(|s| symbol(s) == first_sym);
     let max_batch_size = match over.max_batch_size {
         Some(m) => m,
@@ -380,7 +377,10 @@ mod tests {
             full("y", &[-1], "n", false),
         ];
         let e = complete("m.onnx", &described, Overrides::default()).unwrap_err();
-        assert!(e.to_string().contains("no leading dynamic batch dim"), "{e}");
+        assert!(
+            e.to_string().contains("no leading dynamic batch dim"),
+            "{e}"
+        );
         assert!(e.to_string().contains("config.toml"), "{e}");
         // max_batch_size = 0 serves it unbatched, dims as written.
         let s = complete(

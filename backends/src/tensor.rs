@@ -307,7 +307,10 @@ mod tests {
         assert_eq!(t.bytes_elements().unwrap(), vec![&b"ab"[..], &b""[..]]);
         // Element count against the shape.
         let e = Tensor::new(DataType::Bytes, vec![3], t.data.clone()).unwrap_err();
-        assert!(e.to_string().contains("2 elements where the shape holds 3"), "{e}");
+        assert!(
+            e.to_string().contains("2 elements where the shape holds 3"),
+            "{e}"
+        );
         let e = Tensor::new(DataType::Bytes, vec![1], t.data.clone()).unwrap_err();
         assert!(e.to_string().contains("more than 1"), "{e}");
         // A length prefix past the end, and a torn prefix.
@@ -315,8 +318,8 @@ mod tests {
         over.extend_from_slice(b"abc");
         let e = Tensor::new(DataType::Bytes, vec![1], over.into()).unwrap_err();
         assert!(e.to_string().contains("claims 9 bytes"), "{e}");
-        let e = Tensor::new(DataType::Bytes, vec![1], vec![1u8, 0, 0, 0, b'x', 0].into())
-            .unwrap_err();
+        let e =
+            Tensor::new(DataType::Bytes, vec![1], vec![1u8, 0, 0, 0, b'x', 0].into()).unwrap_err();
         assert!(e.to_string().contains("4-byte length"), "{e}");
         assert!(Tensor::new(DataType::Bytes, vec![0], Bytes::new()).is_ok());
     }

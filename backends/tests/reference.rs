@@ -205,7 +205,13 @@ mod minilm {
             v[k].as_array()
                 .unwrap()
                 .iter()
-                .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+                .map(|r| {
+                    r.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap())
+                        .collect()
+                })
                 .collect()
         };
         Reference {
@@ -241,7 +247,11 @@ mod minilm {
         .map(|(n, input)| troupe_backends::FullSpec {
             name: n.into(),
             dtype: if input { DataType::I64 } else { DataType::F32 },
-            dims: if input { vec![-1, -1] } else { vec![-1, -1, 384] },
+            dims: if input {
+                vec![-1, -1]
+            } else {
+                vec![-1, -1, 384]
+            },
             symbols: vec!["batch".into()],
             input,
         });
@@ -257,7 +267,11 @@ mod minilm {
         let len = r.ids[lo..hi].iter().map(Vec::len).max().unwrap();
         let (mut ids, mut mask) = (Vec::new(), Vec::new());
         for row in &r.ids[lo..hi] {
-            ids.extend(row.iter().copied().chain(std::iter::repeat_n(0, len - row.len())));
+            ids.extend(
+                row.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0, len - row.len())),
+            );
             mask.extend(
                 std::iter::repeat_n(1i64, row.len()).chain(std::iter::repeat_n(0, len - row.len())),
             );
@@ -299,7 +313,11 @@ mod minilm {
     }
 
     pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-        let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+        let dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum();
         let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
         let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
         dot / (na * nb)
@@ -329,14 +347,22 @@ fn minilm_matches_the_numpy_reference_on_every_backend() {
         }
         for (i, (g, w)) in got.iter().zip(&r.embeddings).enumerate() {
             let c = minilm::cosine(g, w);
-            assert!(c >= 0.9999, "{model}: sentence {i}: cosine {c} to the reference");
+            assert!(
+                c >= 0.9999,
+                "{model}: sentence {i}: cosine {c} to the reference"
+            );
         }
         per_backend.push((model, got));
     }
     for w in per_backend.windows(2) {
         for (i, (a, b)) in w[0].1.iter().zip(&w[1].1).enumerate() {
             let c = minilm::cosine(a, b);
-            assert!(c >= 0.9999, "{} vs {}: sentence {i}: cosine {c}", w[0].0, w[1].0);
+            assert!(
+                c >= 0.9999,
+                "{} vs {}: sentence {i}: cosine {c}",
+                w[0].0,
+                w[1].0
+            );
         }
     }
 }
@@ -356,15 +382,26 @@ fn hugging_face_folders_are_checked_at_load() {
         if std::fs::hard_link(src.join("model.safetensors"), &w).is_err() {
             std::fs::copy(src.join("model.safetensors"), &w).unwrap();
         }
-        let e = troupe_backends::load(BackendKind::Candle, dir.path(), &sig, &LoadOptions::default())
-            .err()
-            .expect("load should fail");
+        let e = troupe_backends::load(
+            BackendKind::Candle,
+            dir.path(),
+            &sig,
+            &LoadOptions::default(),
+        )
+        .err()
+        .expect("load should fail");
         (dir, e.to_string())
     };
     let (_d, e) = with_config(&|c| c["model_type"] = "gpt2".into());
-    assert!(e.contains("unknown architecture 'gpt2'") && e.contains("bert"), "{e}");
+    assert!(
+        e.contains("unknown architecture 'gpt2'") && e.contains("bert"),
+        "{e}"
+    );
     let (_d, e) = with_config(&|c| c["hidden_size"] = 768.into());
-    assert!(e.contains("shape"), "weights that disagree with config.json: {e}");
+    assert!(
+        e.contains("shape"),
+        "weights that disagree with config.json: {e}"
+    );
     let (_d, e) = with_config(&|c| {
         c.as_object_mut().unwrap().remove("model_type");
     });

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rand::distr::Distribution;
 use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
@@ -27,7 +26,7 @@ const VARIANT_BYTES: usize = 64 << 20;
 /// Largest request (all inputs) this tool will build.
 const MAX_REQUEST_BYTES: usize = 1 << 30;
 
-/// A tensor element type of the Open Inference Protocol (BYTES is not supported).
+/// A tensor element type of the Open Inference Protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataType {
     Bool,
@@ -43,7 +42,15 @@ pub enum DataType {
     BF16,
     F32,
     F64,
+    /// Length-prefixed byte strings: random data is text (words of [`WORDS`]).
+    Bytes,
 }
+
+/// The words random BYTES elements are made of (a sentence of 4 to 16 of them).
+const WORDS: [&str; 16] = [
+    "the", "model", "serves", "a", "quick", "answer", "to", "every", "call", "from", "any",
+    "client", "on", "one", "small", "machine",
+];
 
 impl DataType {
     /// Parses `FP32`, `INT64`, ... (also Triton's `TYPE_FP32` spelling).
@@ -63,6 +70,7 @@ impl DataType {
             "BF16" => BF16,
             "FP32" => F32,
             "FP64" => F64,
+            "BYTES" | "STRING" => Bytes,
             _ => return None,
         })
     }
@@ -84,10 +92,11 @@ impl DataType {
             BF16 => "BF16",
             F32 => "FP32",
             F64 => "FP64",
+            Bytes => "BYTES",
         }
     }
 
-    /// Bytes per element.
+    /// Bytes per element; for BYTES, the most a random element takes (memory budgets).
     pub fn size(self) -> usize {
         use DataType::*;
         match self {
@@ -95,13 +104,26 @@ impl DataType {
             U16 | I16 | F16 | BF16 => 2,
             U32 | I32 | F32 => 4,
             U64 | I64 | F64 => 8,
+            Bytes => 4 + 16 * 8,
         }
     }
 
     /// `numel` random little-endian values: floats uniform in [-1, 1), integers
     /// uniform in [0, 100), booleans fair.
-    pub fn random(self, numel: usize, rng: &mut impl Rng) -> Bytes {
+    pub fn random(self, numel: usize, rng: &mut impl Rng) -> bytes::Bytes {
         use DataType::*;
+        if self == Bytes {
+            let texts: Vec<String> = (0..numel)
+                .map(|_| {
+                    let n = rng.random_range(4..=16);
+                    (0..n)
+                        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect();
+            return troupe_proto::bytes::encode_bytes(texts.iter().map(|t| t.as_bytes()));
+        }
         let mut out = Vec::with_capacity(numel * self.size());
         for _ in 0..numel {
             let f: f64 = rng.random_range(-1.0..1.0);
@@ -120,14 +142,29 @@ impl DataType {
                 BF16 => out.extend_from_slice(&half::bf16::from_f64(f).to_le_bytes()),
                 F32 => out.extend_from_slice(&(f as f32).to_le_bytes()),
                 F64 => out.extend_from_slice(&f.to_le_bytes()),
+                Bytes => unreachable!("BYTES returned above"),
             }
         }
-        Bytes::from(out)
+        bytes::Bytes::from(out)
     }
 
     /// Encodes JSON values (numbers, or booleans for BOOL) as little-endian bytes.
-    fn encode(self, values: &[&serde_json::Value], what: &str) -> Result<Bytes, LoadError> {
+    fn encode(self, values: &[&serde_json::Value], what: &str) -> Result<bytes::Bytes, LoadError> {
         use DataType::*;
+        if self == Bytes {
+            let texts = values
+                .iter()
+                .enumerate()
+                .map(|(k, v)| {
+                    v.as_str().ok_or_else(|| {
+                        LoadError::Invalid(format!("{what}: element {k} ({v}) is not a string"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(troupe_proto::bytes::encode_bytes(
+                texts.iter().map(|t| t.as_bytes()),
+            ));
+        }
         let mut out = Vec::with_capacity(values.len() * self.size());
         for (k, v) in values.iter().enumerate() {
             let bad = || {
@@ -174,9 +211,10 @@ impl DataType {
                 BF16 => out.extend_from_slice(&half::bf16::from_f64(float()?).to_le_bytes()),
                 F32 => out.extend_from_slice(&(float()? as f32).to_le_bytes()),
                 F64 => out.extend_from_slice(&float()?.to_le_bytes()),
+                Bytes => unreachable!("BYTES returned above"),
             }
         }
-        Ok(Bytes::from(out))
+        Ok(bytes::Bytes::from(out))
     }
 }
 
@@ -555,8 +593,21 @@ mod tests {
             let dt = DataType::parse(&t.datatype).expect("type");
             assert_eq!(raw.len(), 6 * dt.size(), "{}", t.datatype);
         }
+        // Random text for BYTES inputs: one sentence per element.
+        let mut text = md.clone();
+        text.inputs.truncate(1);
+        text.inputs[0].datatype = "BYTES".into();
+        let w = ModelWorkload::random(&spec, &text, &mut rng).expect("workload");
+        let req = w.request(&mut rng);
+        let elems = troupe_proto::bytes::bytes_elements(&req.raw_input_contents[0]).unwrap();
+        assert_eq!(elems.len(), 6);
+        assert!(
+            elems
+                .iter()
+                .all(|e| std::str::from_utf8(e).unwrap().contains(' '))
+        );
         let mut bad = md.clone();
-        bad.inputs[0].datatype = "BYTES".into();
+        bad.inputs[0].datatype = "FP99".into();
         assert!(ModelWorkload::random(&spec, &bad, &mut rng).is_err());
     }
 

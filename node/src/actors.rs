@@ -167,7 +167,10 @@ impl ReplicaState {
                 Some(p) => {
                     let _pool: Vec<_> = pool_parents
                         .iter()
-                        .map(|b| tracing::info_span!(parent: b, "pool", pooling = p.def.pooling.as_str()).entered())
+                        .map(|b| {
+                            tracing::info_span!(parent: b, "pool", pooling = p.def.pooling.as_str())
+                                .entered()
+                        })
                         .collect();
                     p.pool(out, &inputs, &m.metrics)
                 }

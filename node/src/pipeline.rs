@@ -335,7 +335,11 @@ mod tests {
         "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "hello": 4, "world": 5}}
     }"#;
 
-    fn pipeline(max_length: usize, pooling: Pooling, truncate: bool) -> (tempfile::TempDir, TextPipeline) {
+    fn pipeline(
+        max_length: usize,
+        pooling: Pooling,
+        truncate: bool,
+    ) -> (tempfile::TempDir, TextPipeline) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokenizer.json");
         std::fs::write(&path, TOKENIZER).unwrap();
@@ -378,7 +382,14 @@ mod tests {
     fn encodes_and_pads_to_the_longest_row() {
         let (_d, p) = pipeline(16, Pooling::Mean, true);
         let (t, e) = p.encode(&text(&["hello world", "hello"])).unwrap();
-        assert_eq!(e, Encoded { rows: 2, truncated: 0, tokens: 4 });
+        assert_eq!(
+            e,
+            Encoded {
+                rows: 2,
+                truncated: 0,
+                tokens: 4
+            }
+        );
         assert_eq!(t[0].shape, vec![2, 4]);
         assert_eq!(ints(&t[0]), vec![2, 4, 5, 3, 2, 4, 3, 0]);
         assert_eq!(ints(&t[1]), vec![1, 1, 1, 1, 1, 1, 1, 0]);
@@ -398,10 +409,24 @@ mod tests {
         assert_eq!(ints(&t[0])[..3], [2, 4, 3], "[SEP] survives truncation");
         let (_d, strict) = pipeline(3, Pooling::Mean, false);
         let err = strict.encode(&text(&["hello world hello"])).unwrap_err();
-        assert!(err.to_string().contains("longer than this model's 3 tokens"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("longer than this model's 3 tokens"),
+            "{err}"
+        );
         let bad = Tensor::from_bytes_elements(vec![1, 1], [&b"\xff"[..]]).unwrap();
-        assert!(p.encode(&bad).unwrap_err().to_string().contains("not UTF-8"));
-        assert!(p.encode(&text(&[""])).unwrap_err().to_string().contains("empty string"));
+        assert!(
+            p.encode(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("not UTF-8")
+        );
+        assert!(
+            p.encode(&text(&[""]))
+                .unwrap_err()
+                .to_string()
+                .contains("empty string")
+        );
     }
 
     #[test]
@@ -418,7 +443,12 @@ mod tests {
             vec![3.0, 4.0, 10.0, 11.0],
             "mean of tokens 0..4, then of tokens 0..3"
         );
-        assert_eq!(metrics.pooled_rows.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(
+            metrics
+                .pooled_rows
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
         let (_d, cls) = pipeline(16, Pooling::Cls, true);
         let out = cls.pool(vec![hidden], &t, &metrics).unwrap();
         assert_eq!(out[0].to_f32().unwrap(), vec![0.0, 1.0, 8.0, 9.0]);

@@ -440,9 +440,11 @@ impl Registry {
         };
         let hooks = HookSet::build(&def.hooks, &def.name, &def.version, audit.as_ref())?;
         let pipeline = match &def.text {
-            Some(t) => Some(Arc::new(TextPipeline::load(t).map_err(|m| NodeError::Load {
-                model: def.name.clone(),
-                source: BackendError::Load(m),
+            Some(t) => Some(Arc::new(TextPipeline::load(t).map_err(|m| {
+                NodeError::Load {
+                    model: def.name.clone(),
+                    source: BackendError::Load(m),
+                }
             })?)),
             None => None,
         };
@@ -700,7 +702,8 @@ fn warm_up_text(
     sig: &Signature,
     metrics: &ModelMetrics,
 ) -> Result<(), BackendError> {
-    let text = Tensor::from_bytes_elements(vec![2, 1], [&b"warm up"[..], &b"a longer warm-up text"[..]])?;
+    let text =
+        Tensor::from_bytes_elements(vec![2, 1], [&b"warm up"[..], &b"a longer warm-up text"[..]])?;
     let (inputs, _) = p
         .encode(&text)
         .map_err(|e| BackendError::Load(format!("warm-up: {e}")))?;

@@ -102,9 +102,8 @@ fn read_json(path: &Path) -> Result<serde_json::Value, BackendError> {
 fn candle_device(d: Device) -> Result<CDevice, BackendError> {
     match d {
         Device::Cpu => Ok(CDevice::Cpu),
-        Device::Cuda(i) => CDevice::new_cuda(i).map_err(|e| {
-            BackendError::Device(format!("cuda:{i} is not available to candle: {e}"))
-        }),
+        Device::Cuda(i) => CDevice::new_cuda(i)
+            .map_err(|e| BackendError::Device(format!("cuda:{i} is not available to candle: {e}"))),
     }
 }
 

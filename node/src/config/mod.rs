@@ -365,11 +365,24 @@ dims = [2]
         )
         .unwrap_err();
         assert!(e.contains("FP99"), "{e}");
-        let e = ModelDef::from_toml(&CFG.replace("onnx", "tensorflow"), "m", "1", Path::new("/"), &no_describe)
-            .unwrap_err();
+        let e = ModelDef::from_toml(
+            &CFG.replace("onnx", "tensorflow"),
+            "m",
+            "1",
+            Path::new("/"),
+            &no_describe,
+        )
+        .unwrap_err();
         assert!(e.contains("tensorflow"), "{e}");
         assert!(
-            ModelDef::from_toml(&format!("{CFG}\nbogus = 1\n"), "m", "1", Path::new("/"), &no_describe).is_err()
+            ModelDef::from_toml(
+                &format!("{CFG}\nbogus = 1\n"),
+                "m",
+                "1",
+                Path::new("/"),
+                &no_describe
+            )
+            .is_err()
         );
     }
 

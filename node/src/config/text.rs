@@ -87,14 +87,18 @@ impl TextCfg {
                 .and_then(|v| v.get("max_seq_length")?.as_u64())
                 .map_or(DEFAULT_MAX_LENGTH, |n| n as usize),
         };
-        let pooling = self.pooling.unwrap_or_else(|| {
-            match read_json(&dir.join("1_Pooling/config.json")) {
-                Some(v) if v.get("pooling_mode_cls_token") == Some(&true.into()) => Pooling::Cls,
-                _ => Pooling::Mean,
-            }
-        });
+        let pooling =
+            self.pooling
+                .unwrap_or_else(|| match read_json(&dir.join("1_Pooling/config.json")) {
+                    Some(v) if v.get("pooling_mode_cls_token") == Some(&true.into()) => {
+                        Pooling::Cls
+                    }
+                    _ => Pooling::Mean,
+                });
         if model.max_batch_size == 0 {
-            return Err("a [text] model batches its token inputs: max_batch_size must be > 0".into());
+            return Err(
+                "a [text] model batches its token inputs: max_batch_size must be > 0".into(),
+            );
         }
         if model.outputs.len() != 1 {
             return Err(format!(
@@ -233,16 +237,33 @@ mod tests {
         let dir = Path::new("/nonexistent");
         let mut s = encoder();
         s.max_batch_size = 0;
-        assert!(TextCfg::default().resolve(dir, s).unwrap_err().contains("max_batch_size"));
+        assert!(
+            TextCfg::default()
+                .resolve(dir, s)
+                .unwrap_err()
+                .contains("max_batch_size")
+        );
         let mut s = encoder();
         s.outputs[0].dims = vec![384];
-        assert!(TextCfg::default().resolve(dir, s).unwrap_err().contains("[sequence, hidden]"));
+        assert!(
+            TextCfg::default()
+                .resolve(dir, s)
+                .unwrap_err()
+                .contains("[sequence, hidden]")
+        );
         let cfg = TextCfg {
             tokenizer: Some("../t.json".into()),
             ..Default::default()
         };
-        assert!(cfg.resolve(dir, encoder()).unwrap_err().contains("file name"));
+        assert!(
+            cfg.resolve(dir, encoder())
+                .unwrap_err()
+                .contains("file name")
+        );
         let t = TextCfg::default().resolve(dir, encoder()).unwrap();
-        assert_eq!((t.max_length, t.pooling), (DEFAULT_MAX_LENGTH, Pooling::Mean));
+        assert_eq!(
+            (t.max_length, t.pooling),
+            (DEFAULT_MAX_LENGTH, Pooling::Mean)
+        );
     }
 }

@@ -19,8 +19,8 @@ use tracing::{Instrument, info_span};
 use troupe_backends::Tensor;
 use troupe_proto::inference::{InferParameter, ModelInferRequest};
 
-pub use audit::{AuditHook, AuditLog};
 pub use crate::config::{DriftCfg, HooksCfg};
+pub use audit::{AuditHook, AuditLog};
 pub use drift::DriftHook;
 pub use explain::{ExplainParams, Method};
 

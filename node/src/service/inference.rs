@@ -150,7 +150,11 @@ impl InferenceService {
             (Some(p), Some(text)) => {
                 let started = Instant::now();
                 let span = troupe_telemetry::child_span(|| {
-                    info_span!("tokenize", rows = rows as i64, tokens = tracing::field::Empty)
+                    info_span!(
+                        "tokenize",
+                        rows = rows as i64,
+                        tokens = tracing::field::Empty
+                    )
                 });
                 let (tokens, encoded) = span.in_scope(|| p.encode(text))?;
                 span.record("tokens", encoded.tokens as i64);
