@@ -15,11 +15,14 @@ use crate::error::BackendError;
 use crate::spec::{FullSpec, Signature};
 use crate::tensor::DataType;
 
+/// Builds an architecture's model from its config, weights and declared signature.
+pub type Loader = fn(&Value, VarBuilder, &Signature) -> Result<Box<dyn CandleModel>, String>;
+
 /// One architecture: the tensors it takes and gives (from its config), and its loader.
 pub struct Architecture {
     pub model_type: &'static str,
     pub describe: fn(&Value) -> Result<Vec<FullSpec>, String>,
-    pub load: fn(&Value, VarBuilder, &Signature) -> Result<Box<dyn CandleModel>, String>,
+    pub load: Loader,
 }
 
 /// The architectures a HF folder may name.
