@@ -72,7 +72,8 @@ import json, math, sys
 r = json.load(sys.stdin); o = r["outputs"][0]; d = o["shape"][1]
 e = [o["data"][i * d:(i + 1) * d] for i in range(o["shape"][0])]
 cos = lambda a, b: sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
-print(f"  embedding FP32 {o["shape"]}; cosine(A, B) = {cos(e[0], e[1]):.4f}, cosine(A, C) = {cos(e[0], e[2]):.4f}")'
+shape = o["shape"]
+print(f"  embedding FP32 {shape}; cosine(A, B) = {cos(e[0], e[1]):.4f}, cosine(A, C) = {cos(e[0], e[2]):.4f}")'
 done
 if [[ "${1:-}" == "--serve" ]]; then
   say "serving: troupe --server $ROUTER ... (Ctrl-C stops)"
