@@ -611,3 +611,110 @@ async fn text_models_through_the_router_with_and_without_batching() {
     );
     assert!(ok, "tritonclient through the router:\n{out}");
 }
+
+fn explain_request(model: &str, texts: &[&str], method: &str) -> pb::ModelInferRequest {
+    let mut req = infer_request(model, "", vec![InputTensor::text("text", texts)]);
+    req.parameters.insert(
+        "explain".into(),
+        pb::InferParameter {
+            parameter_choice: Some(ParameterChoice::StringParam(method.into())),
+        },
+    );
+    req
+}
+
+/// (tokens, attributions) of each row of an explained text call.
+async fn token_attributions(c: &mut Client, req: pb::ModelInferRequest) -> Vec<Vec<(String, f32)>> {
+    let resp = c.inference().model_infer(req).await.expect("explained");
+    let r = troupe_client::decode_response(resp.into_inner()).unwrap();
+    let a = r.output("attribution.text").unwrap();
+    let (rows, len) = (a.shape[0] as usize, a.shape[1] as usize);
+    let values = r.f32("attribution.text").unwrap();
+    let names = r
+        .output("attribution.tokens")
+        .unwrap()
+        .bytes_elements()
+        .unwrap();
+    assert_eq!(names.len(), rows * len);
+    (0..rows)
+        .map(|row| {
+            (0..len)
+                .filter(|t| !names[row * len + t].is_empty())
+                .map(|t| {
+                    (
+                        String::from_utf8(names[row * len + t].to_vec()).unwrap(),
+                        values[row * len + t],
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn text_explanations_attribute_to_tokens_with_known_answers() {
+    let repo = linked_repository(&[
+        "bag_of_words",
+        "minilm_onnx",
+        "minilm_torch",
+        "minilm_candle",
+    ]);
+    let node = Node::start(repo.path(), &[]).await.expect("node starts");
+    let mut c = node.client().await;
+    // bag_of_words embeds a text as [mean of its token ids, 1]: removing token t of n
+    // moves dimension 0 (the explained one, the row's largest) by (id_t - mean) / (n - 1).
+    let rows = token_attributions(
+        &mut c,
+        explain_request("bag_of_words", &["hello big red dog", "cat"], "occlusion"),
+    )
+    .await;
+    let want = |ids: &[f32]| -> Vec<f32> {
+        let mean = ids.iter().sum::<f32>() / ids.len() as f32;
+        ids.iter()
+            .map(|id| (id - mean) / (ids.len() - 1) as f32)
+            .collect()
+    };
+    let expected = [
+        (
+            vec!["[CLS]", "hello", "big", "red", "dog", "[SEP]"],
+            want(&[2.0, 4.0, 6.0, 7.0, 8.0, 3.0]),
+        ),
+        (vec!["[CLS]", "cat", "[SEP]"], want(&[2.0, 9.0, 3.0])),
+    ];
+    for (row, (tokens, values)) in rows.iter().zip(&expected) {
+        let names: Vec<&str> = row.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(&names, tokens);
+        for ((n, got), want) in row.iter().zip(values) {
+            assert!((got - want).abs() < 1e-5, "{n}: {got} vs {want}");
+        }
+    }
+    // The real MiniLM on every backend: one attribution per token, the same everywhere.
+    let text = "A man is playing a guitar.";
+    let mut per_backend = Vec::new();
+    for m in MINILMS {
+        let mut rows = token_attributions(&mut c, explain_request(m, &[text], "occlusion")).await;
+        let names: Vec<&str> = rows[0].iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "[CLS]", "a", "man", "is", "playing", "a", "guitar", ".", "[SEP]"
+            ],
+            "{m}"
+        );
+        assert!(rows[0].iter().all(|(_, v)| v.is_finite()), "{m}: {rows:?}");
+        per_backend.push(rows.remove(0));
+    }
+    for w in per_backend.windows(2) {
+        for ((n, a), (_, b)) in w[0].iter().zip(&w[1]) {
+            assert!((a - b).abs() < 1e-3, "{n}: {a} vs {b}");
+        }
+    }
+    // Gradient methods are not served over tokens: the status says what is.
+    let s = status_of(
+        &mut c,
+        explain_request("minilm_torch", &[text], "integrated_gradients"),
+    )
+    .await;
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    assert!(s.message().contains("occlusion"), "{}", s.message());
+}

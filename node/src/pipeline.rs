@@ -169,12 +169,33 @@ impl TextPipeline {
         ))
     }
 
-    /// The tokens of one text, as the model sees them (explanations name them).
-    pub fn tokens(&self, text: &str) -> Vec<String> {
-        self.tokenizer
-            .encode(text, true)
-            .map(|e| e.get_tokens().to_vec())
-            .unwrap_or_default()
+    /// The token each id stands for (explanations name them); "" for unknown ids.
+    pub fn token_names(&self, ids: &[i64]) -> Vec<String> {
+        ids.iter()
+            .map(|&id| {
+                u32::try_from(id)
+                    .ok()
+                    .and_then(|id| self.tokenizer.id_to_token(id))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Where the token ids and the attention mask sit among the model's inputs.
+    pub fn ids_index(&self) -> usize {
+        self.feeds
+            .iter()
+            .position(|(f, _)| *f == Feed::Ids)
+            .unwrap_or(0)
+    }
+
+    pub fn mask_index(&self) -> Option<usize> {
+        self.feeds.iter().position(|(f, _)| *f == Feed::Mask)
+    }
+
+    /// The id that pads (and, without an attention mask input, removes) a token.
+    pub fn pad_id(&self) -> i64 {
+        self.pad_id
     }
 
     /// Joins a batch's token tensors, padding each call to the batch's longest row.

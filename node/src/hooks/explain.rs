@@ -32,7 +32,7 @@ use crate::registry::LoadedModel;
 /// Most model evaluations one explanation may take.
 pub const MAX_EVALUATIONS: usize = 16_384;
 /// Most rows in one batched call made by an explanation.
-const CHUNK_ROWS: usize = 256;
+pub(crate) const CHUNK_ROWS: usize = 256;
 /// Most calls an explanation has queued at once.
 const MAX_CALLS_IN_FLIGHT: usize = 32;
 
@@ -125,10 +125,12 @@ impl ExplainParams {
             )
         })?;
         let method = Method::parse(&method)?;
-        if model.pipeline.is_some() {
+        if model.pipeline.is_some() && method != Method::Occlusion {
             return Err(NodeError::FailedPrecondition(format!(
-                "model '{}' is a text model: explanations over tokens are not served yet",
-                model.def.name
+                "model '{}' is a text model: it is explained by occlusion over its tokens \
+                 (explain = \"occlusion\"); {} over token embeddings is not served",
+                model.def.name,
+                method.as_str()
             )));
         }
         let num = |name: &str| -> Result<Option<f64>, NodeError> {
@@ -224,41 +226,14 @@ pub async fn explain(
     p.check(model)?;
     let batched = model.def.signature.max_batch_size > 0;
     let rows = if batched { rows.max(1) } else { 1 };
-    let out = outputs
-        .get(p.output)
-        .ok_or_else(|| NodeError::Internal(format!("the model returned no output {}", p.output)))?;
-    let out_values = out.to_f64_lossy();
-    let per_row = out_values.len() / rows;
-    if per_row == 0 {
-        return Err(NodeError::FailedPrecondition(format!(
-            "output '{}' is empty: nothing to explain",
-            model.def.signature.outputs[p.output].name
-        )));
+    let (targets, value) = targets(model, p, outputs, rows)?;
+    if model.pipeline.is_some() {
+        let attributions = super::explain_text::occlusion(
+            model, inputs, rows, p.output, &targets, &value, deadline,
+        )
+        .await?;
+        return with_target(attributions, &targets, &value, batched, rows);
     }
-    let targets: Vec<usize> = (0..rows)
-        .map(|r| {
-            let row = &out_values[r * per_row..(r + 1) * per_row];
-            match p.target {
-                Some(t) => Ok(t),
-                None => Ok(row
-                    .iter()
-                    .enumerate()
-                    .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
-                        if v > bv { (i, v) } else { (bi, bv) }
-                    })
-                    .0),
-            }
-        })
-        .collect::<Result<_, NodeError>>()?;
-    if let Some(&t) = targets.iter().find(|&&t| t >= per_row) {
-        return Err(NodeError::InvalidArgument(format!(
-            "explain_target {t} is out of range: output '{}' has {per_row} values per row",
-            model.def.signature.outputs[p.output].name
-        )));
-    }
-    let value: Vec<f32> = (0..rows)
-        .map(|r| out_values[r * per_row + targets[r]] as f32)
-        .collect();
     let xs: Vec<Input> = inputs
         .iter()
         .map(|t| Input {
@@ -312,6 +287,61 @@ pub async fn explain(
                 .map_err(|e| NodeError::Internal(e.to_string()))?,
         ));
     }
+    with_target(extra, &targets, &value, batched, rows)
+}
+
+/// The element explained in each row (`explain_target`, else the row's largest) and its
+/// value f(x).
+fn targets(
+    model: &LoadedModel,
+    p: &ExplainParams,
+    outputs: &[Tensor],
+    rows: usize,
+) -> Result<(Vec<usize>, Vec<f32>), NodeError> {
+    let out = outputs
+        .get(p.output)
+        .ok_or_else(|| NodeError::Internal(format!("the model returned no output {}", p.output)))?;
+    let out_values = out.to_f64_lossy();
+    let per_row = out_values.len() / rows;
+    let name = &model.def.signature.outputs[p.output].name;
+    if per_row == 0 {
+        return Err(NodeError::FailedPrecondition(format!(
+            "output '{name}' is empty: nothing to explain"
+        )));
+    }
+    let targets: Vec<usize> = (0..rows)
+        .map(|r| {
+            let row = &out_values[r * per_row..(r + 1) * per_row];
+            p.target.unwrap_or_else(|| {
+                row.iter()
+                    .enumerate()
+                    .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                        if v > bv { (i, v) } else { (bi, bv) }
+                    })
+                    .0
+            })
+        })
+        .collect();
+    if let Some(&t) = targets.iter().find(|&&t| t >= per_row) {
+        return Err(NodeError::InvalidArgument(format!(
+            "explain_target {t} is out of range: output '{name}' has {per_row} values per row"
+        )));
+    }
+    let value: Vec<f32> = (0..rows)
+        .map(|r| out_values[r * per_row + targets[r]] as f32)
+        .collect();
+    Ok((targets, value))
+}
+
+/// The explanation's outputs: the attributions, then `attribution.target` (INT64) and
+/// `attribution.value` (FP32), one per row.
+fn with_target(
+    mut extra: Vec<(String, Tensor)>,
+    targets: &[usize],
+    value: &[f32],
+    batched: bool,
+    rows: usize,
+) -> Result<Vec<(String, Tensor)>, NodeError> {
     let tshape = if batched { vec![rows] } else { vec![1] };
     extra.push((
         "attribution.target".into(),
@@ -326,7 +356,7 @@ pub async fn explain(
     ));
     extra.push((
         "attribution.value".into(),
-        Tensor::from_f32(tshape, &value).map_err(|e| NodeError::Internal(e.to_string()))?,
+        Tensor::from_f32(tshape, value).map_err(|e| NodeError::Internal(e.to_string()))?,
     ));
     Ok(extra)
 }
@@ -481,7 +511,7 @@ impl Evaluator<'_> {
     }
 }
 
-fn budget(evals: usize, what: &str, hint: &str) -> Result<(), NodeError> {
+pub(crate) fn budget(evals: usize, what: &str, hint: &str) -> Result<(), NodeError> {
     if evals > MAX_EVALUATIONS {
         return Err(NodeError::InvalidArgument(format!(
             "{what} would take {evals} model evaluations (at most {MAX_EVALUATIONS}): {hint}"

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod drift;
 pub mod explain;
+pub mod explain_text;
 
 use std::collections::HashMap;
 use std::sync::Arc;
