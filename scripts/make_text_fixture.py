@@ -61,3 +61,22 @@ normalize = false
 max_length = 32
 """)
 print("wrote", out)
+
+# models/testing/unbatchable: an ONNX file whose inputs share no leading dynamic dim, so it
+# cannot be auto-completed (the node refuses it, asking for a config.toml).
+u = pathlib.Path("models/testing/unbatchable/1")
+u.mkdir(parents=True, exist_ok=True)
+g = helper.make_graph(
+    [helper.make_node("Add", ["a", "b"], ["y"])],
+    "unbatchable",
+    [
+        helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
+        helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3]),
+    ],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+)
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="troupe")
+m.ir_version = 8
+onnx.checker.check_model(m)
+onnx.save(m, u / "model.onnx")
+print("wrote", u.parent)

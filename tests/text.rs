@@ -162,9 +162,25 @@ async fn check_every_backend(addr: &str) {
 #[tokio::test]
 async fn minilm_embeds_like_the_reference_on_every_backend_with_batching() {
     let repo = linked_repository(&MINILMS);
-    let node = Node::start(repo.path(), &[]).await.expect("node starts");
+    let port = troupe_tests::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let node = Node::start(repo.path(), &["--metrics-listen", &listen])
+        .await
+        .expect("node starts");
     check_every_backend(&node.addr).await;
-    // The pipeline's stages are in the node's metrics.
+    // The pipeline's stages are in the node's metrics: every sentence twice per model.
+    let text = troupe_tests::scrape(port);
+    let n = reference().sentences.len() as f64;
+    for m in MINILMS {
+        let labels = format!("{{model=\"{m}\",version=\"1\"}}");
+        let pooled = troupe_tests::metric(&text, &format!("troupe_pooled_rows_total{labels}"));
+        assert!(pooled >= 2.0 * n, "{m}: {pooled} rows pooled");
+        let calls = troupe_tests::metric(
+            &text,
+            &format!("troupe_tokenize_duration_seconds_count{labels}"),
+        );
+        assert!(calls >= n + 1.0, "{m}: {calls} calls tokenized");
+    }
     let mut c = node.client().await;
     let cfg = c
         .inference()
@@ -426,6 +442,8 @@ async fn models_without_a_config_describe_themselves() {
         &m.join("mlp_torch/1/model.pt"),
         "model.pt",
     );
+    let t = root().join("models/testing/unbatchable/1/model.onnx");
+    bare_model(repo.path(), "unbatchable", &t, "model.onnx");
     let node = Node::start(repo.path(), &[]).await.expect("node starts");
     let mut c = node.client().await;
     let cfg = c
@@ -481,6 +499,26 @@ async fn models_without_a_config_describe_themselves() {
     .expect("auto-completed mlp serves");
     let reason = index_reason(&mut c, "scripted").await;
     assert!(reason.contains("needs a config.toml"), "{reason}");
+    // An ONNX file whose inputs share no batch dim: refused with the reason.
+    let reason = index_reason(&mut c, "unbatchable").await;
+    assert!(
+        reason.contains("no leading dynamic batch dim") && reason.contains("config.toml"),
+        "{reason}"
+    );
+    // `troupe models get` reports the completed config.
+    let out = std::process::Command::new(troupe_tests::binary("troupe"))
+        .args(["--server", &node.addr, "--json", "models", "get", "encoder"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["max_batch_size"], 32, "{v}");
+    assert_eq!(v["inputs"][0]["name"], "input_ids", "{v}");
+    assert_eq!(v["outputs"][0]["dims"], serde_json::json!([-1, 384]), "{v}");
 }
 
 #[tokio::test]

@@ -416,6 +416,9 @@ fn status_json(s: &tpb::ModelStatus) -> Value {
         "artifact_uri": spec.artifact_uri, "sha256": spec.sha256, "max_batch_size": spec.max_batch_size,
         "inputs": spec.inputs.iter().map(|t| json!({"name": t.name, "datatype": t.data_type, "dims": t.dims})).collect::<Vec<_>>(),
         "outputs": spec.outputs.iter().map(|t| json!({"name": t.name, "datatype": t.data_type, "dims": t.dims})).collect::<Vec<_>>(),
+        "text": spec.text.as_ref().map(|t| json!({"tokenizer": t.tokenizer, "max_length": t.max_length,
+            "pooling": match tpb::Pooling::try_from(t.pooling) { Ok(tpb::Pooling::Cls) => "cls", Ok(tpb::Pooling::Mean) => "mean", _ => "" },
+            "normalize": !t.no_normalize, "truncate": !t.refuse_long, "input": t.input, "output": t.output})),
         "replicas": s.replicas.iter().map(|r| json!({"node": r.node_id, "instance": r.instance, "state": state_name(r.state),
             "in_flight": r.in_flight, "restarts": r.restarts, "reason": r.reason})).collect::<Vec<_>>(),
     })
