@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # A real OpenTelemetry backend for tests/tracing.rs (Arize Phoenix, ~850 MB, once).
 scripts/phoenix.sh install
+# What the developers' guide promises: formatted, and clippy-clean with warnings as errors.
+cargo fmt --all -- --check
+cargo clippy -q --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 LOG=$(mktemp)
 set +e

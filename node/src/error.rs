@@ -9,9 +9,8 @@ pub enum NodeError {
     ModelNotFound { name: String, version: String },
     #[error("no model '{name}' in the model repository {repository}")]
     NotInRepository { name: String, repository: String },
-    #[error(
-        "invalid model name '{0}': use letters, digits, '_', '-' and '.', at most 128, no path characters"
-    )]
+    /// A model name outside the rule of `troupe_proto::names` (the message says it).
+    #[error("{}", troupe_proto::names::invalid_model_name(.0))]
     InvalidName(String),
     #[error("{0}")]
     InvalidArgument(String),

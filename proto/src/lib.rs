@@ -23,6 +23,7 @@ pub mod troupe {
 pub mod bytes;
 pub mod cluster;
 pub mod explain;
+pub mod names;
 pub mod tls;
 
 /// Encoded `FileDescriptorSet` of every .proto here, for gRPC server reflection.

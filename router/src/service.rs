@@ -550,17 +550,10 @@ pub fn model_status(
 
 fn validate(spec: &ModelSpec) -> Result<(), RouterError> {
     let n = &spec.name;
-    let ok = !n.is_empty()
-        && n.len() <= 128
-        && !n.contains("..")
-        && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !ok {
-        return Err(RouterError::InvalidArgument(format!(
-            "invalid model name '{}': use letters, digits, '_', '-' and '.', at most 128, no path characters",
-            n.escape_default()
-        )));
+    if !troupe_proto::names::is_valid_model_name(n) {
+        return Err(RouterError::InvalidArgument(
+            troupe_proto::names::invalid_model_name(n),
+        ));
     }
     if BackendKind::try_from(spec.backend).unwrap_or(BackendKind::Unspecified)
         == BackendKind::Unspecified
