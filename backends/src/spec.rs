@@ -117,19 +117,6 @@ pub struct Signature {
     pub max_batch_size: usize,
 }
 
-impl serde::Serialize for DataType {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.wire_name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for DataType {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 impl Signature {
     /// The full shape an input or output has on the wire: `[-1, dims...]` when batching.
     pub fn wire_dims(&self, spec: &TensorSpec) -> Vec<i64> {

@@ -10,133 +10,9 @@
 
 use bytes::Bytes;
 use std::fmt;
-use std::str::FromStr;
 
 use crate::error::BackendError;
-
-/// Element types, named as the Open Inference Protocol names them on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DataType {
-    Bool,
-    U8,
-    U16,
-    U32,
-    U64,
-    I8,
-    I16,
-    I32,
-    I64,
-    F16,
-    BF16,
-    F32,
-    F64,
-    /// Variable-length byte strings (Triton's `BYTES`, `TYPE_STRING` in configs).
-    Bytes,
-}
-
-impl DataType {
-    /// All supported types.
-    pub const ALL: [DataType; 14] = [
-        DataType::Bool,
-        DataType::U8,
-        DataType::U16,
-        DataType::U32,
-        DataType::U64,
-        DataType::I8,
-        DataType::I16,
-        DataType::I32,
-        DataType::I64,
-        DataType::F16,
-        DataType::BF16,
-        DataType::F32,
-        DataType::F64,
-        DataType::Bytes,
-    ];
-
-    /// Size of one element in bytes; `None` for BYTES, whose elements vary.
-    pub fn size(self) -> Option<usize> {
-        match self {
-            DataType::Bool | DataType::U8 | DataType::I8 => Some(1),
-            DataType::U16 | DataType::I16 | DataType::F16 | DataType::BF16 => Some(2),
-            DataType::U32 | DataType::I32 | DataType::F32 => Some(4),
-            DataType::U64 | DataType::I64 | DataType::F64 => Some(8),
-            DataType::Bytes => None,
-        }
-    }
-
-    /// Bytes a dense tensor of `shape` takes; `None` on overflow or for BYTES.
-    pub fn dense_len(self, shape: &[usize]) -> Option<usize> {
-        checked_numel(shape)?.checked_mul(self.size()?)
-    }
-
-    /// The wire name ("FP32", "INT64", ...).
-    pub fn wire_name(self) -> &'static str {
-        match self {
-            DataType::Bool => "BOOL",
-            DataType::U8 => "UINT8",
-            DataType::U16 => "UINT16",
-            DataType::U32 => "UINT32",
-            DataType::U64 => "UINT64",
-            DataType::I8 => "INT8",
-            DataType::I16 => "INT16",
-            DataType::I32 => "INT32",
-            DataType::I64 => "INT64",
-            DataType::F16 => "FP16",
-            DataType::BF16 => "BF16",
-            DataType::F32 => "FP32",
-            DataType::F64 => "FP64",
-            DataType::Bytes => "BYTES",
-        }
-    }
-
-    /// Triton model-config enum value (`inference.DataType`, e.g. TYPE_FP32 = 11).
-    pub fn triton_enum(self) -> i32 {
-        match self {
-            DataType::Bool => 1,
-            DataType::U8 => 2,
-            DataType::U16 => 3,
-            DataType::U32 => 4,
-            DataType::U64 => 5,
-            DataType::I8 => 6,
-            DataType::I16 => 7,
-            DataType::I32 => 8,
-            DataType::I64 => 9,
-            DataType::F16 => 10,
-            DataType::F32 => 11,
-            DataType::F64 => 12,
-            DataType::Bytes => 13,
-            DataType::BF16 => 14,
-        }
-    }
-
-    /// True for floating-point types.
-    pub fn is_float(self) -> bool {
-        matches!(
-            self,
-            DataType::F16 | DataType::BF16 | DataType::F32 | DataType::F64
-        )
-    }
-}
-
-impl fmt::Display for DataType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.wire_name())
-    }
-}
-
-impl FromStr for DataType {
-    type Err = BackendError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("TYPE_STRING") {
-            return Ok(DataType::Bytes); // Triton's config enum name for BYTES
-        }
-        let s = s.strip_prefix("TYPE_").unwrap_or(s);
-        DataType::ALL
-            .into_iter()
-            .find(|d| d.wire_name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| BackendError::UnsupportedType(s.to_string()))
-    }
-}
+pub use troupe_proto::datatype::{DataType, checked_numel};
 
 /// A tensor: `data` holds `shape.iter().product() * dtype.size()` bytes, little-endian,
 /// row-major; for BYTES, one length-prefixed element per position (see the module doc).
@@ -155,11 +31,6 @@ impl fmt::Debug for Tensor {
             .field("bytes", &self.data.len())
             .finish()
     }
-}
-
-/// Number of elements of a shape, or `None` on overflow.
-pub fn checked_numel(shape: &[usize]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 impl Tensor {
@@ -281,16 +152,6 @@ pub fn pod<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wire_names_round_trip() {
-        for d in DataType::ALL {
-            assert_eq!(d.wire_name().parse::<DataType>().unwrap(), d);
-        }
-        assert_eq!("TYPE_FP32".parse::<DataType>().unwrap(), DataType::F32);
-        assert_eq!("TYPE_STRING".parse::<DataType>().unwrap(), DataType::Bytes);
-        assert!("STRING".parse::<DataType>().is_err(), "the wire says BYTES");
-    }
 
     #[test]
     fn new_checks_byte_length() {

@@ -26,25 +26,7 @@ const VARIANT_BYTES: usize = 64 << 20;
 /// Largest request (all inputs) this tool will build.
 const MAX_REQUEST_BYTES: usize = 1 << 30;
 
-/// A tensor element type of the Open Inference Protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataType {
-    Bool,
-    U8,
-    U16,
-    U32,
-    U64,
-    I8,
-    I16,
-    I32,
-    I64,
-    F16,
-    BF16,
-    F32,
-    F64,
-    /// Length-prefixed byte strings: random data is text (words of [`WORDS`]).
-    Bytes,
-}
+pub use troupe_proto::DataType;
 
 /// The words random BYTES elements are made of (a sentence of 4 to 16 of them).
 const WORDS: [&str; 16] = [
@@ -52,65 +34,31 @@ const WORDS: [&str; 16] = [
     "client", "on", "one", "small", "machine",
 ];
 
-impl DataType {
+/// What the load generator makes of each data type: parsing, a memory budget, random
+/// data and JSON values.
+pub trait Generate: Sized {
     /// Parses `FP32`, `INT64`, ... (also Triton's `TYPE_FP32` spelling).
-    pub fn parse(s: &str) -> Option<Self> {
-        use DataType::*;
-        Some(match s.trim_start_matches("TYPE_") {
-            "BOOL" => Bool,
-            "UINT8" => U8,
-            "UINT16" => U16,
-            "UINT32" => U32,
-            "UINT64" => U64,
-            "INT8" => I8,
-            "INT16" => I16,
-            "INT32" => I32,
-            "INT64" => I64,
-            "FP16" => F16,
-            "BF16" => BF16,
-            "FP32" => F32,
-            "FP64" => F64,
-            "BYTES" | "STRING" => Bytes,
-            _ => return None,
-        })
+    fn parse(s: &str) -> Option<Self>;
+    /// Bytes per element; for BYTES, the most a random element takes.
+    fn budget(self) -> usize;
+    /// `numel` random elements (see the impl).
+    fn random(self, numel: usize, rng: &mut impl Rng) -> bytes::Bytes;
+    /// JSON values (numbers, booleans for BOOL, strings for BYTES) as wire bytes.
+    fn encode(self, values: &[&serde_json::Value], what: &str) -> Result<bytes::Bytes, LoadError>;
+}
+
+impl Generate for DataType {
+    fn parse(s: &str) -> Option<Self> {
+        s.parse().ok()
     }
 
-    /// The wire name (`FP32`).
-    pub fn name(self) -> &'static str {
-        use DataType::*;
-        match self {
-            Bool => "BOOL",
-            U8 => "UINT8",
-            U16 => "UINT16",
-            U32 => "UINT32",
-            U64 => "UINT64",
-            I8 => "INT8",
-            I16 => "INT16",
-            I32 => "INT32",
-            I64 => "INT64",
-            F16 => "FP16",
-            BF16 => "BF16",
-            F32 => "FP32",
-            F64 => "FP64",
-            Bytes => "BYTES",
-        }
-    }
-
-    /// Bytes per element; for BYTES, the most a random element takes (memory budgets).
-    pub fn size(self) -> usize {
-        use DataType::*;
-        match self {
-            Bool | U8 | I8 => 1,
-            U16 | I16 | F16 | BF16 => 2,
-            U32 | I32 | F32 => 4,
-            U64 | I64 | F64 => 8,
-            Bytes => 4 + 16 * 8,
-        }
+    fn budget(self) -> usize {
+        self.size().unwrap_or(4 + 16 * 8)
     }
 
     /// `numel` random little-endian values: floats uniform in [-1, 1), integers
     /// uniform in [0, 100), booleans fair.
-    pub fn random(self, numel: usize, rng: &mut impl Rng) -> bytes::Bytes {
+    fn random(self, numel: usize, rng: &mut impl Rng) -> bytes::Bytes {
         use DataType::*;
         if self == Bytes {
             let texts: Vec<String> = (0..numel)
@@ -124,7 +72,7 @@ impl DataType {
                 .collect();
             return troupe_proto::bytes::encode_bytes(texts.iter().map(|t| t.as_bytes()));
         }
-        let mut out = Vec::with_capacity(numel * self.size());
+        let mut out = Vec::with_capacity(numel * self.budget());
         for _ in 0..numel {
             let f: f64 = rng.random_range(-1.0..1.0);
             let i: u8 = rng.random_range(0..100);
@@ -165,12 +113,12 @@ impl DataType {
                 texts.iter().map(|t| t.as_bytes()),
             ));
         }
-        let mut out = Vec::with_capacity(values.len() * self.size());
+        let mut out = Vec::with_capacity(values.len() * self.budget());
         for (k, v) in values.iter().enumerate() {
             let bad = || {
                 LoadError::Invalid(format!(
                     "{what}: element {k} ({v}) is not a valid {}",
-                    self.name()
+                    self.wire_name()
                 ))
             };
             let int = |lo: i128, hi: i128| -> Result<i128, LoadError> {
@@ -283,7 +231,7 @@ impl InputFile {
             .iter()
             .map(|t| {
                 let what = format!("input '{}'", t.name);
-                let dt = DataType::parse(&t.datatype).ok_or_else(|| {
+                let dt = <DataType as Generate>::parse(&t.datatype).ok_or_else(|| {
                     LoadError::Invalid(format!(
                         "{what}: data type '{}' is not supported (BOOL, UINT8-64, INT8-64, FP16, BF16, FP32, FP64)",
                         t.datatype
@@ -300,7 +248,7 @@ impl InputFile {
                     )));
                 }
                 let data = dt.encode(&leaves, &what)?;
-                Ok(InputTensor::raw(&t.name, dt.name(), t.shape.clone(), data))
+                Ok(InputTensor::raw(&t.name, dt.wire_name(), t.shape.clone(), data))
             })
             .collect()
     }
@@ -412,7 +360,7 @@ impl ModelWorkload {
         let mut bytes = 0usize;
         for i in &md.inputs {
             let what = format!("model '{model}', input '{}'", i.name);
-            let dt = DataType::parse(&i.datatype).ok_or_else(|| {
+            let dt = <DataType as Generate>::parse(&i.datatype).ok_or_else(|| {
                 LoadError::Invalid(format!(
                     "{what}: cannot make random {} data; give an input file",
                     i.datatype
@@ -421,7 +369,7 @@ impl ModelWorkload {
             let shape = resolve_shape(model, &i.name, &i.shape, &spec.inputs)?;
             let n = numel(&shape, &what)?;
             bytes = n
-                .checked_mul(dt.size())
+                .checked_mul(dt.budget())
                 .and_then(|b| b.checked_add(bytes))
                 .filter(|&b| b <= MAX_REQUEST_BYTES)
                 .ok_or_else(|| {
@@ -436,7 +384,7 @@ impl ModelWorkload {
             let tensors: Vec<InputTensor> = plan
                 .iter()
                 .map(|(name, dt, shape, n)| {
-                    InputTensor::raw(name, dt.name(), shape.clone(), dt.random(*n, rng))
+                    InputTensor::raw(name, dt.wire_name(), shape.clone(), dt.random(*n, rng))
                 })
                 .collect();
             if v == 0 {
@@ -590,8 +538,8 @@ mod tests {
         assert_eq!(req.inputs.len(), 7);
         for (t, raw) in req.inputs.iter().zip(&req.raw_input_contents) {
             assert_eq!(t.shape, vec![2, 3, 1]);
-            let dt = DataType::parse(&t.datatype).expect("type");
-            assert_eq!(raw.len(), 6 * dt.size(), "{}", t.datatype);
+            let dt = <DataType as Generate>::parse(&t.datatype).expect("type");
+            assert_eq!(raw.len(), 6 * dt.budget(), "{}", t.datatype);
         }
         // Random text for BYTES inputs: one sentence per element.
         let mut text = md.clone();

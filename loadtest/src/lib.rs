@@ -43,7 +43,7 @@ mod target;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use inputs::{DataType, InputFile, InputOptions, ModelWorkload, Workload};
+pub use inputs::{DataType, Generate, InputFile, InputOptions, ModelWorkload, Workload};
 pub use report::{LatencySummary, ModelInfo, ModelReport, Report, StepReport, WindowReport};
 pub use runner::{Load, Observer, Phase, Progress, RunConfig, Stop, run};
 pub use scenario::{ModelSpec, load_scenario, parse_scenario};

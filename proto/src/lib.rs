@@ -22,9 +22,12 @@ pub mod troupe {
 
 pub mod bytes;
 pub mod cluster;
+pub mod datatype;
 pub mod explain;
 pub mod names;
 pub mod tls;
+
+pub use datatype::DataType;
 
 /// Encoded `FileDescriptorSet` of every .proto here, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
