@@ -57,6 +57,19 @@ fn reference() -> Reference {
     }
 }
 
+async fn model_config(c: &mut Client, model: &str) -> pb::ModelConfig {
+    c.inference()
+        .model_config(pb::ModelConfigRequest {
+            name: model.into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ModelConfig {model}: {e}"))
+        .into_inner()
+        .config
+        .expect("a config")
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a
         .iter()
@@ -182,17 +195,7 @@ async fn minilm_embeds_like_the_reference_on_every_backend_with_batching() {
         assert!(calls >= n + 1.0, "{m}: {calls} calls tokenized");
     }
     let mut c = node.client().await;
-    let cfg = c
-        .inference()
-        .model_config(pb::ModelConfigRequest {
-            name: "minilm_onnx".into(),
-            version: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .config
-        .unwrap();
+    let cfg = model_config(&mut c, "minilm_onnx").await;
     assert_eq!(cfg.input[0].name, "text");
     assert_eq!(cfg.input[0].data_type, 13, "TYPE_STRING");
     assert_eq!(cfg.output[0].dims, vec![384]);
@@ -446,17 +449,7 @@ async fn models_without_a_config_describe_themselves() {
     bare_model(repo.path(), "unbatchable", &t, "model.onnx");
     let node = Node::start(repo.path(), &[]).await.expect("node starts");
     let mut c = node.client().await;
-    let cfg = c
-        .inference()
-        .model_config(pb::ModelConfigRequest {
-            name: "encoder".into(),
-            version: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .config
-        .unwrap();
+    let cfg = model_config(&mut c, "encoder").await;
     assert_eq!(cfg.max_batch_size, 32);
     let names: Vec<_> = cfg
         .input
