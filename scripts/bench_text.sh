@@ -11,14 +11,15 @@
 #      max_queue_delay_us = 500), sweep at concurrency 1, 8, 32 per model;
 #   c. the same with [dynamic_batching] deleted from the copies' config.toml;
 #   d. MLServer 1.7.1 (in .venv-mlserver) serving the same model.onnx through
-#      scripts/mlserver/text_runtime.py (tokenizers + ONNX Runtime + pooling), two models in
-#      one server: minilm_onnx_batching (adaptive batching, max_batch_size 32,
-#      max_batch_time 0.5 ms) and minilm_onnx (none); same sweep;
+#      scripts/mlserver/text_runtime.py (tokenizers + ONNX Runtime + pooling), in one
+#      server: minilm_onnx (no batching) and, per MLS_BATCH_US, minilm_onnx_batch<US>us
+#      (adaptive batching, max_batch_size 32, max_batch_time US µs; by default 500 µs, as
+#      Troupe's, and 5000 µs, with which MLServer's batcher does gather calls); same sweep;
 #   e. a summary ($OUT/summary.md): sentences/s, p50, p99 per server/model/batching/
 #      concurrency; served-with-batching / in-process best batched rate; Troupe / MLServer.
 # Env: DUR (measured time per step, default 10s), BASE_SECS (seconds per in-process batch
 # size, default 5), THREADS (intra-op threads per backend instance, node and MLServer alike,
-# default 1), OUT (results folder, default target/bench-text).
+# default 1), OUT (results folder, default target/bench-text), MLS_OFFLOAD, MLS_BATCH_US (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -139,7 +140,9 @@ node_run off
 # the tokenizers package, as troupe-node sets it for its own. MLS_OFFLOAD (default 1): the
 # runtime's `offload` (inference on one worker thread per model, so the event loop keeps
 # taking calls; 0: in the event loop, as scripts/mlserver/onnx_runtime.py does).
+# MLS_BATCH_US (default "500 5000"): one adaptive-batching model per max_batch_time, in µs.
 MLS_OFFLOAD=${MLS_OFFLOAD:-1}
+MLS_BATCH_US=${MLS_BATCH_US:-500 5000}
 MLS_STATS=$(realpath -m "$OUT")/mlserver_batches.txt
 read -r GRPC_PORT HTTP_PORT METRICS_PORT < <(python3 -c '
 import socket
@@ -159,7 +162,11 @@ mls_model() { # name batching-settings
  "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}]}
 EOF
 }
-mls_model minilm_onnx_batching '"max_batch_size": 32, "max_batch_time": 0.0005,'
+MLS_MODELS=(minilm_onnx)
+for us in $MLS_BATCH_US; do
+  mls_model "minilm_onnx_batch${us}us" "\"max_batch_size\": 32, \"max_batch_time\": $(python3 -c "print($us / 1e6)"),"
+  MLS_MODELS+=("minilm_onnx_batch${us}us")
+done
 mls_model minilm_onnx ''
 MLS_ADDR=127.0.0.1:$GRPC_PORT
 ROOT=$PWD
@@ -170,23 +177,25 @@ ready=0
 for _ in $(seq 240); do
   # Without --input-file troupe-load asks ModelMetadata first (exit 2 until the model is
   # loaded), which also checks that MLServer declares `text` BYTES [-1, 1].
-  if target/release/troupe-load --target "$MLS_ADDR" --model minilm_onnx --requests 1 --warmup 0s --quiet >/dev/null 2>&1 &&
-    target/release/troupe-load --target "$MLS_ADDR" --model minilm_onnx_batching --requests 1 --warmup 0s --quiet >/dev/null 2>&1; then
-    ready=1; break
-  fi
+  ready=1
+  for m in "${MLS_MODELS[@]}"; do
+    target/release/troupe-load --target "$MLS_ADDR" --model "$m" --requests 1 --warmup 0s --quiet >/dev/null 2>&1 || { ready=0; break; }
+  done
+  [[ $ready == 1 ]] && break
   kill -0 $MLSERVER 2>/dev/null || break
   sleep 0.5
 done
 [[ $ready == 1 ]] || { echo "MLServer not ready; see $OUT/mlserver.log" >&2; exit 1; }
 echo "== MLServer $(.venv-mlserver/bin/python -c 'import mlserver; print(mlserver.__version__)') at $MLS_ADDR (parallel_workers 0, $THREADS intra-op thread(s), offload $MLS_OFFLOAD)"
-sweep mlserver batching minilm_onnx_batching "$MLS_ADDR"
+for us in $MLS_BATCH_US; do sweep mlserver "batch${us}us" "minilm_onnx_batch${us}us" "$MLS_ADDR"; done
 sweep mlserver off minilm_onnx "$MLS_ADDR"
 kill -TERM $MLSERVER; wait $MLSERVER || true; MLSERVER=
 kill "$WATCH"; wait "$WATCH" 2>/dev/null || true; WATCH=
 
-.venv/bin/python - "$OUT" <<'PY'
+.venv/bin/python - "$OUT" "$MLS_BATCH_US" <<'PY'
 import json, re, sys, pathlib
 out = pathlib.Path(sys.argv[1])
+mls_us = [int(u) for u in sys.argv[2].split()]
 lines = []
 models = ["minilm_onnx", "minilm_torch", "minilm_candle"]
 C = [1, 8, 32]
@@ -239,8 +248,13 @@ for m in models:
 p()
 runs = [("Troupe", "troupe", "batching", m, m) for m in models] + \
        [("Troupe", "troupe", "off", m, m) for m in models] + \
-       [("MLServer", "mlserver", "batching", "minilm_onnx_batching", "minilm_onnx"),
-        ("MLServer", "mlserver", "off", "minilm_onnx", "minilm_onnx")]
+       [("MLServer", "mlserver", f"batch{u}us", f"minilm_onnx_batch{u}us", "minilm_onnx") for u in mls_us] + \
+       [("MLServer", "mlserver", "off", "minilm_onnx", "minilm_onnx")]
+def label(tag):
+    if tag == "off":
+        return "off"
+    us = 500 if tag == "batching" else int(tag[5:-2])
+    return f"on, {us:,} µs"
 S = {}
 p("Served, one sentence per call (rows/batch: mean rows per backend call in that step, warm-up included):")
 p()
@@ -258,7 +272,7 @@ for name, server, tag, served, m in runs:
         cells += [num(s["throughput"]), ms(s["latency"]["p50_us"]), ms(s["latency"]["p99_us"])]
         if c > 1:
             cells.append(bnum(rb.get(c)))
-    p(f"| {name} | {m} | {tag} | " + " | ".join(cells) + " |")
+    p(f"| {name} | {m} | {label(tag)} | " + " | ".join(cells) + " |")
 p()
 p("Served with batching / in-process best batched rate (goal ≥ 0.9):")
 p()
@@ -273,18 +287,19 @@ for m in models:
         row += f" {num(st[c]['throughput'])} (c={c}) | ×{st[c]['throughput'] / base[m][bb]:.2f} |"
     p(row)
 bb = max(base["minilm_onnx"], key=base["minilm_onnx"].get)
-st = S[("mlserver", "batching", "minilm_onnx")]
-c = max(st, key=lambda c: st[c]["throughput"])
-p(f"| minilm_onnx, MLServer adaptive batching | {num(base['minilm_onnx'][bb])} (batch {bb}) | {num(st[c]['throughput'])} (c={c}) | ×{st[c]['throughput'] / base['minilm_onnx'][bb]:.2f} | | |")
+for u in mls_us:
+    st = S[("mlserver", f"batch{u}us", "minilm_onnx")]
+    c = max(st, key=lambda c: st[c]["throughput"])
+    p(f"| minilm_onnx on MLServer, adaptive batching {u:,} µs | {num(base['minilm_onnx'][bb])} (batch {bb}) | {num(st[c]['throughput'])} (c={c}) | ×{st[c]['throughput'] / base['minilm_onnx'][bb]:.2f} | | |")
 p()
 p("Troupe / MLServer, minilm_onnx, same model.onnx (goal at c=8: ≥ ×2 and a lower p99):")
 p()
-p("| batching | concurrency | Troupe sentences/s | MLServer sentences/s | Troupe / MLServer | Troupe p99 | MLServer p99 |")
-p("|---|---:|---:|---:|---:|---:|---:|")
-for tag in ["batching", "off"]:
-    t, s = S[("troupe", tag, "minilm_onnx")], S[("mlserver", tag, "minilm_onnx")]
+p("| Troupe batching | MLServer batching | concurrency | Troupe sentences/s | MLServer sentences/s | Troupe / MLServer | Troupe p99 | MLServer p99 |")
+p("|---|---|---:|---:|---:|---:|---:|---:|")
+for tt, mt in [("batching", f"batch{u}us") for u in mls_us] + [("off", "off")]:
+    t, s = S[("troupe", tt, "minilm_onnx")], S[("mlserver", mt, "minilm_onnx")]
     for c in C:
-        p(f"| {tag} | {c} | {num(t[c]['throughput'])} | {num(s[c]['throughput'])} | ×{t[c]['throughput'] / s[c]['throughput']:.2f} "
+        p(f"| {label(tt)} | {label(mt)} | {c} | {num(t[c]['throughput'])} | {num(s[c]['throughput'])} | ×{t[c]['throughput'] / s[c]['throughput']:.2f} "
           f"| {ms(t[c]['latency']['p99_us'])} | {ms(s[c]['latency']['p99_us'])} |")
 p()
 p("errors: " + ("; ".join(bad) if bad else "none"))
