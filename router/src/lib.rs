@@ -3,8 +3,9 @@
 //! * [`state`]: the cluster as etcd describes it, kept by one prefix watch;
 //! * [`leader`]: the elected router turns desired models and live nodes into placements;
 //! * [`placement`]: the placement decision, a pure function;
-//! * [`service`]: inference routing (power of two choices, retries on another replica),
-//!   `troupe.v1.Models`, `troupe.v1.Cluster` and `troupe.v1.Explainer`;
+//! * [`routing`]: picking a replica (power of two choices), forwarding, retries on another replica;
+//! * [`service`]: the gRPC services: inference, `troupe.v1.Models`, `troupe.v1.Cluster` and
+//!   `troupe.v1.Explainer`;
 //! * [`metrics`]: Prometheus metrics (calls, retries, replicas, node resources).
 
 pub mod error;
@@ -12,5 +13,6 @@ pub mod leader;
 pub mod metrics;
 pub mod placement;
 pub mod records;
+pub mod routing;
 pub mod service;
 pub mod state;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 use troupe_telemetry::metrics::{Histogram, LATENCY_BUCKETS, esc};
 
-use crate::service::Router;
+use crate::routing::Router;
 
 /// Counters the router updates per call.
 #[derive(Default)]

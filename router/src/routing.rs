@@ -1,0 +1,350 @@
+//! Routing a call: the router's shared state (the cluster store, etcd, one gRPC channel
+//! per node), replica picking (least outstanding of two random choices), forwarding with
+//! the caller's deadline and trace context, and retrying on another replica when one is
+//! gone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions};
+use parking_lot::RwLock;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+use tracing::{debug, warn};
+use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+
+use tracing::Instrument;
+
+use crate::error::RouterError;
+use crate::metrics::RouterMetrics;
+use crate::state::{Replica, Store};
+
+/// Shared by the three services.
+pub struct Router {
+    pub store: Arc<Store>,
+    endpoints: Vec<String>,
+    channels: RwLock<HashMap<String, Channel>>,
+    outstanding: RwLock<HashMap<String, Arc<AtomicU64>>>,
+    seed: AtomicU64,
+    /// Calls, latency and retries (see `metrics.rs`).
+    pub metrics: RouterMetrics,
+    /// TLS towards the nodes (`--node-tls-ca`); None: plain HTTP/2.
+    node_tls: Option<troupe_proto::tls::ClientTls>,
+}
+
+impl Router {
+    pub fn new(store: Arc<Store>, endpoints: Vec<String>) -> Arc<Self> {
+        Self::with_node_tls(store, endpoints, None)
+    }
+
+    /// As `new`, reaching the nodes over TLS when `node_tls` is set.
+    pub fn with_node_tls(
+        store: Arc<Store>,
+        endpoints: Vec<String>,
+        node_tls: Option<troupe_proto::tls::ClientTls>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            endpoints,
+            channels: RwLock::default(),
+            outstanding: RwLock::default(),
+            seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            metrics: RouterMetrics::default(),
+            node_tls,
+        })
+    }
+
+    /// A pooled channel to a node (connected lazily, reused by every call).
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        if let Some(c) = self.channels.read().get(addr) {
+            return Ok(c.clone());
+        }
+        let scheme = if self.node_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| Status::internal(format!("bad node address {addr}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true);
+        if let Some(t) = &self.node_tls {
+            ep = ep
+                .tls_config(t.client_config())
+                .map_err(|e| Status::internal(format!("TLS towards {addr}: {e}")))?;
+        }
+        let ch = ep.connect_lazy();
+        self.channels.write().insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    fn counter(&self, node: &str) -> Arc<AtomicU64> {
+        if let Some(c) = self.outstanding.read().get(node) {
+            return c.clone();
+        }
+        self.outstanding
+            .write()
+            .entry(node.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Calls this router has outstanding on `node`.
+    pub fn outstanding(&self, node: &str) -> u64 {
+        self.outstanding
+            .read()
+            .get(node)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn random(&self) -> u64 {
+        // splitmix64 over a shared counter: cheap, good enough to pick two replicas.
+        let mut z = self
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Power of two choices: of two random candidates, the one with fewer calls outstanding.
+    fn pick<'a>(&self, c: &'a [Replica]) -> &'a Replica {
+        if c.len() == 1 {
+            return &c[0];
+        }
+        let i = (self.random() % c.len() as u64) as usize;
+        let mut j = (self.random() % (c.len() as u64 - 1)) as usize;
+        if j >= i {
+            j += 1;
+        }
+        let (a, b) = (&c[i], &c[j]);
+        if self.counter(&b.node).load(Ordering::Relaxed)
+            < self.counter(&a.node).load(Ordering::Relaxed)
+        {
+            b
+        } else {
+            a
+        }
+    }
+
+    pub(crate) fn declared(&self, model: &str) -> bool {
+        self.store.snapshot().models.contains_key(model)
+    }
+
+    pub(crate) fn no_replica(&self, model: &str) -> Status {
+        if self.declared(model) || !self.store.routes(model).is_empty() {
+            RouterError::NoReplica(model.to_string()).into()
+        } else {
+            RouterError::ModelNotFound(model.to_string()).into()
+        }
+    }
+
+    /// After a write to etcd, waits (briefly) until this router's state shows it, so that a
+    /// Get or List right after Create or Delete sees the change.
+    pub(crate) async fn read_your_write(&self, rev: i64) {
+        if !self.store.caught_up(rev, Duration::from_secs(3)).await {
+            tracing::warn!(
+                revision = rev,
+                "cluster watch has not caught up with our write yet"
+            );
+        }
+    }
+
+    pub(crate) async fn etcd(&self) -> Result<Client, RouterError> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5));
+        Ok(Client::connect(&self.endpoints, Some(opts)).await?)
+    }
+}
+
+/// Failures after which another replica is tried: the replica is gone or restarting.
+/// CANCELLED counts too: when the caller cancels, this handler is dropped and never gets
+/// here, so a CANCELLED seen here means the node's connection went away mid-call.
+fn retryable(s: &Status) -> bool {
+    match s.code() {
+        Code::Unavailable | Code::Cancelled => true,
+        Code::Unknown | Code::Internal => {
+            let m = s.message().to_ascii_lowercase();
+            [
+                "transport",
+                "connection",
+                "connect",
+                "broken pipe",
+                "reset",
+                "h2 protocol",
+                "stream closed",
+                "eof",
+            ]
+            .iter()
+            .any(|w| m.contains(w))
+        }
+        _ => false,
+    }
+}
+
+struct Outstanding(Arc<AtomicU64>);
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Forwards a call to ready replicas of `model` until one answers (at most once each).
+pub(crate) async fn forward<Req, Resp, F, Fut>(
+    router: &Router,
+    model: &str,
+    deadline: Option<Instant>,
+    trace: Option<&troupe_proto::TraceContext>,
+    body: Req,
+    call: F,
+) -> Result<Response<Resp>, Status>
+where
+    Req: Clone,
+    F: Fn(GrpcInferenceServiceClient<Channel>, Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+{
+    let mut tried: Vec<String> = Vec::new();
+    let mut last: Option<Status> = None;
+    for attempt in 0..8 {
+        let all = router.store.routes(model);
+        let left: Vec<Replica> = all
+            .into_iter()
+            .filter(|r| !tried.contains(&r.node))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        let r = router.pick(&left).clone();
+        tried.push(r.node.clone());
+        let mut req = Request::new(body.clone());
+        let span = troupe_telemetry::child_span(
+            || tracing::info_span!("router.attempt", model = %model, node = %r.node, addr = %r.addr, attempt),
+        );
+        // Traced: the node's span is this attempt's child. Else the caller's context
+        // passes through unchanged.
+        if !troupe_telemetry::inject(&span, req.metadata_mut()) {
+            match trace {
+                Some(t) => t.inject(req.metadata_mut()),
+                // Not traced here: tell the node, so it does not start a trace itself.
+                None => {
+                    if let Some(Ok(v)) =
+                        troupe_telemetry::unsampled_traceparent().map(|t| t.parse())
+                    {
+                        req.metadata_mut().insert("traceparent", v);
+                    }
+                }
+            }
+        }
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RouterError::DeadlineExceeded(format!(
+                    "model '{model}': the call's deadline passed in the router"
+                ))
+                .into());
+            }
+            req.set_timeout(left);
+        }
+        let counter = router.counter(&r.node);
+        counter.fetch_add(1, Ordering::Relaxed);
+        let _out = Outstanding(counter);
+        let client = GrpcInferenceServiceClient::new(router.channel(&r.addr)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        match call(client, req).instrument(span).await {
+            Ok(resp) => {
+                debug!(model = %model, node = %r.node, attempt, "answered");
+                return Ok(resp);
+            }
+            Err(s) if retryable(&s) => {
+                warn!(model = %model, node = %r.node, attempt, error = %s.message(), "replica failed; trying another");
+                router.metrics.retry(model);
+                last = Some(s);
+            }
+            Err(s) => return Err(s),
+        }
+    }
+    Err(last.unwrap_or_else(|| router.no_replica(model)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replicas(nodes: &[&str]) -> Vec<Replica> {
+        nodes
+            .iter()
+            .map(|n| Replica {
+                node: n.to_string(),
+                addr: format!("{n}:1"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gone_replicas_are_retried_and_answers_are_not() {
+        for s in [
+            Status::unavailable("node restarting"),
+            Status::cancelled("connection went away"),
+            Status::unknown("transport error"),
+            Status::internal("h2 protocol error: stream closed"),
+            Status::unknown("Connection reset by peer"),
+        ] {
+            assert!(retryable(&s), "{s:?}");
+        }
+        for s in [
+            Status::invalid_argument("bad input"),
+            Status::resource_exhausted("queue full"),
+            Status::deadline_exceeded("late"),
+            Status::not_found("no model"),
+            Status::internal("model output does not match its config"),
+            Status::unknown("the model raised"),
+        ] {
+            assert!(!retryable(&s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn picking_prefers_the_replica_with_fewer_calls_outstanding() {
+        let r = Router::new(Arc::new(Store::default()), Vec::new());
+        let one = replicas(&["a"]);
+        assert_eq!(r.pick(&one).node, "a");
+        let two = replicas(&["a", "b"]);
+        r.counter("a").store(5, Ordering::Relaxed);
+        for _ in 0..100 {
+            assert_eq!(r.pick(&two).node, "b", "b has fewer calls outstanding");
+        }
+        // Of three, the idle one wins whenever it is one of the two drawn (2 in 3).
+        let three = replicas(&["a", "b", "c"]);
+        r.counter("a").store(0, Ordering::Relaxed);
+        r.counter("b").store(9, Ordering::Relaxed);
+        r.counter("c").store(9, Ordering::Relaxed);
+        let mut counts = HashMap::new();
+        for _ in 0..3000 {
+            *counts.entry(r.pick(&three).node.clone()).or_insert(0) += 1;
+        }
+        let a = counts["a"];
+        assert!((1800..=2200).contains(&a), "{counts:?}");
+        // Equal load spreads over all of them.
+        r.counter("a").store(9, Ordering::Relaxed);
+        let mut seen = HashMap::new();
+        for _ in 0..300 {
+            *seen.entry(r.pick(&three).node.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+    }
+
+    #[test]
+    fn outstanding_calls_are_counted_while_held() {
+        let r = Router::new(Arc::new(Store::default()), Vec::new());
+        let c = r.counter("n");
+        c.fetch_add(1, Ordering::Relaxed);
+        let held = Outstanding(c);
+        assert_eq!(r.outstanding("n"), 1);
+        drop(held);
+        assert_eq!(r.outstanding("n"), 0);
+    }
+}
