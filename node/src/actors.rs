@@ -13,7 +13,7 @@ use troupe_backends::{Backend, BackendError, Tensor};
 
 use crate::batcher::{Entry, Queue, Work, concat, split};
 use crate::error::NodeError;
-use crate::registry::LoadedModel;
+use crate::model::LoadedModel;
 
 /// Work for one replica: `Serve` starts its loop of pulling batches from the model's
 /// queue, sent once when the actor starts.

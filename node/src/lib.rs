@@ -13,6 +13,7 @@ pub mod follower;
 pub mod hooks;
 pub mod membership;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
 pub mod registry;
 pub mod server;

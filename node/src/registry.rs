@@ -1,25 +1,27 @@
-//! Who owns what: the [`Registry`] owns the table of loaded models (read on every call,
-//! written on load and unload); each [`LoadedModel`] owns its replica slots and statistics;
+//! The node's table of loaded models and the orchestration of loads and unloads.
+//!
+//! Who owns what: the [`Registry`] owns the table (read on every call, written on load and
+//! unload); each [`LoadedModel`] (`model.rs`) owns its replica slots, queue and statistics;
 //! the supervisor actor owns the replica actors' lifecycles.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tracing::{info, instrument, warn};
-use troupe_backends::{Backend, BackendError, Device, LoadOptions, Signature, Tensor};
+use troupe_backends::{BackendError, Device, LoadOptions};
 
-use crate::actors::{NodeSupervisor, ReplicaMsg, SupervisorMsg};
-use crate::batcher::Queue;
+use crate::actors::{NodeSupervisor, SupervisorMsg};
 use crate::config::{DevicePref, ModelDef, validate_name, validate_version};
 use crate::error::NodeError;
 use crate::hooks::{AuditLog, HookSet};
-use crate::metrics::{ModelMetrics, NodeMetrics};
+use crate::metrics::NodeMetrics;
+use crate::model::LoadedModel;
 use crate::pipeline::TextPipeline;
 
 /// Node-wide settings the registry needs.
@@ -48,216 +50,6 @@ impl Default for NodeOptions {
             audit_log: None,
             node_id: String::new(),
         }
-    }
-}
-
-/// A duration counter as Triton reports it.
-#[derive(Default)]
-pub struct DurationStat {
-    pub count: AtomicU64,
-    pub ns: AtomicU64,
-}
-
-impl DurationStat {
-    fn add(&self, d: Duration) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
-    }
-}
-
-/// Per-model counters behind ModelStatistics.
-#[derive(Default)]
-pub struct Stats {
-    pub success: DurationStat,
-    pub fail: DurationStat,
-    pub queue: DurationStat,
-    pub compute: DurationStat,
-    pub inference_count: AtomicU64,
-    pub execution_count: AtomicU64,
-    pub last_inference_ms: AtomicU64,
-    /// Executions by batch size (rows): count and compute time.
-    pub batches: Mutex<BTreeMap<usize, (u64, u64)>>,
-}
-
-impl Stats {
-    pub fn record_execution(&self, queue: Duration, compute: Duration, rows: usize) {
-        self.queue.add(queue);
-        self.compute.add(compute);
-        self.execution_count.fetch_add(1, Ordering::Relaxed);
-        let mut b = self.batches.lock();
-        let e = b.entry(rows).or_default();
-        e.0 += 1;
-        e.1 += compute.as_nanos() as u64;
-    }
-
-    fn record_call(&self, ok: bool, batch: usize, total: Duration) {
-        if ok {
-            self.success.add(total);
-            self.inference_count
-                .fetch_add(batch as u64, Ordering::Relaxed);
-        } else {
-            self.fail.add(total);
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        self.last_inference_ms.store(now, Ordering::Relaxed);
-    }
-}
-
-/// One replica slot: the actor when it is running, `None` while it restarts.
-#[derive(Default)]
-pub struct Replica {
-    actor: RwLock<Option<ActorRef<ReplicaMsg>>>,
-    /// Calls in the batch this replica is running now.
-    pub in_flight: AtomicU64,
-    pub restarts: AtomicU32,
-    last_error: Mutex<Option<String>>,
-}
-
-impl Replica {
-    pub fn set_actor(&self, a: Option<ActorRef<ReplicaMsg>>) {
-        *self.actor.write() = a;
-    }
-    pub fn mark_failed(&self, err: String) {
-        *self.actor.write() = None;
-        self.restarts.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock() = Some(err);
-    }
-    pub fn set_error(&self, err: String) {
-        *self.last_error.lock() = Some(err);
-    }
-    pub fn is_ready(&self) -> bool {
-        self.actor.read().is_some()
-    }
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().clone()
-    }
-}
-
-/// A loaded model version.
-pub struct LoadedModel {
-    pub def: ModelDef,
-    /// sha256 of the artifact that was loaded.
-    pub sha256: String,
-    pub replicas: Vec<Replica>,
-    pub stats: Stats,
-    /// Prometheus histograms (see `metrics.rs`).
-    pub metrics: ModelMetrics,
-    /// Call hooks (explanation, audit, drift), from the model's config.
-    pub hooks: HookSet,
-    /// The text pipeline of a `[text]` model (tokenizer and pooling).
-    pub pipeline: Option<Arc<TextPipeline>>,
-    /// How long the load took, µs.
-    pub load_micros: AtomicU64,
-    /// Moving average of a batch's compute time, ns (u64::MAX until the first batch):
-    /// fast models run on the replica's task instead of a blocking thread.
-    pub compute_ewma_ns: AtomicU64,
-    pub queue: Arc<Queue>,
-    pub loaded_at: SystemTime,
-    unloading: AtomicBool,
-    load_opts: LoadOptions,
-}
-
-impl LoadedModel {
-    pub fn is_unloading(&self) -> bool {
-        self.unloading.load(Ordering::Acquire)
-    }
-
-    /// Ready when at least one replica is running.
-    pub fn is_ready(&self) -> bool {
-        !self.is_unloading() && self.replicas.iter().any(Replica::is_ready)
-    }
-
-    pub fn ready_replicas(&self) -> usize {
-        self.replicas.iter().filter(|r| r.is_ready()).count()
-    }
-
-    /// Loads one backend instance and warms it up (blocking).
-    pub fn load_backend(&self) -> Result<Arc<dyn Backend>, BackendError> {
-        let b = troupe_backends::load(
-            self.def.backend,
-            &self.def.artifact,
-            self.def.model_signature(),
-            &self.load_opts,
-        )?;
-        match &self.pipeline {
-            Some(p) => warm_up_text(b.as_ref(), p, &self.def.signature, &self.metrics)?,
-            None => warm_up(b.as_ref(), &self.def.signature)?,
-        }
-        Ok(Arc::from(b))
-    }
-
-    /// Queues one validated call and waits for its answer, at most until `deadline`.
-    /// UNAVAILABLE at once when no replica is running; RESOURCE_EXHAUSTED when the
-    /// queue is full. Dropping the future (the client cancelled) takes the call out of
-    /// the queue.
-    pub async fn infer(
-        &self,
-        inputs: Vec<Tensor>,
-        rows: usize,
-        deadline: Option<Instant>,
-        fault: bool,
-    ) -> Result<Vec<Tensor>, NodeError> {
-        let start = Instant::now();
-        let result = self.infer_inner(inputs, rows, deadline, fault).await;
-        self.metrics.total.observe_duration(start.elapsed());
-        self.stats
-            .record_call(result.is_ok(), rows, start.elapsed());
-        result
-    }
-
-    /// Queues a gradient call (explanations) and waits for the input gradients.
-    pub async fn gradients(
-        &self,
-        inputs: Vec<Tensor>,
-        rows: usize,
-        output: usize,
-        targets: Vec<usize>,
-        deadline: Option<Instant>,
-    ) -> Result<Vec<Tensor>, NodeError> {
-        let name = &self.def.name;
-        if !self.is_ready() {
-            return Err(NodeError::Unavailable(name.clone()));
-        }
-        let work = crate::batcher::Work::Gradient { output, targets };
-        let (_ticket, rx) = self.queue.push_work(inputs, rows, deadline, false, work)?;
-        self.wait(rx, deadline).await
-    }
-
-    async fn wait(
-        &self,
-        rx: tokio::sync::oneshot::Receiver<Result<Vec<Tensor>, NodeError>>,
-        deadline: Option<Instant>,
-    ) -> Result<Vec<Tensor>, NodeError> {
-        let name = &self.def.name;
-        let answer = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), rx).await.map_err(|_| {
-                NodeError::DeadlineExceeded(format!(
-                    "model '{name}' did not answer within the call's deadline"
-                ))
-            })?,
-            None => rx.await,
-        };
-        answer.map_err(|_| {
-            NodeError::Unavailable(format!("{name} (its replica failed during the call)"))
-        })?
-    }
-
-    async fn infer_inner(
-        &self,
-        inputs: Vec<Tensor>,
-        rows: usize,
-        deadline: Option<Instant>,
-        fault: bool,
-    ) -> Result<Vec<Tensor>, NodeError> {
-        let name = &self.def.name;
-        if !self.is_ready() {
-            return Err(NodeError::Unavailable(name.clone()));
-        }
-        let (_ticket, rx) = self.queue.push(inputs, rows, deadline, fault)?;
-        self.wait(rx, deadline).await
     }
 }
 
@@ -448,22 +240,7 @@ impl Registry {
             })?)),
             None => None,
         };
-        let (def_name, def_batching) = (def.name.clone(), def.batching.clone());
-        let model = Arc::new(LoadedModel {
-            def,
-            sha256: digest,
-            replicas: (0..instances).map(|_| Replica::default()).collect(),
-            stats: Stats::default(),
-            metrics: ModelMetrics::default(),
-            hooks,
-            pipeline,
-            load_micros: AtomicU64::new(0),
-            compute_ewma_ns: AtomicU64::new(u64::MAX),
-            queue: Queue::new(&def_name, def_batching),
-            loaded_at: SystemTime::now(),
-            unloading: AtomicBool::new(false),
-            load_opts,
-        });
+        let model = LoadedModel::new(def, digest, hooks, pipeline, load_opts);
         // Load every instance first (each its own session), then start the actors.
         let mut backends = Vec::with_capacity(instances);
         for _ in 0..instances {
@@ -498,7 +275,7 @@ impl Registry {
                 });
             if let Err(e) = spawned {
                 // Stop the replicas this load already started.
-                stop_model(&model).await;
+                model.stop().await;
                 return Err(e);
             }
         }
@@ -517,7 +294,7 @@ impl Registry {
             old
         };
         for o in old {
-            stop_model(&o).await;
+            o.stop().await;
         }
         info!(
             model = %model.def.name,
@@ -614,7 +391,7 @@ impl Registry {
         };
         self.failures.write().remove(name);
         for m in removed {
-            stop_model(&m).await;
+            m.stop().await;
             info!(model = %m.def.name, version = %m.def.version, "model unloaded");
         }
         Ok(())
@@ -630,7 +407,7 @@ impl Registry {
                 .collect()
         };
         for m in all {
-            stop_model(&m).await;
+            m.stop().await;
         }
         self.supervisor.stop(None);
     }
@@ -648,90 +425,4 @@ fn describe(
         onnxruntime_lib: lib,
     };
     troupe_backends::describe(kind, path, &opts)
-}
-
-/// Runs two batch-1 calls of zeros when every dimension is fixed: TorchScript optimizes
-/// on its first runs, and a config that does not fit the model fails here, at load time,
-/// instead of on the first user call.
-fn warm_up(b: &dyn Backend, sig: &Signature) -> Result<(), BackendError> {
-    let mut inputs = Vec::with_capacity(sig.inputs.len());
-    for spec in &sig.inputs {
-        let dims = sig.wire_dims(spec);
-        let shape: Vec<usize> = dims
-            .iter()
-            .enumerate()
-            .map(|(i, &d)| {
-                if i == 0 && sig.max_batch_size > 0 {
-                    1
-                } else {
-                    d.max(-1) as usize
-                }
-            })
-            .collect();
-        if dims
-            .iter()
-            .skip(usize::from(sig.max_batch_size > 0))
-            .any(|&d| d < 0)
-        {
-            return Ok(()); // variable dims: nothing safe to guess
-        }
-        let t = match spec.dtype.dense_len(&shape) {
-            Some(bytes) => Tensor::new(spec.dtype, shape, vec![0u8; bytes].into())?,
-            None => {
-                let n = shape.iter().product::<usize>();
-                Tensor::from_bytes_elements(shape, std::iter::repeat_n(&b"warm up"[..], n))?
-            }
-        };
-        inputs.push(t);
-    }
-    for _ in 0..2 {
-        let out = b
-            .infer(&inputs)
-            .map_err(|e| BackendError::Load(format!("warm-up call failed: {e}")))?;
-        sig.check_outputs(&out)
-            .map_err(|e| BackendError::Load(format!("warm-up: {e}")))?;
-    }
-    Ok(())
-}
-
-/// A text model's warm-up: two texts through tokenizer, model and pooling, checked
-/// against what clients will get.
-fn warm_up_text(
-    b: &dyn Backend,
-    p: &TextPipeline,
-    sig: &Signature,
-    metrics: &ModelMetrics,
-) -> Result<(), BackendError> {
-    let text =
-        Tensor::from_bytes_elements(vec![2, 1], [&b"warm up"[..], &b"a longer warm-up text"[..]])?;
-    let (inputs, _) = p
-        .encode(&text)
-        .map_err(|e| BackendError::Load(format!("warm-up: {e}")))?;
-    let hidden = b
-        .infer(&inputs)
-        .map_err(|e| BackendError::Load(format!("warm-up call failed: {e}")))?;
-    let out = p
-        .pool(hidden, &inputs, metrics)
-        .map_err(|e| BackendError::Load(format!("warm-up: {e}")))?;
-    sig.check_outputs(&out)
-        .map_err(|e| BackendError::Load(format!("warm-up: {e}")))
-}
-
-/// Marks a model unloading and lets each replica finish what it has queued.
-async fn stop_model(m: &Arc<LoadedModel>) {
-    m.unloading.store(true, Ordering::Release);
-    m.queue.close();
-    for r in &m.replicas {
-        let actor = r.actor.write().take();
-        if let Some(a) = actor
-            && a.drain_and_wait(Some(Duration::from_secs(30)))
-                .await
-                .is_err()
-        {
-            a.stop(Some("unload timed out".into()));
-        }
-    }
-    // Nothing can run what is still queued (every replica was down): answer it.
-    m.queue
-        .fail_remaining(|| NodeError::Unavailable(format!("{} (unloaded)", m.def.name)));
 }

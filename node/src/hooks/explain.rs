@@ -27,7 +27,7 @@ use troupe_proto::inference::InferParameter;
 use troupe_proto::inference::infer_parameter::ParameterChoice;
 
 use crate::error::NodeError;
-use crate::registry::LoadedModel;
+use crate::model::LoadedModel;
 
 /// Most model evaluations one explanation may take.
 pub const MAX_EVALUATIONS: usize = 16_384;

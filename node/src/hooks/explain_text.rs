@@ -16,7 +16,7 @@ use troupe_backends::{DataType, Tensor};
 
 use super::explain::{CHUNK_ROWS, budget};
 use crate::error::NodeError;
-use crate::registry::LoadedModel;
+use crate::model::LoadedModel;
 
 fn ints(t: &Tensor) -> Vec<i64> {
     t.to_f64_lossy().into_iter().map(|v| v as i64).collect()

@@ -26,7 +26,7 @@ pub use drift::DriftHook;
 pub use explain::{ExplainParams, Method};
 
 use crate::error::NodeError;
-use crate::registry::LoadedModel;
+use crate::model::LoadedModel;
 
 /// One call as the hooks see it.
 pub struct CallCtx<'a> {

@@ -15,7 +15,8 @@ use troupe_proto::inference::{self as pb, model_instance_group};
 use crate::convert;
 use crate::error::NodeError;
 use crate::hooks::CallCtx;
-use crate::registry::{LoadedModel, Registry};
+use crate::model::LoadedModel;
+use crate::registry::Registry;
 
 fn t_id(t: &Option<troupe_proto::TraceContext>) -> &str {
     t.as_ref().map_or("", |t| t.trace_id())
@@ -217,7 +218,7 @@ fn tensor_meta(m: &LoadedModel, specs: &[troupe_backends::TensorSpec]) -> Vec<Te
         .collect()
 }
 
-fn duration(d: &crate::registry::DurationStat) -> Option<pb::StatisticDuration> {
+fn duration(d: &crate::model::DurationStat) -> Option<pb::StatisticDuration> {
     Some(pb::StatisticDuration {
         count: d.count.load(Ordering::Relaxed),
         ns: d.ns.load(Ordering::Relaxed),

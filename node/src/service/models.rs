@@ -9,7 +9,8 @@ use troupe_proto::troupe::models_server::Models;
 
 use crate::config::{ModelDef, validate_name};
 use crate::error::NodeError;
-use crate::registry::{LoadedModel, Registry};
+use crate::model::LoadedModel;
+use crate::registry::Registry;
 
 #[derive(Clone)]
 pub struct ModelsService {
