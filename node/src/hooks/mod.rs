@@ -10,7 +10,6 @@
 pub mod audit;
 pub mod drift;
 pub mod explain;
-pub mod explain_text;
 
 use std::collections::HashMap;
 use std::sync::Arc;

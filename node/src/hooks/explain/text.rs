@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use troupe_backends::{DataType, Tensor};
 
-use super::explain::{CHUNK_ROWS, budget};
+use super::CHUNK_ROWS;
+use super::evaluator::budget;
 use crate::error::NodeError;
 use crate::model::LoadedModel;
 

@@ -1,0 +1,182 @@
+//! Runs an explanation's perturbed or interpolated inputs through the model's own queue,
+//! as batched calls, at most `MAX_CALLS_IN_FLIGHT` queued at once, within the evaluation
+//! budget.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::Instrument;
+use troupe_backends::Tensor;
+
+use super::{CHUNK_ROWS, MAX_CALLS_IN_FLIGHT, MAX_EVALUATIONS};
+use crate::error::NodeError;
+use crate::model::LoadedModel;
+
+/// One input as f32 rows.
+pub(super) struct Input {
+    /// `[rows * features]`, or None for an input that is not attributed (not FP32).
+    pub(super) values: Option<Vec<f32>>,
+    pub(super) features: usize,
+}
+
+/// Runs perturbed copies of the call's inputs through the model.
+pub(super) struct Evaluator<'a> {
+    pub(super) model: Arc<LoadedModel>,
+    pub(super) inputs: &'a [Tensor],
+    pub(super) rows: usize,
+    pub(super) batched: bool,
+    pub(super) output: usize,
+    pub(super) targets: &'a [usize],
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Evaluator<'_> {
+    /// A unit (one value vector per input, all rows) as tensors shaped like the call's.
+    pub(super) fn tensors(&self, unit: &[Option<Vec<f32>>]) -> Result<Vec<Tensor>, NodeError> {
+        self.inputs
+            .iter()
+            .zip(unit)
+            .map(|(t, v)| match v {
+                Some(v) => Tensor::from_f32(t.shape.clone(), v)
+                    .map_err(|e| NodeError::Internal(e.to_string())),
+                None => Ok(t.clone()),
+            })
+            .collect()
+    }
+
+    /// Stacks several units along dim 0 (batched models only).
+    pub(super) fn stack(&self, units: &[Vec<Option<Vec<f32>>>]) -> Result<Vec<Tensor>, NodeError> {
+        let n = units.len();
+        self.inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut shape = t.shape.clone();
+                if let Some(d0) = shape.first_mut() {
+                    *d0 *= n;
+                }
+                match &units[0][i] {
+                    Some(_) => {
+                        let mut all = Vec::with_capacity(t.numel() * n);
+                        for u in units {
+                            all.extend_from_slice(u[i].as_deref().unwrap_or_default());
+                        }
+                        Tensor::from_f32(shape, &all)
+                    }
+                    None => {
+                        let mut all = Vec::with_capacity(t.data.len() * n);
+                        for _ in 0..n {
+                            all.extend_from_slice(&t.data);
+                        }
+                        Tensor::new(t.dtype, shape, bytes::Bytes::from(all))
+                    }
+                }
+                .map_err(|e| NodeError::Internal(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// f of each unit: one value per row, in unit order.
+    pub(super) async fn values(
+        &self,
+        units: Vec<Vec<Option<Vec<f32>>>>,
+    ) -> Result<Vec<Vec<f32>>, NodeError> {
+        let per_call = if self.batched {
+            (CHUNK_ROWS / self.rows).max(1)
+        } else {
+            1
+        };
+        let mut set = tokio::task::JoinSet::new();
+        let mut parts: Vec<(usize, Vec<Vec<f32>>)> = Vec::new();
+        let span = tracing::Span::current();
+        for (ci, chunk) in units.chunks(per_call).enumerate() {
+            // At most MAX_CALLS_IN_FLIGHT calls queued at once: an explanation must not
+            // fill the model's queue and starve (or refuse) other callers.
+            while set.len() >= MAX_CALLS_IN_FLIGHT {
+                self.collect(&mut set, &mut parts).await?;
+            }
+            let inputs = if self.batched {
+                self.stack(chunk)?
+            } else {
+                self.tensors(&chunk[0])?
+            };
+            let n = chunk.len();
+            let rows = if self.batched { self.rows * n } else { 1 };
+            let model = self.model.clone();
+            let deadline = self.deadline;
+            set.spawn(
+                async move { (ci, n, model.infer(inputs, rows, deadline, false).await) }
+                    .instrument(span.clone()),
+            );
+        }
+        while !set.is_empty() {
+            self.collect(&mut set, &mut parts).await?;
+        }
+        parts.sort_by_key(|p| p.0);
+        Ok(parts.into_iter().flat_map(|p| p.1).collect())
+    }
+
+    /// Takes one finished call of `values` and keeps f of each of its units.
+    #[allow(clippy::type_complexity)]
+    pub(super) async fn collect(
+        &self,
+        set: &mut tokio::task::JoinSet<(usize, usize, Result<Vec<Tensor>, NodeError>)>,
+        parts: &mut Vec<(usize, Vec<Vec<f32>>)>,
+    ) -> Result<(), NodeError> {
+        let Some(r) = set.join_next().await else {
+            return Ok(());
+        };
+        let (ci, n, out) = r.map_err(|e| NodeError::Internal(e.to_string()))?;
+        let out = out?;
+        let y = out
+            .get(self.output)
+            .ok_or_else(|| NodeError::Internal("missing output".into()))?
+            .to_f64_lossy();
+        let per_row = y.len() / (n * self.rows).max(1);
+        let vals = (0..n)
+            .map(|u| {
+                (0..self.rows)
+                    .map(|r| {
+                        y.get((u * self.rows + r) * per_row + self.targets[r])
+                            .copied()
+                            .unwrap_or(f64::NAN) as f32
+                    })
+                    .collect()
+            })
+            .collect();
+        parts.push((ci, vals));
+        Ok(())
+    }
+
+    /// ∂f/∂x for a set of inputs with `self.rows * copies` rows (copies stacked).
+    pub(super) async fn gradients_of(
+        &self,
+        inputs: Vec<Tensor>,
+        copies: usize,
+    ) -> Result<Vec<Vec<f32>>, NodeError> {
+        let targets: Vec<usize> = (0..copies)
+            .flat_map(|_| self.targets.iter().copied())
+            .collect();
+        let rows = if self.batched { self.rows * copies } else { 1 };
+        let g = self
+            .model
+            .gradients(inputs, rows, self.output, targets, self.deadline)
+            .await?;
+        g.iter()
+            .map(|t| t.to_f32().map_err(|e| NodeError::Internal(e.to_string())))
+            .collect()
+    }
+
+    pub(super) async fn gradients(&self, inputs: Vec<Tensor>) -> Result<Vec<Vec<f32>>, NodeError> {
+        self.gradients_of(inputs, 1).await
+    }
+}
+
+pub(crate) fn budget(evals: usize, what: &str, hint: &str) -> Result<(), NodeError> {
+    if evals > MAX_EVALUATIONS {
+        return Err(NodeError::InvalidArgument(format!(
+            "{what} would take {evals} model evaluations (at most {MAX_EVALUATIONS}): {hint}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! The attribution methods over an [`Evaluator`]: integrated gradients, occlusion and
+//! sampling Shapley (saliency is one gradient call, in `mod.rs`).
+
+use super::CHUNK_ROWS;
+use super::evaluator::{Evaluator, Input, budget};
+use super::params::ExplainParams;
+use crate::error::NodeError;
+
+pub(super) async fn integrated_gradients(
+    ev: &Evaluator<'_>,
+    xs: &[Input],
+    p: &ExplainParams,
+) -> Result<Vec<Vec<f32>>, NodeError> {
+    let steps = p.steps;
+    let b = p.baseline;
+    let mut sum: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|x| vec![0.0; x.values.as_ref().map_or(0, Vec::len)])
+        .collect();
+    let point = |alpha: f32| -> Vec<Option<Vec<f32>>> {
+        xs.iter()
+            .map(|x| {
+                x.values
+                    .as_ref()
+                    .map(|v| v.iter().map(|&xi| b + alpha * (xi - b)).collect())
+            })
+            .collect()
+    };
+    let per_call = if ev.batched {
+        (CHUNK_ROWS / ev.rows).max(1)
+    } else {
+        1
+    };
+    let alphas: Vec<f32> = (0..steps)
+        .map(|k| (k as f32 + 0.5) / steps as f32)
+        .collect();
+    for chunk in alphas.chunks(per_call) {
+        let units: Vec<_> = chunk.iter().map(|&a| point(a)).collect();
+        let inputs = if ev.batched {
+            ev.stack(&units)?
+        } else {
+            ev.tensors(&units[0])?
+        };
+        let g = ev.gradients_of(inputs, chunk.len()).await?;
+        for (i, gi) in g.iter().enumerate() {
+            let n = sum[i].len();
+            if n == 0 {
+                continue;
+            }
+            for (j, v) in gi.iter().enumerate() {
+                sum[i][j % n] += v;
+            }
+        }
+    }
+    Ok(xs
+        .iter()
+        .zip(sum)
+        .map(|(x, s)| match &x.values {
+            Some(v) => v
+                .iter()
+                .zip(s)
+                .map(|(&xi, si)| (xi - b) * si / steps as f32)
+                .collect(),
+            None => Vec::new(),
+        })
+        .collect())
+}
+
+/// Feature groups of `window` consecutive features, per attributed input: (input, start, end).
+pub(super) fn groups(xs: &[Input], window: usize) -> Vec<(usize, usize, usize)> {
+    let mut g = Vec::new();
+    for (i, x) in xs.iter().enumerate() {
+        if x.values.is_none() {
+            continue;
+        }
+        let mut s = 0;
+        while s < x.features {
+            g.push((i, s, (s + window).min(x.features)));
+            s += window;
+        }
+    }
+    g
+}
+
+/// Sets group `g` to `value` in every row of `unit`.
+pub(super) fn set_group(
+    unit: &mut [Option<Vec<f32>>],
+    xs: &[Input],
+    g: (usize, usize, usize),
+    src: Option<&[Option<Vec<f32>>]>,
+    b: f32,
+    rows: usize,
+) {
+    let (i, s, e) = g;
+    let f = xs[i].features;
+    if let Some(v) = unit[i].as_mut() {
+        for r in 0..rows {
+            for j in s..e {
+                v[r * f + j] = match src {
+                    Some(src) => src[i].as_ref().map_or(b, |x| x[r * f + j]),
+                    None => b,
+                };
+            }
+        }
+    }
+}
+
+pub(super) async fn occlusion(
+    ev: &Evaluator<'_>,
+    xs: &[Input],
+    p: &ExplainParams,
+    value: &[f32],
+) -> Result<Vec<Vec<f32>>, NodeError> {
+    let gs = groups(xs, p.window);
+    budget(
+        gs.len(),
+        "occlusion",
+        "raise explain_window to occlude larger groups",
+    )?;
+    let x: Vec<Option<Vec<f32>>> = xs.iter().map(|x| x.values.clone()).collect();
+    let units: Vec<_> = gs
+        .iter()
+        .map(|&g| {
+            let mut u = x.clone();
+            set_group(&mut u, xs, g, None, p.baseline, ev.rows);
+            u
+        })
+        .collect();
+    let f = ev.values(units).await?;
+    let mut out: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|x| vec![0.0; x.values.as_ref().map_or(0, Vec::len)])
+        .collect();
+    for (&(i, s, e), fv) in gs.iter().zip(&f) {
+        let feat = xs[i].features;
+        for r in 0..ev.rows {
+            for j in s..e {
+                out[i][r * feat + j] = value[r] - fv[r];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// splitmix64: a small seeded generator for the permutations.
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub(super) fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+pub(super) async fn shapley(
+    ev: &Evaluator<'_>,
+    xs: &[Input],
+    p: &ExplainParams,
+) -> Result<Vec<Vec<f32>>, NodeError> {
+    let gs = groups(xs, p.window);
+    budget(
+        p.samples * (gs.len() + 1),
+        "shapley",
+        "lower explain_samples or raise explain_window",
+    )?;
+    let x: Vec<Option<Vec<f32>>> = xs.iter().map(|x| x.values.clone()).collect();
+    let base: Vec<Option<Vec<f32>>> = xs
+        .iter()
+        .map(|x| x.values.as_ref().map(|v| vec![p.baseline; v.len()]))
+        .collect();
+    let mut rng = Rng(p.seed ^ 0x5EED);
+    let mut orders = Vec::with_capacity(p.samples);
+    let mut units = Vec::with_capacity(p.samples * (gs.len() + 1));
+    for _ in 0..p.samples {
+        let mut order: Vec<usize> = (0..gs.len()).collect();
+        rng.shuffle(&mut order);
+        let mut u = base.clone();
+        units.push(u.clone());
+        for &g in &order {
+            set_group(&mut u, xs, gs[g], Some(&x), p.baseline, ev.rows);
+            units.push(u.clone());
+        }
+        orders.push(order);
+    }
+    let f = ev.values(units).await?;
+    let mut per_group = vec![vec![0.0f32; ev.rows]; gs.len()];
+    for (k, order) in orders.iter().enumerate() {
+        let chain = &f[k * (gs.len() + 1)..(k + 1) * (gs.len() + 1)];
+        for (step, &g) in order.iter().enumerate() {
+            for r in 0..ev.rows {
+                per_group[g][r] += chain[step + 1][r] - chain[step][r];
+            }
+        }
+    }
+    let mut out: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|x| vec![0.0; x.values.as_ref().map_or(0, Vec::len)])
+        .collect();
+    for (gi, &(i, s, e)) in gs.iter().enumerate() {
+        let feat = xs[i].features;
+        for r in 0..ev.rows {
+            for j in s..e {
+                out[i][r * feat + j] = per_group[gi][r] / p.samples as f32;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_cover_every_feature_once() {
+        let xs = [
+            Input {
+                values: Some(vec![0.0; 10]),
+                features: 5,
+            },
+            Input {
+                values: None,
+                features: 3,
+            },
+        ];
+        let g = groups(&xs, 2);
+        assert_eq!(g, vec![(0, 0, 2), (0, 2, 4), (0, 4, 5)]);
+    }
+
+    #[test]
+    fn shuffles_are_permutations_and_depend_on_the_seed() {
+        let mut a: Vec<usize> = (0..20).collect();
+        Rng(1).shuffle(&mut a);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..20).collect::<Vec<_>>());
+        let mut b: Vec<usize> = (0..20).collect();
+        Rng(2).shuffle(&mut b);
+        assert_ne!(a, b);
+    }
+}
