@@ -1,0 +1,116 @@
+//! What the command line sends: `--input` specs, `.npy` files, JSON data files, tensor flags.
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use serde_json::Value;
+use troupe_client::troupe_proto::troupe as tpb;
+use troupe_client::{InputTensor, read_npy};
+
+use crate::Failure;
+
+pub(crate) fn parse_input(spec: &str) -> Result<InputTensor> {
+    let (name, rest) = spec.split_once('=').with_context(|| {
+        format!("--input {spec:?}: expected NAME=@FILE.npy or NAME=SHAPE:VALUES")
+    })?;
+    if let Some(path) = rest.strip_prefix('@') {
+        let data = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+        return Ok(read_npy(name, &data)?);
+    }
+    let (shape, values) = rest
+        .split_once(':')
+        .with_context(|| format!("--input {spec:?}: expected NAME=D1,D2:V1,V2,..."))?;
+    let shape: Vec<i64> = shape
+        .split(',')
+        .map(|d| {
+            d.trim()
+                .parse()
+                .with_context(|| format!("bad dimension {d:?}"))
+        })
+        .collect::<Result<_>>()?;
+    let values: Vec<f32> = values
+        .split(',')
+        .map(|v| v.trim().parse().with_context(|| format!("bad value {v:?}")))
+        .collect::<Result<_>>()?;
+    let n: i64 = shape.iter().product();
+    if n as usize != values.len() {
+        bail!(
+            "--input {name}: shape {shape:?} holds {n} values, {} given",
+            values.len()
+        );
+    }
+    Ok(InputTensor::f32(name, shape, &values))
+}
+
+/// `NAME:DATATYPE:D1,D2` (dims may be empty).
+pub(crate) fn tensor_flag(t: &str) -> Result<tpb::TensorSpec> {
+    let mut parts = t.splitn(3, ':');
+    let (Some(name), Some(dt), dims) = (parts.next(), parts.next(), parts.next()) else {
+        bail!("{t:?}: expected NAME:DATATYPE:D1,D2");
+    };
+    let dims = dims
+        .unwrap_or("")
+        .split(',')
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| {
+            d.trim()
+                .parse::<i64>()
+                .with_context(|| format!("{t:?}: bad dimension {d:?}"))
+        })
+        .collect::<Result<_>>()?;
+    Ok(tpb::TensorSpec {
+        name: name.into(),
+        data_type: dt.to_ascii_uppercase(),
+        dims,
+    })
+}
+
+pub(crate) fn parse_data_file(path: &std::path::Path) -> Result<Vec<InputTensor>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let inputs = v["inputs"]
+        .as_array()
+        .with_context(|| format!("{}: no \"inputs\" array", path.display()))?;
+    inputs
+        .iter()
+        .map(|i| {
+            let name = i["name"].as_str().context("input without \"name\"")?;
+            let datatype = i["datatype"].as_str().unwrap_or("FP32");
+            let shape: Vec<i64> = i["shape"].as_array().context("input without \"shape\"")?.iter().map(|d| d.as_i64().context("bad dim")).collect::<Result<_>>()?;
+            let data = i["data"].as_array().context("input without \"data\"")?;
+            let nums = || data.iter().map(|x| x.as_f64().context("non-numeric value"));
+            let bytes: Vec<u8> = match datatype {
+                "FP32" => nums().map(|x| x.map(|x| (x as f32).to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
+                "FP64" => nums().map(|x| x.map(|x| x.to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
+                "INT32" => nums().map(|x| x.map(|x| (x as i32).to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
+                "INT64" => nums().map(|x| x.map(|x| (x as i64).to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
+                "UINT8" => nums().map(|x| x.map(|x| vec![x as u8])).collect::<Result<Vec<_>>>()?.concat(),
+                "BOOL" => data.iter().map(|x| vec![u8::from(x.as_bool().unwrap_or(false))]).collect::<Vec<_>>().concat(),
+                "BYTES" => troupe_proto::bytes::encode_bytes(data.iter().map(|x| x.as_str().unwrap_or("").as_bytes())).to_vec(),
+                other => bail!("datatype {other} is not supported in data files (FP32, FP64, INT32, INT64, UINT8, BOOL, BYTES)"),
+            };
+            Ok(InputTensor::raw(name, datatype, shape, Bytes::from(bytes)))
+        })
+        .collect()
+}
+
+/// The inputs of `infer` and `explain`: `--input` flags, then a `--data-file`.
+pub(crate) fn collect_inputs(
+    inputs: &[String],
+    data_file: Option<&std::path::Path>,
+) -> Result<Vec<InputTensor>, Failure> {
+    let mut tensors = inputs
+        .iter()
+        .map(|s| parse_input(s))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(f) = data_file {
+        tensors.extend(parse_data_file(f)?);
+    }
+    if tensors.is_empty() {
+        return Err(Failure::Usage(anyhow!(
+            "give inputs with --input NAME=... or --data-file FILE"
+        )));
+    }
+    Ok(tensors)
+}

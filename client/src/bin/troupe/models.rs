@@ -1,0 +1,256 @@
+//! `troupe models ...`: list, get, create and delete models.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use troupe_client::Client;
+use troupe_client::troupe_proto::troupe as tpb;
+
+use crate::Failure;
+use crate::inputs::tensor_flag;
+use crate::render::{backend_name, print_json, state_name, status_json};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ModelsCmd {
+    /// Every model with its state.
+    List,
+    /// One model's spec and status.
+    Get {
+        name: String,
+        #[arg(long, default_value = "")]
+        version: String,
+    },
+    /// Declare a model and its backend: from a config file like the repository's (a node),
+    /// or from flags (a node or a router).
+    Create {
+        name: String,
+        /// config.toml (same format as `DIR/<model>/config.toml`); instead of the flags below.
+        #[arg(long, conflicts_with_all = ["backend", "inputs", "outputs"])]
+        config: Option<PathBuf>,
+        /// torch, onnx or candle.
+        #[arg(long)]
+        backend: Option<String>,
+        /// An input, NAME:DATATYPE:D1,D2 (dims without the batch dim), repeatable.
+        #[arg(long = "input", value_name = "NAME:TYPE:DIMS")]
+        inputs: Vec<String>,
+        /// An output, NAME:DATATYPE:D1,D2, repeatable.
+        #[arg(long = "output", value_name = "NAME:TYPE:DIMS")]
+        outputs: Vec<String>,
+        /// Largest batch (0: the model has no batch dimension).
+        #[arg(long, default_value_t = 0)]
+        max_batch_size: u32,
+        /// Replicas across the cluster (router).
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+        /// Backend instances per replica.
+        #[arg(long, default_value_t = 1)]
+        instances: u32,
+        /// CPU cores one replica needs (placement).
+        #[arg(long, default_value_t = 0.5)]
+        cpu: f64,
+        /// Memory one replica needs, in MiB (placement).
+        #[arg(long, default_value_t = 256)]
+        memory_mb: u64,
+        /// The artifact file or its version directory, on the server's file system.
+        #[arg(long)]
+        artifact: String,
+        #[arg(long, default_value = "1")]
+        version: String,
+        /// Expected sha256 of the artifact.
+        #[arg(long, default_value = "")]
+        sha256: String,
+        /// A text pipeline around the model: BYTES text in, a sentence embedding out
+        /// (tokenizer.json and pooling from the files beside the artifact).
+        #[arg(long)]
+        text: bool,
+        /// With --text: tokens per text (default: sentence_bert_config.json's, else 512).
+        #[arg(long, default_value_t = 0)]
+        max_length: u32,
+        /// With --text: refuse texts over max_length instead of truncating them.
+        #[arg(long)]
+        refuse_long: bool,
+        /// Join calls into batches, waiting at most this long (µs) for more.
+        #[arg(long)]
+        max_queue_delay_us: Option<u64>,
+    },
+    /// Unload a model (all versions unless --version).
+    Delete {
+        name: String,
+        #[arg(long, default_value = "")]
+        version: String,
+    },
+}
+
+/// Runs one `troupe models ...` command.
+pub(crate) async fn run(cmd: ModelsCmd, c: &mut Client, json: bool) -> Result<(), Failure> {
+    match cmd {
+        ModelsCmd::List => {
+            let list = c
+                .models()
+                .list(tpb::ListModelsRequest {})
+                .await?
+                .into_inner();
+            if json {
+                print_json(&Value::Array(list.models.iter().map(status_json).collect()));
+            } else {
+                println!(
+                    "{:<24} {:<8} {:<8} {:<12} {:>8} {:>6}  REASON",
+                    "NAME", "VERSION", "BACKEND", "STATE", "REPLICAS", "QUEUE"
+                );
+                for m in &list.models {
+                    let spec = m.spec.clone().unwrap_or_default();
+                    println!(
+                        "{:<24} {:<8} {:<8} {:<12} {:>8} {:>6}  {}",
+                        spec.name,
+                        spec.version,
+                        backend_name(spec.backend),
+                        state_name(m.state),
+                        format!("{}/{}", m.ready_replicas, m.replicas.len()),
+                        m.queue_length,
+                        m.reason
+                    );
+                }
+            }
+        }
+        ModelsCmd::Get { name, version } => {
+            let s = c
+                .models()
+                .get(tpb::GetModelRequest { name, version })
+                .await?
+                .into_inner();
+            let v = status_json(&s);
+            if json {
+                print_json(&v);
+            } else {
+                for key in [
+                    "name",
+                    "version",
+                    "backend",
+                    "state",
+                    "reason",
+                    "ready_replicas",
+                    "queue_length",
+                    "max_batch_size",
+                    "artifact_uri",
+                    "sha256",
+                ] {
+                    println!("{key:<15} {}", v[key].to_string().trim_matches('"'));
+                }
+                for (what, list) in [("input", &v["inputs"]), ("output", &v["outputs"])] {
+                    for t in list.as_array().into_iter().flatten() {
+                        println!(
+                            "{what:<15} {} {} {}",
+                            t["name"].as_str().unwrap_or(""),
+                            t["datatype"].as_str().unwrap_or(""),
+                            t["dims"]
+                        );
+                    }
+                }
+            }
+        }
+        ModelsCmd::Create {
+            name,
+            config,
+            backend,
+            inputs,
+            outputs,
+            max_batch_size,
+            replicas,
+            instances,
+            cpu,
+            memory_mb,
+            artifact,
+            version,
+            sha256,
+            text,
+            max_length,
+            refuse_long,
+            max_queue_delay_us,
+        } => {
+            let mut spec = tpb::ModelSpec {
+                name,
+                version,
+                artifact_uri: artifact,
+                sha256,
+                replicas,
+                text: text.then(|| tpb::TextPipeline {
+                    max_length,
+                    refuse_long,
+                    ..Default::default()
+                }),
+                dynamic_batching: max_queue_delay_us.map(|d| tpb::DynamicBatching {
+                    max_queue_delay_us: d,
+                    preferred_batch_sizes: Vec::new(),
+                }),
+                ..Default::default()
+            };
+            let config_toml = match config {
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                None => {
+                    let backend = backend.context(
+                        "give --config FILE, or --backend (with --input and --output unless the model describes itself)",
+                    )?;
+                    spec.backend = match backend.to_ascii_lowercase().as_str() {
+                        "torch" => tpb::BackendKind::Torch,
+                        "onnx" => tpb::BackendKind::Onnx,
+                        "candle" => tpb::BackendKind::Candle,
+                        other => {
+                            return Err(Failure::Usage(anyhow!(
+                                "--backend {other}: expected torch, onnx or candle"
+                            )));
+                        }
+                    } as i32;
+                    spec.inputs = inputs
+                        .iter()
+                        .map(|t| tensor_flag(t))
+                        .collect::<Result<_>>()?;
+                    spec.outputs = outputs
+                        .iter()
+                        .map(|t| tensor_flag(t))
+                        .collect::<Result<_>>()?;
+                    spec.max_batch_size = max_batch_size;
+                    spec.instances = instances;
+                    spec.resources = Some(tpb::Resources {
+                        cpu,
+                        memory_bytes: memory_mb << 20,
+                        gpu_memory_bytes: 0,
+                    });
+                    String::new()
+                }
+            };
+            let req = tpb::CreateModelRequest {
+                spec: Some(spec),
+                config_toml,
+            };
+            let s = c.models().create(req).await?.into_inner();
+            if json {
+                print_json(&status_json(&s));
+            } else {
+                let spec = s.spec.unwrap_or_default();
+                println!(
+                    "created {} version {} ({}): {}",
+                    spec.name,
+                    spec.version,
+                    backend_name(spec.backend),
+                    state_name(s.state)
+                );
+            }
+        }
+        ModelsCmd::Delete { name, version } => {
+            c.models()
+                .delete(tpb::DeleteModelRequest {
+                    name: name.clone(),
+                    version,
+                })
+                .await?;
+            if json {
+                print_json(&json!({"deleted": name}));
+            } else {
+                println!("deleted {name}");
+            }
+        }
+    }
+    Ok(())
+}
