@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use prost::Message;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -255,11 +255,8 @@ impl Follower {
         stop: &mut watch::Receiver<bool>,
         backoff: &mut Duration,
     ) -> Result<(), etcd_client::Error> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(2))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-        let mut client = Client::connect(endpoints, Some(opts)).await?;
+        let mut client =
+            troupe_proto::cluster::connect_etcd(endpoints, Duration::from_secs(2)).await?;
         let placements = client
             .get(PLACEMENTS_PREFIX, Some(GetOptions::new().with_prefix()))
             .await?;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, ConnectOptions, PutOptions};
+use etcd_client::PutOptions;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -114,10 +114,8 @@ async fn session(
     if *stop.borrow() {
         return Ok(());
     }
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(2));
-    let mut client = Client::connect(&cfg.endpoints, Some(opts)).await?;
+    let mut client =
+        troupe_proto::cluster::connect_etcd(&cfg.endpoints, Duration::from_secs(2)).await?;
     let ttl = cfg.lease_ttl.as_secs().max(1) as i64;
     let lease = client.lease_grant(ttl, None).await?.id();
     let put = || Some(PutOptions::new().with_lease(lease));

@@ -21,6 +21,25 @@ pub const PENDING: &str = "/troupe/pending/";
 /// The routers' election for the placement leader.
 pub const LEADER: &str = "/troupe/leader";
 
+/// How long node and router wait for etcd to accept a connection.
+pub const ETCD_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Connects to etcd the one way node and router do: [`ETCD_CONNECT_TIMEOUT`] to connect,
+/// `request` at most per call, and HTTP/2 keep-alive pings (every 5 s, 3 s to answer), so
+/// a connection to a dead or partitioned member is noticed instead of hanging.
+#[cfg(feature = "etcd")]
+pub async fn connect_etcd(
+    endpoints: &[String],
+    request: std::time::Duration,
+) -> Result<etcd_client::Client, etcd_client::Error> {
+    use std::time::Duration;
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(ETCD_CONNECT_TIMEOUT)
+        .with_timeout(request)
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+    etcd_client::Client::connect(endpoints, Some(opts)).await
+}
+
 /// A GPU a node offers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, ResignOptions};
+use etcd_client::{Client, ResignOptions};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 use troupe_proto::troupe::{BackendKind, DevicePreference};
@@ -193,10 +193,7 @@ async fn lead(
     is_leader: &AtomicBool,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), etcd_client::Error> {
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5));
-    let mut client = Client::connect(endpoints, Some(opts)).await?;
+    let mut client = troupe_proto::cluster::connect_etcd(endpoints, Duration::from_secs(5)).await?;
     let lease = client.lease_grant(3, None).await?.id();
     let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
     // Keep the lease alive while campaigning and leading; report when it is lost.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::Client;
 use parking_lot::RwLock;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
@@ -16,6 +16,8 @@ use tracing::{debug, warn};
 use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 
 use tracing::Instrument;
+
+use rand::Rng;
 
 use crate::error::RouterError;
 use crate::metrics::RouterMetrics;
@@ -27,7 +29,6 @@ pub struct Router {
     endpoints: Vec<String>,
     channels: RwLock<HashMap<String, Channel>>,
     outstanding: RwLock<HashMap<String, Arc<AtomicU64>>>,
-    seed: AtomicU64,
     /// Calls, latency and retries (see `metrics.rs`).
     pub metrics: RouterMetrics,
     /// TLS towards the nodes (`--node-tls-ca`); None: plain HTTP/2.
@@ -50,7 +51,6 @@ impl Router {
             endpoints,
             channels: RwLock::default(),
             outstanding: RwLock::default(),
-            seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
             metrics: RouterMetrics::default(),
             node_tls,
         })
@@ -99,23 +99,14 @@ impl Router {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    fn random(&self) -> u64 {
-        // splitmix64 over a shared counter: cheap, good enough to pick two replicas.
-        let mut z = self
-            .seed
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// Power of two choices: of two random candidates, the one with fewer calls outstanding.
     fn pick<'a>(&self, c: &'a [Replica]) -> &'a Replica {
         if c.len() == 1 {
             return &c[0];
         }
-        let i = (self.random() % c.len() as u64) as usize;
-        let mut j = (self.random() % (c.len() as u64 - 1)) as usize;
+        let mut rng = rand::rng();
+        let i = rng.random_range(0..c.len());
+        let mut j = rng.random_range(0..c.len() - 1);
         if j >= i {
             j += 1;
         }
@@ -153,10 +144,7 @@ impl Router {
     }
 
     pub(crate) async fn etcd(&self) -> Result<Client, RouterError> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5));
-        Ok(Client::connect(&self.endpoints, Some(opts)).await?)
+        Ok(troupe_proto::cluster::connect_etcd(&self.endpoints, Duration::from_secs(5)).await?)
     }
 }
 

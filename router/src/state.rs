@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use parking_lot::RwLock;
 use prost::Message;
 use tokio::sync::watch;
@@ -182,10 +182,7 @@ pub async fn sync(store: Arc<Store>, endpoints: Vec<String>, mut stop: watch::Re
 }
 
 async fn session(store: &Store, endpoints: &[String]) -> Result<(), etcd_client::Error> {
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5));
-    let mut client = Client::connect(endpoints, Some(opts)).await?;
+    let mut client = troupe_proto::cluster::connect_etcd(endpoints, Duration::from_secs(5)).await?;
     let resp = client
         .get(ROOT, Some(GetOptions::new().with_prefix()))
         .await?;

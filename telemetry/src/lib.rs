@@ -156,25 +156,9 @@ fn parent_sampled(md: &MetadataMap) -> Option<bool> {
     Some(flags & 1 == 1)
 }
 
-/// A uniform draw in [0, 1) (xorshift on a per-thread state; sampling needs no more).
+/// A uniform draw in [0, 1), from the thread's generator.
 fn draw() -> f64 {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0x2545_F491_4F6C_DD1D, |d| d.as_nanos() as u64)
-                | 1,
-        );
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    })
+    rand::random::<f64>()
 }
 
 /// Whether the call whose metadata is `md` is traced here: tracing is on, and the
