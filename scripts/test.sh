@@ -10,6 +10,9 @@ scripts/phoenix.sh install
 # What the developers' guide promises: formatted, and clippy-clean with warnings as errors.
 cargo fmt --all -- --check
 cargo clippy -q --workspace --all-targets -- -D warnings
+# No unused dependencies (cargo-machete, from crates.io, once).
+command -v cargo-machete >/dev/null || cargo install -q --locked cargo-machete
+cargo machete
 cargo build --workspace --bins
 LOG=$(mktemp)
 set +e
