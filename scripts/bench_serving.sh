@@ -25,18 +25,7 @@ OUT=${OUT:-target/bench-serving}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/summary.md
 
-# MLServer in its own venv (its dependencies must not touch .venv). uvloop is pinned: with
-# uvloop 0.23, mlserver 1.7.1 cannot start its inference workers ("There is no current event
-# loop"), and 0.21 was the release current with mlserver 1.7.1.
-MLS_REQS=(mlserver==1.7.1 onnxruntime==1.31.1 numpy uvloop==0.21.0)
-if ! .venv-mlserver/bin/python -c '
-import importlib.metadata as m
-assert m.version("mlserver") == "1.7.1" and m.version("onnxruntime") == "1.31.1" and m.version("uvloop") == "0.21.0"
-' 2>/dev/null; then
-  echo "==> installing MLServer into .venv-mlserver"
-  [[ -x .venv-mlserver/bin/python ]] || python3 -m venv .venv-mlserver
-  .venv-mlserver/bin/pip install -q --disable-pip-version-check "${MLS_REQS[@]}"
-fi
+scripts/mlserver/install.sh
 
 REPO=$(mktemp -d)
 MLS=$(mktemp -d)

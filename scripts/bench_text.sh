@@ -49,18 +49,7 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$SP/onnxruntime/capi/libonnxruntime.so.1
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.log "$OUT"/*.out "$OUT"/*.batches "$OUT"/summary.md
 
-# MLServer in its own venv, as in scripts/bench_serving.sh (uvloop pinned: see there), plus
-# the tokenizers package for the text runtime.
-MLS_REQS=(mlserver==1.7.1 onnxruntime==1.31.1 numpy uvloop==0.21.0 tokenizers)
-if ! .venv-mlserver/bin/python -c '
-import importlib.metadata as m
-assert m.version("mlserver") == "1.7.1" and m.version("onnxruntime") == "1.31.1" and m.version("uvloop") == "0.21.0"
-import tokenizers
-' 2>/dev/null; then
-  echo "==> installing MLServer into .venv-mlserver"
-  [[ -x .venv-mlserver/bin/python ]] || python3 -m venv .venv-mlserver
-  .venv-mlserver/bin/pip install -q --disable-pip-version-check "${MLS_REQS[@]}"
-fi
+scripts/mlserver/install.sh
 
 REPO=$(mktemp -d)
 MLS=$(mktemp -d)
