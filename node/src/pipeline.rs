@@ -323,7 +323,8 @@ impl TextPipeline {
     }
 }
 
-fn int_tensor(dtype: DataType, shape: Vec<usize>, v: Vec<i64>) -> Tensor {
+/// Token values as an INT32 tensor when `dtype` says so, else INT64.
+pub(crate) fn int_tensor(dtype: DataType, shape: Vec<usize>, v: Vec<i64>) -> Tensor {
     let data: Bytes = match dtype {
         DataType::I32 => bytes_from_vec(v.into_iter().map(|x| x as i32).collect::<Vec<_>>()),
         _ => bytes_from_vec(v),

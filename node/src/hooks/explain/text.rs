@@ -12,25 +12,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use troupe_backends::{DataType, Tensor};
+use troupe_backends::Tensor;
 
 use super::CHUNK_ROWS;
 use super::evaluator::budget;
 use crate::error::NodeError;
 use crate::model::LoadedModel;
+use crate::pipeline::int_tensor;
 
 fn ints(t: &Tensor) -> Vec<i64> {
     t.to_f64_lossy().into_iter().map(|v| v as i64).collect()
-}
-
-fn int_tensor(like: &Tensor, shape: Vec<usize>, v: &[i64]) -> Result<Tensor, NodeError> {
-    let data = match like.dtype {
-        DataType::I32 => bytes::Bytes::copy_from_slice(bytemuck::cast_slice(
-            &v.iter().map(|&x| x as i32).collect::<Vec<_>>(),
-        )),
-        _ => bytes::Bytes::copy_from_slice(bytemuck::cast_slice(v)),
-    };
-    Tensor::new(like.dtype, shape, data).map_err(|e| NodeError::Internal(e.to_string()))
 }
 
 /// Token attributions of every row (see the module doc), with the tokens' names.
@@ -97,7 +88,7 @@ pub async fn occlusion(
                     v[start + tok] = x;
                 }
             }
-            call.push(int_tensor(t, vec![n, len], &v)?);
+            call.push(int_tensor(t.dtype, vec![n, len], v));
         }
         let out = model.infer(call, n, deadline, false).await?;
         let y = out
