@@ -42,21 +42,21 @@ async fn counters_and_histograms_move_with_calls() {
     assert_eq!(
         value(
             &m,
-            &format!("troupe_requests_total{{{onnx},status=\"Ok\"}}")
+            &format!("troupe_requests_total{{{onnx},status=\"OK\"}}")
         ),
         3.0
     );
     assert_eq!(
         value(
             &m,
-            &format!("troupe_requests_total{{{onnx},status=\"InvalidArgument\"}}")
+            &format!("troupe_requests_total{{{onnx},status=\"INVALID_ARGUMENT\"}}")
         ),
         1.0
     );
     assert_eq!(
         value(
             &m,
-            "troupe_requests_total{model=\"\",version=\"\",status=\"NotFound\"}"
+            "troupe_requests_total{model=\"\",version=\"\",status=\"NOT_FOUND\"}"
         ),
         1.0
     );
@@ -130,14 +130,14 @@ async fn counters_and_histograms_move_with_calls() {
     assert_eq!(
         value(
             &m,
-            &format!("troupe_requests_total{{{onnx},status=\"Ok\"}}")
+            &format!("troupe_requests_total{{{onnx},status=\"OK\"}}")
         ),
         4.0
     );
     assert_eq!(
         value(
             &m,
-            "troupe_requests_total{model=\"mlp_candle\",version=\"1\",status=\"Ok\"}"
+            "troupe_requests_total{model=\"mlp_candle\",version=\"1\",status=\"OK\"}"
         ),
         1.0
     );
@@ -212,14 +212,14 @@ async fn the_router_counts_calls_and_shows_replicas_and_node_resources() {
     assert_eq!(
         value(
             &m,
-            "troupe_router_requests_total{model=\"m\",status=\"Ok\"}"
+            "troupe_router_requests_total{model=\"m\",status=\"OK\"}"
         ),
         3.0
     );
     assert_eq!(
         value(
             &m,
-            "troupe_router_requests_total{model=\"\",status=\"NotFound\"}"
+            "troupe_router_requests_total{model=\"\",status=\"NOT_FOUND\"}"
         ),
         1.0
     );

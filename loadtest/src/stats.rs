@@ -12,29 +12,7 @@ pub const DROPPED: &str = "dropped";
 /// Error name for an answer whose outputs do not match its raw buffers.
 pub const BAD_RESPONSE: &str = "bad_response";
 
-/// The canonical name of a gRPC status code (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, ...).
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+pub use troupe_proto::codes::code_name;
 
 /// A latency histogram in microseconds, 3 significant digits, growing as needed.
 pub(crate) fn new_histogram() -> Histogram<u64> {
@@ -227,14 +205,5 @@ mod tests {
         assert_eq!(w.len(), 3);
         assert_eq!(w.iter().map(|w| w.answers).sum::<u64>(), 100);
         assert_eq!(w[2].errors, 3);
-    }
-
-    #[test]
-    fn code_names() {
-        assert_eq!(code_name(tonic::Code::Unavailable), "UNAVAILABLE");
-        assert_eq!(
-            code_name(tonic::Code::DeadlineExceeded),
-            "DEADLINE_EXCEEDED"
-        );
     }
 }

@@ -57,7 +57,7 @@ impl NodeMetrics {
         let key = (
             model.to_string(),
             version.to_string(),
-            format!("{status:?}"),
+            troupe_proto::codes::code_name(status).to_string(),
         );
         *self.requests.lock().entry(key).or_default() += 1;
     }

@@ -22,6 +22,7 @@ pub mod troupe {
 
 pub mod bytes;
 pub mod cluster;
+pub mod codes;
 pub mod datatype;
 pub mod explain;
 pub mod names;

@@ -30,7 +30,7 @@ impl RouterMetrics {
         *self
             .requests
             .lock()
-            .entry((model.to_string(), format!("{code:?}")))
+            .entry((model.to_string(), troupe_proto::codes::code_name(code).to_string()))
             .or_default() += 1;
         let h = self
             .latency

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::{CallCtx, CallHook, Outcome};
+use troupe_proto::codes::code_name;
 
 /// One line of the audit file.
 #[derive(Debug, Serialize)]
@@ -103,27 +104,7 @@ impl AuditLog {
 
 /// RFC 3339 UTC time with microseconds.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = if month <= 2 { y + 1 } else { y };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        d.subsec_micros()
-    )
+    humantime::format_rfc3339_micros(t).to_string()
 }
 
 fn digest_request(req: &troupe_proto::inference::ModelInferRequest) -> String {
@@ -159,18 +140,6 @@ fn digest_outputs(resp: &troupe_proto::inference::ModelInferResponse) -> String 
     hex::encode(h.finalize())
 }
 
-/// A status code's canonical name ("INVALID_ARGUMENT").
-pub fn code_name(c: tonic::Code) -> String {
-    let mut out = String::new();
-    for (i, ch) in format!("{c:?}").chars().enumerate() {
-        if ch.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(ch.to_ascii_uppercase());
-    }
-    out
-}
-
 /// Writes one audit line per call of its model.
 pub struct AuditHook {
     log: std::sync::Arc<AuditLog>,
@@ -196,7 +165,7 @@ impl CallHook for AuditHook {
     fn finished(&self, ctx: &CallCtx<'_>, outcome: Outcome<'_>) {
         let (status, message, outputs) = match outcome {
             Ok(outs) => ("OK".to_string(), String::new(), Some(digest_outputs(outs))),
-            Err(e) => (code_name(e.code()), e.to_string(), None),
+            Err(e) => (code_name(e.code()).to_string(), e.to_string(), None),
         };
         let explain =
             ctx.params()
@@ -229,12 +198,6 @@ impl CallHook for AuditHook {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn codes_have_canonical_names() {
-        assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
-        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
-    }
 
     #[test]
     fn rfc3339_formats_known_instants() {
