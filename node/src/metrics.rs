@@ -6,14 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
 pub use troupe_telemetry::metrics::{BATCH_BUCKETS, Histogram, LATENCY_BUCKETS, esc};
-
-use crate::registry::Registry;
 
 /// The histograms of one loaded model version.
 pub struct ModelMetrics {
@@ -63,22 +59,140 @@ impl NodeMetrics {
     }
 }
 
-/// A histogram family: name, type, help, and where each model keeps it.
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&ModelMetrics) -> &Histogram,
-);
+/// What a scrape reads of one loaded model version, taken by the model itself
+/// ([`crate::model::LoadedModel::sample`]): the metrics render from values, not from
+/// the runtime.
+pub struct ModelSample<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub metrics: &'a ModelMetrics,
+    pub in_flight: u64,
+    pub queued: usize,
+    pub ready: bool,
+    pub load_seconds: f64,
+    /// Whether the model has a text pipeline (it then counts pooled rows).
+    pub text: bool,
+    pub drift: Option<DriftSample>,
+}
 
-/// The text exposition of every metric.
-pub fn render(registry: &Registry) -> String {
+/// The drift hook's state at a scrape.
+pub struct DriftSample {
+    pub score: f64,
+    pub alerting: bool,
+    pub alerts: u64,
+}
+
+/// A family of per-model series: name, type, help, and how to read a sample.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    read: fn(&ModelSample) -> Option<f64>,
+}
+
+/// The histograms of every model: name, help, and which of its histograms.
+const HISTOGRAM_FAMILIES: [(&str, &str, fn(&ModelMetrics) -> &Histogram); 7] = [
+    (
+        "troupe_request_duration_seconds",
+        "Time from a call's arrival at the model to its answer.",
+        |m| &m.total,
+    ),
+    (
+        "troupe_queue_duration_seconds",
+        "Time a batch's oldest call waited in the queue.",
+        |m| &m.queue,
+    ),
+    (
+        "troupe_compute_duration_seconds",
+        "Time the backend took per batch.",
+        |m| &m.compute,
+    ),
+    ("troupe_batch_size", "Rows per backend call.", |m| &m.batch),
+    (
+        "troupe_explain_duration_seconds",
+        "Time spent computing explanations (the `explain` parameter).",
+        |m| &m.explain,
+    ),
+    (
+        "troupe_tokenize_duration_seconds",
+        "Text models: time to tokenize one call.",
+        |m| &m.tokenize,
+    ),
+    (
+        "troupe_pool_duration_seconds",
+        "Text models: time to pool one batch's hidden states into embeddings.",
+        |m| &m.pool,
+    ),
+];
+
+/// The per-model gauges and counters; a model without the value (`None`) has no series.
+const VALUE_FAMILIES: [Family; 8] = [
+    Family {
+        name: "troupe_in_flight",
+        kind: "gauge",
+        help: "Calls being run now.",
+        read: |m| Some(m.in_flight as f64),
+    },
+    Family {
+        name: "troupe_queue_length",
+        kind: "gauge",
+        help: "Calls waiting in the model's queue.",
+        read: |m| Some(m.queued as f64),
+    },
+    Family {
+        name: "troupe_model_ready",
+        kind: "gauge",
+        help: "1 when at least one instance serves.",
+        read: |m| Some(f64::from(u8::from(m.ready))),
+    },
+    Family {
+        name: "troupe_model_load_seconds",
+        kind: "gauge",
+        help: "How long the model took to load.",
+        read: |m| Some(m.load_seconds),
+    },
+    Family {
+        name: "troupe_pooled_rows_total",
+        kind: "counter",
+        help: "Text models: rows pooled into embeddings.",
+        read: |m| {
+            m.text
+                .then(|| m.metrics.pooled_rows.load(Ordering::Relaxed) as f64)
+        },
+    },
+    Family {
+        name: "troupe_drift_score",
+        kind: "gauge",
+        help: "Input drift score of the current window (largest standardized shift over features).",
+        read: |m| m.drift.as_ref().map(|d| d.score),
+    },
+    Family {
+        name: "troupe_drift_alert",
+        kind: "gauge",
+        help: "1 while the input drift score is above the model's threshold.",
+        read: |m| m.drift.as_ref().map(|d| f64::from(u8::from(d.alerting))),
+    },
+    Family {
+        name: "troupe_drift_alerts_total",
+        kind: "counter",
+        help: "Calls after which the drift score was above the threshold.",
+        read: |m| m.drift.as_ref().map(|d| d.alerts as f64),
+    },
+];
+
+fn labels(m: &ModelSample) -> String {
+    format!("model=\"{}\",version=\"{}\"", esc(m.name), esc(m.version))
+}
+
+/// The text exposition of every metric, from the node's counters and one sample per
+/// loaded model version.
+pub fn render(node: &NodeMetrics, models: &[ModelSample]) -> String {
     let mut out = String::new();
     out.push_str(
         "# HELP troupe_requests_total Inference calls by model, version and gRPC status.\n",
     );
     out.push_str("# TYPE troupe_requests_total counter\n");
-    for ((m, v, s), n) in registry.metrics.requests.lock().iter() {
+    for ((m, v, s), n) in node.requests.lock().iter() {
         let _ = writeln!(
             out,
             "troupe_requests_total{{model=\"{}\",version=\"{}\",status=\"{}\"}} {n}",
@@ -87,139 +201,23 @@ pub fn render(registry: &Registry) -> String {
             s
         );
     }
-    let models = registry.list();
-    let families: [Family; 7] = [
-        (
-            "troupe_request_duration_seconds",
-            "histogram",
-            "Time from a call's arrival at the model to its answer.",
-            |m| &m.total,
-        ),
-        (
-            "troupe_queue_duration_seconds",
-            "histogram",
-            "Time a batch's oldest call waited in the queue.",
-            |m| &m.queue,
-        ),
-        (
-            "troupe_compute_duration_seconds",
-            "histogram",
-            "Time the backend took per batch.",
-            |m| &m.compute,
-        ),
-        (
-            "troupe_batch_size",
-            "histogram",
-            "Rows per backend call.",
-            |m| &m.batch,
-        ),
-        (
-            "troupe_explain_duration_seconds",
-            "histogram",
-            "Time spent computing explanations (the `explain` parameter).",
-            |m| &m.explain,
-        ),
-        (
-            "troupe_tokenize_duration_seconds",
-            "histogram",
-            "Text models: time to tokenize one call.",
-            |m| &m.tokenize,
-        ),
-        (
-            "troupe_pool_duration_seconds",
-            "histogram",
-            "Text models: time to pool one batch's hidden states into embeddings.",
-            |m| &m.pool,
-        ),
-    ];
-    for (name, kind, help, pick) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for m in &models {
-            let labels = format!(
-                "model=\"{}\",version=\"{}\"",
-                esc(&m.def.name),
-                esc(&m.def.version)
-            );
-            pick(&m.metrics).render(&mut out, name, &labels);
+    for (name, help, pick) in HISTOGRAM_FAMILIES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for m in models {
+            pick(m.metrics).render(&mut out, name, &labels(m));
         }
     }
-    let gauges: [(&str, &str); 4] = [
-        ("troupe_in_flight", "Calls being run now."),
-        ("troupe_queue_length", "Calls waiting in the model's queue."),
-        ("troupe_model_ready", "1 when at least one instance serves."),
-        (
-            "troupe_model_load_seconds",
-            "How long the model took to load.",
-        ),
-    ];
-    for (i, (name, help)) in gauges.iter().enumerate() {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for m in &models {
-            let v = match i {
-                0 => m.queue.running() as f64,
-                1 => m.queue.len() as f64,
-                2 => f64::from(u8::from(m.is_ready())),
-                _ => m.load_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            };
-            let _ = writeln!(
-                out,
-                "{name}{{model=\"{}\",version=\"{}\"}} {v}",
-                esc(&m.def.name),
-                esc(&m.def.version)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP troupe_pooled_rows_total Text models: rows pooled into embeddings.\n# TYPE troupe_pooled_rows_total counter"
-    );
-    for m in models.iter().filter(|m| m.pipeline.is_some()) {
+    for f in &VALUE_FAMILIES {
         let _ = writeln!(
             out,
-            "troupe_pooled_rows_total{{model=\"{}\",version=\"{}\"}} {}",
-            esc(&m.def.name),
-            esc(&m.def.version),
-            m.metrics.pooled_rows.load(Ordering::Relaxed)
+            "# HELP {} {}\n# TYPE {} {}",
+            f.name, f.help, f.name, f.kind
         );
-    }
-    let drift: [(&str, &str, &str); 3] = [
-        (
-            "troupe_drift_score",
-            "gauge",
-            "Input drift score of the current window (largest standardized shift over features).",
-        ),
-        (
-            "troupe_drift_alert",
-            "gauge",
-            "1 while the input drift score is above the model's threshold.",
-        ),
-        (
-            "troupe_drift_alerts_total",
-            "counter",
-            "Calls after which the drift score was above the threshold.",
-        ),
-    ];
-    for (i, (name, kind, help)) in drift.iter().enumerate() {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for m in &models {
-            let Some(d) = &m.hooks.drift else { continue };
-            let v = match i {
-                0 => d.last_score(),
-                1 => d.alerting.load(Ordering::Relaxed) as f64,
-                _ => d.alerts.load(Ordering::Relaxed) as f64,
-            };
-            let _ = writeln!(
-                out,
-                "{name}{{model=\"{}\",version=\"{}\"}} {v}",
-                esc(&m.def.name),
-                esc(&m.def.version)
-            );
+        for m in models {
+            if let Some(v) = (f.read)(m) {
+                let _ = writeln!(out, "{}{{{}}} {v}", f.name, labels(m));
+            }
         }
     }
     out
-}
-
-/// Serves GET /metrics until the process ends.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
-    troupe_telemetry::metrics::serve(listener, move || render(&registry)).await
 }

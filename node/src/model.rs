@@ -16,8 +16,8 @@ use crate::actors::ReplicaMsg;
 use crate::batcher::Queue;
 use crate::config::ModelDef;
 use crate::error::NodeError;
-use crate::hooks::HookSet;
-use crate::metrics::ModelMetrics;
+use crate::hooks::{HookSet, HookedModel};
+use crate::metrics::{DriftSample, ModelMetrics, ModelSample};
 use crate::pipeline::TextPipeline;
 
 /// A duration counter as Triton reports it.
@@ -137,6 +137,25 @@ impl LoadedModel {
     /// Ready when at least one replica is running.
     pub fn is_ready(&self) -> bool {
         !self.is_unloading() && self.replicas.iter().any(Replica::is_ready)
+    }
+
+    /// What the metrics endpoint reads of this model at a scrape.
+    pub fn sample(&self) -> ModelSample<'_> {
+        ModelSample {
+            name: &self.def.name,
+            version: &self.def.version,
+            metrics: &self.metrics,
+            in_flight: self.queue.running(),
+            queued: self.queue.len(),
+            ready: self.is_ready(),
+            load_seconds: self.load_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            text: self.pipeline.is_some(),
+            drift: self.hooks.drift.as_ref().map(|d| DriftSample {
+                score: d.last_score(),
+                alerting: d.alerting.load(Ordering::Relaxed) != 0,
+                alerts: d.alerts.load(Ordering::Relaxed),
+            }),
+        }
     }
 
     pub fn ready_replicas(&self) -> usize {
@@ -345,5 +364,45 @@ impl LoadedModel {
         // Nothing can run what is still queued (every replica was down): answer it.
         m.queue
             .fail_remaining(|| NodeError::Unavailable(format!("{} (unloaded)", m.def.name)));
+    }
+}
+
+/// The face the call hooks see (explanations run more calls through the queue).
+#[tonic::async_trait]
+impl HookedModel for LoadedModel {
+    fn def(&self) -> &ModelDef {
+        &self.def
+    }
+
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    fn pipeline(&self) -> Option<&TextPipeline> {
+        self.pipeline.as_deref()
+    }
+
+    fn metrics(&self) -> &ModelMetrics {
+        &self.metrics
+    }
+
+    async fn infer(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Tensor>, NodeError> {
+        LoadedModel::infer(self, inputs, rows, deadline, false).await
+    }
+
+    async fn gradients(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        output: usize,
+        targets: Vec<usize>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Tensor>, NodeError> {
+        LoadedModel::gradients(self, inputs, rows, output, targets, deadline).await
     }
 }

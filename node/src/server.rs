@@ -102,7 +102,15 @@ pub async fn serve(
             let l = TcpListener::bind(addr).await.map_err(|e| {
                 NodeError::Internal(format!("cannot listen for metrics on {addr}: {e}"))
             })?;
-            Some(tokio::spawn(crate::metrics::serve(l, registry.clone())))
+            let registry = registry.clone();
+            Some(tokio::spawn(troupe_telemetry::metrics::serve(
+                l,
+                move || {
+                    let models = registry.list();
+                    let samples: Vec<_> = models.iter().map(|m| m.sample()).collect();
+                    crate::metrics::render(&registry.metrics, &samples)
+                },
+            )))
         }
         None => None,
     };

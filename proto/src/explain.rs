@@ -6,6 +6,20 @@ use crate::inference::infer_parameter::ParameterChoice;
 use crate::inference::{InferParameter, ModelInferRequest, ModelInferResponse};
 use crate::troupe::ExplainRequest;
 
+/// The request parameters that ask for an explanation and tune it: the one list of
+/// their names, read by the node and written by the `Explain` RPC.
+pub mod param {
+    /// The method: saliency, integrated_gradients, occlusion or shapley.
+    pub const METHOD: &str = "explain";
+    pub const OUTPUT: &str = "explain_output";
+    pub const TARGET: &str = "explain_target";
+    pub const BASELINE: &str = "explain_baseline";
+    pub const STEPS: &str = "explain_steps";
+    pub const WINDOW: &str = "explain_window";
+    pub const SAMPLES: &str = "explain_samples";
+    pub const SEED: &str = "explain_seed";
+}
+
 /// Output names an explanation adds start with this.
 pub const ATTRIBUTION_PREFIX: &str = "attribution.";
 
@@ -33,32 +47,32 @@ pub fn to_infer_request(req: ExplainRequest) -> Result<ModelInferRequest, String
         );
     }
     let p = &mut r.parameters;
-    p.insert("explain".into(), string(&req.method));
+    p.insert(param::METHOD.into(), string(&req.method));
     if !req.output.is_empty() {
-        p.insert("explain_output".into(), string(&req.output));
+        p.insert(param::OUTPUT.into(), string(&req.output));
     }
     if let Some(t) = req.target {
-        p.insert("explain_target".into(), int(t));
+        p.insert(param::TARGET.into(), int(t));
     }
     if req.baseline != 0.0 {
         p.insert(
-            "explain_baseline".into(),
+            param::BASELINE.into(),
             InferParameter {
                 parameter_choice: Some(ParameterChoice::DoubleParam(req.baseline)),
             },
         );
     }
     for (name, v) in [
-        ("explain_steps", req.steps),
-        ("explain_window", req.window),
-        ("explain_samples", req.samples),
+        (param::STEPS, req.steps),
+        (param::WINDOW, req.window),
+        (param::SAMPLES, req.samples),
     ] {
         if v > 0 {
             p.insert(name.into(), int(v as i64));
         }
     }
     if req.seed > 0 {
-        p.insert("explain_seed".into(), int(req.seed as i64));
+        p.insert(param::SEED.into(), int(req.seed as i64));
     }
     Ok(r)
 }

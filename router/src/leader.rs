@@ -15,7 +15,7 @@ use troupe_proto::troupe::{BackendKind, DevicePreference};
 
 use crate::placement::{self, Assignment, Device};
 use crate::records::{LEADER, PENDING, PLACEMENTS, PendingValue, PlacementValue};
-use crate::state::{ClusterState, Store};
+use crate::state::{ClusterState, ReplicaDemand, Store};
 
 /// What the leader does, as plain data (unit-testable).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -57,13 +57,13 @@ pub fn plan(s: &ClusterState) -> Plan {
         .iter()
         .filter(|(_, m)| m.backend != BackendKind::Unspecified as i32)
         .map(|(name, m)| {
-            let r = m.resources.unwrap_or_default();
+            let d = ReplicaDemand::of(m);
             placement::ModelSpec {
                 key: name.clone(),
                 replicas: m.replicas.max(1),
-                cpu_millis: (r.cpu.max(0.0) * 1000.0).round() as u64,
-                memory_bytes: r.memory_bytes,
-                gpu_memory_bytes: r.gpu_memory_bytes,
+                cpu_millis: d.cpu_millis,
+                memory_bytes: d.memory_bytes,
+                gpu_memory_bytes: d.gpu_memory_bytes,
                 device: match DevicePreference::try_from(m.device) {
                     Ok(DevicePreference::Cpu) => Device::Cpu,
                     Ok(DevicePreference::Gpu) => Device::Gpu,

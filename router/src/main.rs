@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
             let (r, leader) = (router.clone(), is_leader.clone());
             Some(tokio::spawn(troupe_telemetry::metrics::serve(
                 l,
-                move || troupe_router::metrics::render(&r, &leader),
+                move || r.metrics_text(leader.load(std::sync::atomic::Ordering::Acquire)),
             )))
         }
         None => None,

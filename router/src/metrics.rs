@@ -8,12 +8,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use troupe_telemetry::metrics::{Histogram, LATENCY_BUCKETS, esc};
 
-use crate::routing::Router;
+use crate::state::ClusterState;
 
 /// Counters the router updates per call.
 #[derive(Default)]
@@ -30,7 +29,10 @@ impl RouterMetrics {
         *self
             .requests
             .lock()
-            .entry((model.to_string(), troupe_proto::codes::code_name(code).to_string()))
+            .entry((
+                model.to_string(),
+                troupe_proto::codes::code_name(code).to_string(),
+            ))
             .or_default() += 1;
         let h = self
             .latency
@@ -47,13 +49,77 @@ impl RouterMetrics {
     }
 }
 
+/// What a scrape reads of the cluster and of this router's calls in flight, gathered by
+/// the router ([`crate::routing::Router::metrics_text`]): the metrics render from values.
+pub struct ClusterSample<'a> {
+    pub state: &'a ClusterState,
+    /// Calls this router has outstanding, per node.
+    pub in_flight: BTreeMap<String, u64>,
+    /// Ready replicas in the routing table, per model.
+    pub ready: BTreeMap<String, u64>,
+    pub leader: bool,
+}
+
+/// A gauge per model or per node: name, help, and how to read it for one key.
+type Gauge = (&'static str, &'static str, fn(&ClusterSample, &str) -> u64);
+
+const REPLICA_GAUGES: [Gauge; 4] = [
+    (
+        "troupe_replicas_desired",
+        "Replicas a model asks for.",
+        |c, m| {
+            c.state
+                .models
+                .get(m)
+                .map_or(0, |s| u64::from(s.replicas.max(1)))
+        },
+    ),
+    (
+        "troupe_replicas_placed",
+        "Replicas placed on nodes.",
+        |c, m| c.state.placed_replicas(m),
+    ),
+    (
+        "troupe_replicas_ready",
+        "Nodes that report the model ready.",
+        |c, m| c.ready.get(m).copied().unwrap_or(0),
+    ),
+    (
+        "troupe_replicas_pending",
+        "Replicas that fit nowhere (the reason is in `troupe models get`).",
+        |c, m| c.state.pending.get(m).map_or(0, |p| u64::from(p.missing)),
+    ),
+];
+
+const NODE_GAUGES: [Gauge; 4] = [
+    (
+        "troupe_node_cpu_millis",
+        "CPU a node offers, millicores.",
+        |c, n| c.state.nodes.get(n).map_or(0, |r| r.capacity.cpu_millis),
+    ),
+    (
+        "troupe_node_cpu_placed_millis",
+        "CPU the replicas placed on a node need, millicores.",
+        |c, n| c.state.placed_on(n).cpu_millis,
+    ),
+    (
+        "troupe_node_memory_bytes",
+        "Memory a node offers.",
+        |c, n| c.state.nodes.get(n).map_or(0, |r| r.capacity.memory_bytes),
+    ),
+    (
+        "troupe_node_memory_placed_bytes",
+        "Memory the replicas placed on a node need.",
+        |c, n| c.state.placed_on(n).memory_bytes,
+    ),
+];
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// The text exposition.
-pub fn render(router: &Router, leader: &AtomicBool) -> String {
-    let m = &router.metrics;
+/// The text exposition, from the router's counters and a sample of the cluster.
+pub fn render(m: &RouterMetrics, c: &ClusterSample) -> String {
     let mut out = String::new();
     family(
         &mut out,
@@ -94,83 +160,26 @@ pub fn render(router: &Router, leader: &AtomicBool) -> String {
             esc(model)
         );
     }
-    let s = router.store.snapshot();
     family(
         &mut out,
         "troupe_router_in_flight",
         "gauge",
         "Calls this router has outstanding on each node.",
     );
-    for id in s.nodes.keys() {
-        let _ = writeln!(
-            out,
-            "troupe_router_in_flight{{node=\"{}\"}} {}",
-            esc(id),
-            router.outstanding(id)
-        );
+    for id in c.state.nodes.keys() {
+        let n = c.in_flight.get(id).copied().unwrap_or(0);
+        let _ = writeln!(out, "troupe_router_in_flight{{node=\"{}\"}} {n}", esc(id));
     }
-    let replicas: [(&str, &str); 4] = [
-        ("troupe_replicas_desired", "Replicas a model asks for."),
-        ("troupe_replicas_placed", "Replicas placed on nodes."),
-        (
-            "troupe_replicas_ready",
-            "Nodes that report the model ready.",
-        ),
-        (
-            "troupe_replicas_pending",
-            "Replicas that fit nowhere (the reason is in `troupe models get`).",
-        ),
-    ];
-    for (i, (name, help)) in replicas.iter().enumerate() {
+    for (name, help, read) in REPLICA_GAUGES {
         family(&mut out, name, "gauge", help);
-        for (model, spec) in &s.models {
-            let v = match i {
-                0 => spec.replicas.max(1) as u64,
-                1 => s
-                    .placements
-                    .iter()
-                    .filter(|((m, _), _)| m == model)
-                    .map(|(_, p)| p.count as u64)
-                    .sum(),
-                2 => router.store.routes(model).len() as u64,
-                _ => s.pending.get(model).map_or(0, |p| p.missing as u64),
-            };
-            let _ = writeln!(out, "{name}{{model=\"{}\"}} {v}", esc(model));
+        for model in c.state.models.keys() {
+            let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", esc(model), read(c, model));
         }
     }
-    let resources: [(&str, &str); 4] = [
-        ("troupe_node_cpu_millis", "CPU a node offers, millicores."),
-        (
-            "troupe_node_cpu_placed_millis",
-            "CPU the replicas placed on a node need, millicores.",
-        ),
-        ("troupe_node_memory_bytes", "Memory a node offers."),
-        (
-            "troupe_node_memory_placed_bytes",
-            "Memory the replicas placed on a node need.",
-        ),
-    ];
-    for (i, (name, help)) in resources.iter().enumerate() {
+    for (name, help, read) in NODE_GAUGES {
         family(&mut out, name, "gauge", help);
-        for (id, n) in &s.nodes {
-            let placed = |f: &dyn Fn(&troupe_proto::troupe::Resources) -> u64| -> u64 {
-                s.placements
-                    .iter()
-                    .filter(|((_, node), _)| node == id)
-                    .filter_map(|((m, _), p)| {
-                        s.models
-                            .get(m)
-                            .map(|spec| f(&spec.resources.unwrap_or_default()) * p.count as u64)
-                    })
-                    .sum()
-            };
-            let v = match i {
-                0 => n.capacity.cpu_millis,
-                1 => placed(&|r| (r.cpu * 1000.0).round() as u64),
-                2 => n.capacity.memory_bytes,
-                _ => placed(&|r| r.memory_bytes),
-            };
-            let _ = writeln!(out, "{name}{{node=\"{}\"}} {v}", esc(id));
+        for id in c.state.nodes.keys() {
+            let _ = writeln!(out, "{name}{{node=\"{}\"}} {}", esc(id), read(c, id));
         }
     }
     family(
@@ -179,10 +188,91 @@ pub fn render(router: &Router, leader: &AtomicBool) -> String {
         "gauge",
         "1 while this router leads placement.",
     );
-    let _ = writeln!(
-        out,
-        "troupe_router_leader {}",
-        u8::from(leader.load(Ordering::Acquire))
-    );
+    let _ = writeln!(out, "troupe_router_leader {}", u8::from(c.leader));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{NodeRecord, PendingValue, PlacementValue};
+    use troupe_proto::troupe::{ModelSpec, Resources};
+
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+    }
+
+    #[test]
+    fn renders_calls_and_the_cluster_from_the_sample() {
+        let m = RouterMetrics::default();
+        m.call("m", true, tonic::Code::Ok, 0.001);
+        m.call("x", false, tonic::Code::NotFound, 0.001);
+        m.retry("m");
+        let mut state = ClusterState::default();
+        let mut node = NodeRecord::default();
+        node.capacity.cpu_millis = 4000;
+        node.capacity.memory_bytes = 1 << 30;
+        state.nodes.insert("a".into(), node);
+        state.models.insert(
+            "m".into(),
+            ModelSpec {
+                replicas: 3,
+                resources: Some(Resources {
+                    cpu: 0.5,
+                    memory_bytes: 10,
+                    gpu_memory_bytes: 0,
+                }),
+                ..Default::default()
+            },
+        );
+        state.placements.insert(
+            ("m".into(), "a".into()),
+            PlacementValue {
+                count: 2,
+                gpu: None,
+            },
+        );
+        state.pending.insert(
+            "m".into(),
+            PendingValue {
+                missing: 1,
+                reason: "no room".into(),
+            },
+        );
+        let sample = ClusterSample {
+            state: &state,
+            in_flight: BTreeMap::from([("a".into(), 5)]),
+            ready: BTreeMap::from([("m".into(), 1)]),
+            leader: true,
+        };
+        let text = render(&m, &sample);
+        for (series, value) in [
+            (
+                "troupe_router_requests_total{model=\"m\",status=\"OK\"}",
+                "1",
+            ),
+            (
+                "troupe_router_requests_total{model=\"\",status=\"NOT_FOUND\"}",
+                "1",
+            ),
+            (
+                "troupe_router_request_duration_seconds_count{model=\"m\"}",
+                "1",
+            ),
+            ("troupe_router_retries_total{model=\"m\"}", "1"),
+            ("troupe_router_in_flight{node=\"a\"}", "5"),
+            ("troupe_replicas_desired{model=\"m\"}", "3"),
+            ("troupe_replicas_placed{model=\"m\"}", "2"),
+            ("troupe_replicas_ready{model=\"m\"}", "1"),
+            ("troupe_replicas_pending{model=\"m\"}", "1"),
+            ("troupe_node_cpu_millis{node=\"a\"}", "4000"),
+            ("troupe_node_cpu_placed_millis{node=\"a\"}", "1000"),
+            ("troupe_node_memory_bytes{node=\"a\"}", "1073741824"),
+            ("troupe_node_memory_placed_bytes{node=\"a\"}", "20"),
+            ("troupe_router_leader", "1"),
+        ] {
+            assert_eq!(line(&text, series), Some(value), "{series} in\n{text}");
+        }
+    }
 }

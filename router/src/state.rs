@@ -62,6 +62,34 @@ impl ClusterState {
         }
     }
 
+    /// Replicas of `model` placed on any node.
+    pub fn placed_replicas(&self, model: &str) -> u64 {
+        self.placements
+            .iter()
+            .filter(|((m, _), _)| m == model)
+            .map(|(_, p)| u64::from(p.count))
+            .sum()
+    }
+
+    /// What the replicas placed on `node` need, summed: the one count of a node's use that
+    /// placement, metrics and `troupe cluster nodes` share.
+    pub fn placed_on(&self, node: &str) -> Demand {
+        let mut used = Demand::default();
+        for ((m, n), p) in &self.placements {
+            let Some(spec) = self.models.get(m).filter(|_| n == node) else {
+                continue;
+            };
+            let d = ReplicaDemand::of(spec);
+            let count = u64::from(p.count);
+            used.cpu_millis += d.cpu_millis * count;
+            used.memory_bytes += d.memory_bytes * count;
+            if let Some(g) = p.gpu {
+                *used.gpu_memory_bytes.entry(g).or_default() += d.gpu_memory_bytes * count;
+            }
+        }
+        used
+    }
+
     /// Nodes (id, addr) that are alive and report `model` ready.
     pub fn ready_replicas(&self, model: &str) -> Vec<Replica> {
         self.status
@@ -75,6 +103,34 @@ impl ClusterState {
             })
             .collect()
     }
+}
+
+/// What one replica of a model needs, in the units placement counts in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaDemand {
+    /// Millicores (the spec's `cpu` cores, rounded; negative counts as none).
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub gpu_memory_bytes: u64,
+}
+
+impl ReplicaDemand {
+    pub fn of(spec: &ModelSpec) -> Self {
+        let r = spec.resources.unwrap_or_default();
+        Self {
+            cpu_millis: (r.cpu.max(0.0) * 1000.0).round() as u64,
+            memory_bytes: r.memory_bytes,
+            gpu_memory_bytes: r.gpu_memory_bytes,
+        }
+    }
+}
+
+/// What the replicas placed on one node need, summed (GPU memory by GPU index).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Demand {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub gpu_memory_bytes: BTreeMap<u32, u64>,
 }
 
 /// One ready replica of a model.
@@ -231,4 +287,130 @@ async fn session(store: &Store, endpoints: &[String]) -> Result<(), etcd_client:
         store.replace(s, resp.header().map_or(0, |h| h.revision()));
     }
     Err(etcd_client::Error::WatchError("watch stream ended".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troupe_proto::troupe::Resources;
+
+    /// A record as etcd holds it.
+    macro_rules! json {
+        ($v:expr) => {
+            serde_json::to_vec(&$v).unwrap()
+        };
+    }
+
+    fn spec(cpu: f64, memory_bytes: u64, gpu_memory_bytes: u64) -> Vec<u8> {
+        ModelSpec {
+            name: "m".into(),
+            replicas: 2,
+            resources: Some(Resources {
+                cpu,
+                memory_bytes,
+                gpu_memory_bytes,
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn node(id: &str) -> Vec<u8> {
+        json!(NodeRecord {
+            id: id.into(),
+            addr: format!("http://{id}:1"),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn apply_puts_and_deletes_every_kind_of_key() {
+        let mut s = ClusterState::default();
+        s.apply(&format!("{NODES}a"), Some(&node("a")));
+        s.apply(&format!("{MODELS}m"), Some(&spec(0.5, 10, 0)));
+        let placed = json!(PlacementValue {
+            count: 2,
+            gpu: None
+        });
+        s.apply(&format!("{PLACEMENTS}m/a"), Some(&placed));
+        let pending = json!(PendingValue {
+            missing: 1,
+            ..Default::default()
+        });
+        s.apply(&format!("{PENDING}m"), Some(&pending));
+        let status = json!(StatusRecord {
+            id: "a".into(),
+            models: vec![crate::records::ModelLoad {
+                name: "m".into(),
+                ready: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        s.apply(&format!("{STATUS}a"), Some(&status));
+        assert_eq!(s.nodes["a"].addr, "http://a:1");
+        assert_eq!(s.models["m"].replicas, 2);
+        assert_eq!(s.placements[&("m".into(), "a".into())].count, 2);
+        assert_eq!(s.pending["m"].missing, 1);
+        assert_eq!(
+            s.ready_replicas("m"),
+            vec![Replica {
+                node: "a".into(),
+                addr: "http://a:1".into()
+            }]
+        );
+
+        // A delete (no value) removes each kind.
+        for key in [
+            format!("{STATUS}a"),
+            format!("{PENDING}m"),
+            format!("{PLACEMENTS}m/a"),
+            format!("{MODELS}m"),
+            format!("{NODES}a"),
+        ] {
+            s.apply(&key, None);
+        }
+        assert!(s.nodes.is_empty() && s.models.is_empty() && s.status.is_empty());
+        assert!(s.placements.is_empty() && s.pending.is_empty());
+    }
+
+    #[test]
+    fn apply_drops_values_it_cannot_read_and_ignores_other_keys() {
+        let mut s = ClusterState::default();
+        s.apply(&format!("{NODES}a"), Some(&node("a")));
+        // A corrupt value replaces nothing with garbage: the entry goes.
+        s.apply(&format!("{NODES}a"), Some(b"{not json"));
+        assert!(s.nodes.is_empty());
+        // A placement key without its node part, and keys outside the layout.
+        s.apply(&format!("{PLACEMENTS}m"), Some(b"{\"count\":1}"));
+        s.apply("/troupe/unknown/x", Some(b"1"));
+        s.apply(crate::records::LEADER, Some(b"router-1"));
+        assert!(s.placements.is_empty());
+        assert_eq!(format!("{s:?}"), format!("{:?}", ClusterState::default()));
+    }
+
+    #[test]
+    fn placed_on_sums_what_a_node_runs_with_one_cpu_rounding() {
+        let mut s = ClusterState::default();
+        s.apply(&format!("{MODELS}m"), Some(&spec(0.25, 100, 7)));
+        s.apply(&format!("{MODELS}neg"), Some(&spec(-1.0, 1, 0)));
+        let on_gpu = json!(PlacementValue {
+            count: 3,
+            gpu: Some(1),
+        });
+        s.apply(&format!("{PLACEMENTS}m/a"), Some(&on_gpu));
+        let once = json!(PlacementValue {
+            count: 1,
+            gpu: None
+        });
+        s.apply(&format!("{PLACEMENTS}neg/a"), Some(&once));
+        s.apply(&format!("{PLACEMENTS}m/b"), Some(&once));
+        let a = s.placed_on("a");
+        assert_eq!(a.cpu_millis, 750, "negative cpu counts as none");
+        assert_eq!(a.memory_bytes, 301);
+        assert_eq!(a.gpu_memory_bytes, BTreeMap::from([(1, 21)]));
+        assert_eq!(s.placed_on("b").cpu_millis, 250);
+        assert_eq!(s.placed_on("c"), Demand::default());
+        assert_eq!(s.placed_replicas("m"), 4);
+    }
 }

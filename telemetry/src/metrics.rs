@@ -112,3 +112,55 @@ pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + S
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(h: &Histogram) -> String {
+        let mut out = String::new();
+        h.render(&mut out, "x", "model=\"m\"");
+        out
+    }
+
+    #[test]
+    fn buckets_are_cumulative_with_sum_and_count() {
+        static BOUNDS: [f64; 3] = [1.0, 2.0, 4.0];
+        let h = Histogram::new(&BOUNDS);
+        for v in [0.5, 1.0, 1.5, 3.0, 10.0] {
+            h.observe(v);
+        }
+        let text = render(&h);
+        let expected = "x_bucket{model=\"m\",le=\"1\"} 2\n\
+                        x_bucket{model=\"m\",le=\"2\"} 3\n\
+                        x_bucket{model=\"m\",le=\"4\"} 4\n\
+                        x_bucket{model=\"m\",le=\"+Inf\"} 5\n\
+                        x_sum{model=\"m\"} 16\n\
+                        x_count{model=\"m\"} 5\n";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn durations_are_observed_in_seconds_and_an_empty_histogram_renders_zeros() {
+        let h = Histogram::new(&LATENCY_BUCKETS);
+        let empty = render(&h);
+        assert!(empty.contains("x_count{model=\"m\"} 0"), "{empty}");
+        assert!(empty.contains("x_sum{model=\"m\"} 0"), "{empty}");
+        h.observe_duration(Duration::from_micros(300));
+        let text = render(&h);
+        assert!(
+            text.contains("x_bucket{model=\"m\",le=\"0.00025\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_bucket{model=\"m\",le=\"0.0005\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("x_sum{model=\"m\"} 0.0003"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::{CallCtx, CallHook, Outcome};
+use super::call::{CallCtx, CallHook, Outcome};
 use troupe_proto::codes::code_name;
 
 /// One line of the audit file.
@@ -167,22 +167,22 @@ impl CallHook for AuditHook {
             Ok(outs) => ("OK".to_string(), String::new(), Some(digest_outputs(outs))),
             Err(e) => (code_name(e.code()).to_string(), e.to_string(), None),
         };
-        let explain =
-            ctx.params()
-                .get(super::explain::EXPLAIN)
-                .and_then(|p| match &p.parameter_choice {
-                    Some(
-                        troupe_proto::inference::infer_parameter::ParameterChoice::StringParam(s),
-                    ) => Some(s.clone()),
-                    _ => None,
-                });
+        let explain = ctx
+            .params()
+            .get(troupe_proto::explain::param::METHOD)
+            .and_then(|p| match &p.parameter_choice {
+                Some(troupe_proto::inference::infer_parameter::ParameterChoice::StringParam(s)) => {
+                    Some(s.clone())
+                }
+                _ => None,
+            });
         let m = &ctx.model;
         self.log.write(&AuditRecord {
             time: rfc3339(SystemTime::now()),
             node: self.log.node.clone(),
-            model: m.def.name.clone(),
-            version: m.def.version.clone(),
-            sha256: m.sha256.clone(),
+            model: m.def().name.clone(),
+            version: m.def().version.clone(),
+            sha256: m.sha256().to_string(),
             trace_id: ctx.trace_id.to_string(),
             inputs_sha256: digest_request(ctx.request),
             outputs_sha256: outputs,

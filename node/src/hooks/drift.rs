@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use troupe_backends::DataType;
 
-use super::{CallCtx, CallHook, Outcome};
+use super::call::{CallCtx, CallHook, Outcome};
 use crate::config::DriftCfg;
 use crate::error::NodeError;
 
@@ -172,7 +172,7 @@ impl CallHook for DriftHook {
         if outcome.is_err() {
             return;
         }
-        let sig = &ctx.model.def.signature;
+        let sig = &ctx.model.def().signature;
         let idx = match &self.cfg.input {
             Some(n) => sig.inputs.iter().position(|i| &i.name == n),
             None => Some(0),
@@ -191,8 +191,8 @@ impl CallHook for DriftHook {
         if let Some((score, feature)) = self.observe(&values, values.len() / features) {
             // Inside the call's span: an OpenTelemetry span event.
             tracing::warn!(
-                model = %ctx.model.def.name,
-                version = %ctx.model.def.version,
+                model = %ctx.model.def().name,
+                version = %ctx.model.def().version,
                 score,
                 feature,
                 threshold = self.cfg.threshold,

@@ -8,74 +8,22 @@
 //! A model with no hook configured pays one empty-slice check per call.
 
 pub mod audit;
+pub mod call;
 pub mod drift;
 pub mod explain;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tracing::{Instrument, info_span};
 use troupe_backends::Tensor;
-use troupe_proto::inference::{InferParameter, ModelInferRequest};
 
 pub use crate::config::{DriftCfg, HooksCfg};
 pub use audit::{AuditHook, AuditLog};
+pub use call::{CallCtx, CallHook, HookedModel, Outcome};
 pub use drift::DriftHook;
-pub use explain::{ExplainParams, Method};
+pub use explain::{ExplainHook, ExplainParams, Method};
 
 use crate::error::NodeError;
-use crate::model::LoadedModel;
-
-/// One call as the hooks see it.
-pub struct CallCtx<'a> {
-    pub model: &'a Arc<LoadedModel>,
-    pub request: &'a ModelInferRequest,
-    /// The validated inputs (empty when the request was refused before validation).
-    pub inputs: &'a [Tensor],
-    pub rows: usize,
-    pub trace_id: &'a str,
-    pub deadline: Option<Instant>,
-    pub started: Instant,
-}
-
-impl CallCtx<'_> {
-    pub fn params(&self) -> &HashMap<String, InferParameter> {
-        &self.request.parameters
-    }
-}
-
-/// The answer the hooks see at the end.
-pub type Outcome<'a> = Result<&'a troupe_proto::inference::ModelInferResponse, &'a NodeError>;
-
-/// Runs around every call of a model.
-#[tonic::async_trait]
-pub trait CallHook: Send + Sync {
-    fn name(&self) -> &'static str;
-
-    /// Whether `before` and `after` run for this call (default: every call). A hook that
-    /// acts only on some calls says so here, and costs nothing on the others.
-    fn wants(&self, _ctx: &CallCtx<'_>) -> bool {
-        true
-    }
-
-    /// Before the model runs; an error refuses the call.
-    async fn before(&self, _ctx: &CallCtx<'_>) -> Result<(), NodeError> {
-        Ok(())
-    }
-
-    /// After the model answered; may add named outputs to the answer.
-    async fn after(
-        &self,
-        _ctx: &CallCtx<'_>,
-        _outputs: &[Tensor],
-    ) -> Result<Vec<(String, Tensor)>, NodeError> {
-        Ok(Vec::new())
-    }
-
-    /// Once the call's outcome is final, failed calls included.
-    fn finished(&self, _ctx: &CallCtx<'_>, _outcome: Outcome<'_>) {}
-}
 
 /// The hooks of one loaded model, in the order they run.
 #[derive(Clone, Default)]
@@ -95,9 +43,7 @@ impl HookSet {
         audit: Option<&Arc<AuditLog>>,
     ) -> Result<Self, NodeError> {
         let mut v: Vec<Arc<dyn CallHook>> = Vec::new();
-        v.push(Arc::new(ExplainHook {
-            enabled: cfg.explain,
-        }));
+        v.push(Arc::new(ExplainHook::new(cfg.explain)));
         let mut drift = None;
         if let Some(d) = &cfg.drift {
             let h = Arc::new(DriftHook::new(model, version, d.clone())?);
@@ -160,63 +106,5 @@ impl HookSet {
         for h in self.hooks.iter() {
             h.finished(ctx, outcome);
         }
-    }
-}
-
-/// Explanations on request (see [`explain`]).
-pub struct ExplainHook {
-    enabled: bool,
-}
-
-#[tonic::async_trait]
-impl CallHook for ExplainHook {
-    fn name(&self) -> &'static str {
-        "explain"
-    }
-
-    /// Only calls that ask for an explanation.
-    fn wants(&self, ctx: &CallCtx<'_>) -> bool {
-        ctx.params().contains_key(explain::EXPLAIN)
-    }
-
-    async fn before(&self, ctx: &CallCtx<'_>) -> Result<(), NodeError> {
-        if !self.enabled {
-            return Err(NodeError::FailedPrecondition(format!(
-                "model '{}' has explanations turned off ([hooks] explain = false)",
-                ctx.model.def.name
-            )));
-        }
-        if let Some(p) = ExplainParams::from_params(ctx.params(), ctx.model)? {
-            p.check(ctx.model)?;
-        }
-        Ok(())
-    }
-
-    async fn after(
-        &self,
-        ctx: &CallCtx<'_>,
-        outputs: &[Tensor],
-    ) -> Result<Vec<(String, Tensor)>, NodeError> {
-        let Some(p) = ExplainParams::from_params(ctx.params(), ctx.model)? else {
-            return Ok(Vec::new());
-        };
-        let span = troupe_telemetry::child_span(|| {
-            info_span!(
-                "explanation",
-                method = p.method.as_str(),
-                backend = %ctx.model.def.backend,
-                rows = ctx.rows as i64
-            )
-        });
-        let started = Instant::now();
-        let r = explain::explain(ctx.model, &p, ctx.inputs, outputs, ctx.rows, ctx.deadline)
-            .instrument(span)
-            .await;
-        ctx.model
-            .metrics
-            .explain
-            .observe_duration(started.elapsed());
-        tracing::debug!(model = %ctx.model.def.name, method = p.method.as_str(), ok = r.is_ok(), "explained");
-        r
     }
 }

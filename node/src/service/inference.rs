@@ -14,7 +14,7 @@ use troupe_proto::inference::{self as pb, model_instance_group};
 
 use crate::convert;
 use crate::error::NodeError;
-use crate::hooks::CallCtx;
+use crate::hooks::{CallCtx, HookedModel};
 use crate::model::LoadedModel;
 use crate::registry::Registry;
 
@@ -57,8 +57,10 @@ impl InferenceService {
         let req = req.into_inner();
         let model = model?;
         let started = Instant::now();
+        // The hooks see the model through its `HookedModel` face.
+        let hooked_model: Arc<dyn HookedModel> = model.clone();
         let mut ctx = CallCtx {
-            model: &model,
+            model: &hooked_model,
             request: &req,
             inputs: &[],
             rows: 1,
@@ -90,7 +92,7 @@ impl InferenceService {
             kept = inputs.clone();
             ctx.inputs = &kept;
         }
-        let mut result = self.run(&ctx, inputs, fault, hooked).await;
+        let mut result = self.run(&model, &ctx, inputs, fault, hooked).await;
         model.hooks.finished(&ctx, result.as_ref());
         if let (Ok(resp), Some(t)) = (&mut result, text) {
             // How many of the call's texts were cut to the model's max_length.
@@ -176,12 +178,12 @@ impl InferenceService {
     /// Hooks before, the model, hooks after (explanations add outputs).
     async fn run(
         &self,
+        model: &LoadedModel,
         ctx: &CallCtx<'_>,
         inputs: Vec<troupe_backends::Tensor>,
         fault: bool,
         hooked: bool,
     ) -> Result<pb::ModelInferResponse, NodeError> {
-        let model = ctx.model;
         if hooked {
             model.hooks.before(ctx).await?;
         }

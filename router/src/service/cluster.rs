@@ -1,6 +1,5 @@
 //! `troupe.v1.Cluster`: the nodes and placements as the cluster store sees them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -23,22 +22,7 @@ impl Cluster for ClusterService {
             .nodes
             .iter()
             .map(|(id, n)| {
-                let mut used_cpu = 0u64;
-                let mut used_mem = 0u64;
-                let mut gpu_used: HashMap<u32, u64> = HashMap::new();
-                for ((m, node), v) in &s.placements {
-                    if node != id {
-                        continue;
-                    }
-                    if let Some(spec) = s.models.get(m) {
-                        let r = spec.resources.unwrap_or_default();
-                        used_cpu += (r.cpu * 1000.0).round() as u64 * v.count as u64;
-                        used_mem += r.memory_bytes * v.count as u64;
-                        if let Some(g) = v.gpu {
-                            *gpu_used.entry(g).or_default() += r.gpu_memory_bytes * v.count as u64;
-                        }
-                    }
-                }
+                let used = s.placed_on(id);
                 let st = s.status.get(id);
                 tpb::NodeInfo {
                     id: id.clone(),
@@ -52,12 +36,16 @@ impl Cluster for ClusterService {
                         .map(|g| tpb::GpuInfo {
                             index: g.index,
                             memory_bytes: g.memory_bytes,
-                            used_memory_bytes: gpu_used.get(&g.index).copied().unwrap_or(0),
+                            used_memory_bytes: used
+                                .gpu_memory_bytes
+                                .get(&g.index)
+                                .copied()
+                                .unwrap_or(0),
                         })
                         .collect(),
                     labels: n.labels.clone().into_iter().collect(),
-                    used_cpu_millis: used_cpu,
-                    used_memory_bytes: used_mem,
+                    used_cpu_millis: used.cpu_millis,
+                    used_memory_bytes: used.memory_bytes,
                     in_flight: st
                         .map(|st| st.models.iter().map(|m| m.in_flight).sum())
                         .unwrap_or(0),

@@ -10,7 +10,7 @@ use troupe_backends::Tensor;
 
 use super::{CHUNK_ROWS, MAX_CALLS_IN_FLIGHT, MAX_EVALUATIONS};
 use crate::error::NodeError;
-use crate::model::LoadedModel;
+use crate::hooks::call::HookedModel;
 
 /// One input as f32 rows.
 pub(super) struct Input {
@@ -21,7 +21,7 @@ pub(super) struct Input {
 
 /// Runs perturbed copies of the call's inputs through the model.
 pub(super) struct Evaluator<'a> {
-    pub(super) model: Arc<LoadedModel>,
+    pub(super) model: Arc<dyn HookedModel>,
     pub(super) inputs: &'a [Tensor],
     pub(super) rows: usize,
     pub(super) batched: bool,
@@ -105,7 +105,7 @@ impl Evaluator<'_> {
             let model = self.model.clone();
             let deadline = self.deadline;
             set.spawn(
-                async move { (ci, n, model.infer(inputs, rows, deadline, false).await) }
+                async move { (ci, n, model.infer(inputs, rows, deadline).await) }
                     .instrument(span.clone()),
             );
         }

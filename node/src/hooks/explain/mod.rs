@@ -18,11 +18,13 @@
 //! (FP32 `[rows]`, f(x)).
 
 mod evaluator;
+mod hook;
 mod methods;
 mod params;
 pub mod text;
 
-pub use params::{EXPLAIN, ExplainParams, Method};
+pub use hook::ExplainHook;
+pub use params::{ExplainParams, Method};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,7 +32,7 @@ use std::time::Instant;
 use troupe_backends::{DataType, Tensor};
 
 use crate::error::NodeError;
-use crate::model::LoadedModel;
+use crate::hooks::call::HookedModel;
 use evaluator::{Evaluator, Input};
 use methods::{integrated_gradients, occlusion, shapley};
 
@@ -43,18 +45,18 @@ pub(crate) const MAX_CALLS_IN_FLIGHT: usize = 32;
 
 /// Runs the explanation; returns the extra named outputs.
 pub async fn explain(
-    model: &Arc<LoadedModel>,
+    model: &Arc<dyn HookedModel>,
     p: &ExplainParams,
     inputs: &[Tensor],
     outputs: &[Tensor],
     rows: usize,
     deadline: Option<Instant>,
 ) -> Result<Vec<(String, Tensor)>, NodeError> {
-    p.check(model)?;
-    let batched = model.def.signature.max_batch_size > 0;
+    p.check(model.as_ref())?;
+    let batched = model.def().signature.max_batch_size > 0;
     let rows = if batched { rows.max(1) } else { 1 };
-    let (targets, value) = targets(model, p, outputs, rows)?;
-    if model.pipeline.is_some() {
+    let (targets, value) = targets(model.as_ref(), p, outputs, rows)?;
+    if model.pipeline().is_some() {
         let attributions =
             text::occlusion(model, inputs, rows, p.output, &targets, &value, deadline).await?;
         return with_target(attributions, &targets, &value, batched, rows);
@@ -69,7 +71,7 @@ pub async fn explain(
     if xs.iter().all(|x| x.values.is_none()) {
         return Err(NodeError::FailedPrecondition(format!(
             "model '{}' has no FP32 input to attribute",
-            model.def.name
+            model.def().name
         )));
     }
     let ev = Evaluator {
@@ -94,7 +96,7 @@ pub async fn explain(
     };
     let mut extra = Vec::new();
     for ((spec, t), a) in model
-        .def
+        .def()
         .signature
         .inputs
         .iter()
@@ -118,7 +120,7 @@ pub async fn explain(
 /// The element explained in each row (`explain_target`, else the row's largest) and its
 /// value f(x).
 fn targets(
-    model: &LoadedModel,
+    model: &dyn HookedModel,
     p: &ExplainParams,
     outputs: &[Tensor],
     rows: usize,
@@ -128,7 +130,7 @@ fn targets(
         .ok_or_else(|| NodeError::Internal(format!("the model returned no output {}", p.output)))?;
     let out_values = out.to_f64_lossy();
     let per_row = out_values.len() / rows;
-    let name = &model.def.signature.outputs[p.output].name;
+    let name = &model.def().signature.outputs[p.output].name;
     if per_row == 0 {
         return Err(NodeError::FailedPrecondition(format!(
             "output '{name}' is empty: nothing to explain"

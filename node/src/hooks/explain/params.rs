@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use troupe_backends::BackendKind;
+use troupe_proto::explain::param;
 use troupe_proto::inference::InferParameter;
 use troupe_proto::inference::infer_parameter::ParameterChoice;
 
 use crate::error::NodeError;
-use crate::model::LoadedModel;
+use crate::hooks::call::HookedModel;
 
 /// An attribution method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +64,6 @@ pub struct ExplainParams {
     pub seed: u64,
 }
 
-/// Parameter names of a `ModelInfer` request.
-pub const EXPLAIN: &str = "explain";
-
 fn param_str(p: &InferParameter) -> Option<String> {
     match &p.parameter_choice {
         Some(ParameterChoice::StringParam(s)) => Some(s.clone()),
@@ -88,9 +86,9 @@ impl ExplainParams {
     /// absent.
     pub fn from_params(
         params: &HashMap<String, InferParameter>,
-        model: &LoadedModel,
+        model: &dyn HookedModel,
     ) -> Result<Option<Self>, NodeError> {
-        let Some(method) = params.get(EXPLAIN) else {
+        let Some(method) = params.get(param::METHOD) else {
             return Ok(None);
         };
         let method = param_str(method).ok_or_else(|| {
@@ -99,11 +97,11 @@ impl ExplainParams {
             )
         })?;
         let method = Method::parse(&method)?;
-        if model.pipeline.is_some() && method != Method::Occlusion {
+        if model.pipeline().is_some() && method != Method::Occlusion {
             return Err(NodeError::FailedPrecondition(format!(
                 "model '{}' is a text model: it is explained by occlusion over its tokens \
                  (explain = \"occlusion\"); {} over token embeddings is not served",
-                model.def.name,
+                model.def().name,
                 method.as_str()
             )));
         }
@@ -124,8 +122,8 @@ impl ExplainParams {
                 ))),
             }
         };
-        let sig = &model.def.signature;
-        let output = match params.get("explain_output").and_then(param_str) {
+        let sig = &model.def().signature;
+        let output = match params.get(param::OUTPUT).and_then(param_str) {
             None => 0,
             Some(n) if n.is_empty() => 0,
             Some(n) => sig
@@ -136,11 +134,11 @@ impl ExplainParams {
                     NodeError::InvalidArgument(format!(
                         "explain_output '{}': model '{}' has no such output",
                         n.escape_default(),
-                        model.def.name
+                        model.def().name
                     ))
                 })?,
         };
-        let target = match num("explain_target")? {
+        let target = match num(param::TARGET)? {
             None => None,
             Some(v) if v < 0.0 => None,
             Some(v) if v.fract() == 0.0 => Some(v as usize),
@@ -150,7 +148,7 @@ impl ExplainParams {
                 )));
             }
         };
-        let baseline = num("explain_baseline")?.unwrap_or(0.0) as f32;
+        let baseline = num(param::BASELINE)?.unwrap_or(0.0) as f32;
         if !baseline.is_finite() {
             return Err(NodeError::InvalidArgument(
                 "explain_baseline must be finite".into(),
@@ -161,19 +159,19 @@ impl ExplainParams {
             output,
             target,
             baseline,
-            steps: count("explain_steps", 32, 1024)?,
-            window: count("explain_window", 1, 1 << 24)?,
-            samples: count("explain_samples", 16, 1024)?,
-            seed: num("explain_seed")?.unwrap_or(0.0) as u64,
+            steps: count(param::STEPS, 32, 1024)?,
+            window: count(param::WINDOW, 1, 1 << 24)?,
+            samples: count(param::SAMPLES, 16, 1024)?,
+            seed: num(param::SEED)?.unwrap_or(0.0) as u64,
         }))
     }
 
     /// Refuses what this model cannot do before it runs.
-    pub fn check(&self, model: &LoadedModel) -> Result<(), NodeError> {
-        if self.method.needs_gradients() && model.def.backend == BackendKind::Onnx {
+    pub fn check(&self, model: &dyn HookedModel) -> Result<(), NodeError> {
+        if self.method.needs_gradients() && model.def().backend == BackendKind::Onnx {
             return Err(NodeError::FailedPrecondition(format!(
                 "model '{}' runs on onnx, which has no gradients: {} needs torch or candle; use occlusion or shapley",
-                model.def.name,
+                model.def().name,
                 self.method.as_str()
             )));
         }

@@ -17,7 +17,7 @@ use troupe_backends::Tensor;
 use super::CHUNK_ROWS;
 use super::evaluator::budget;
 use crate::error::NodeError;
-use crate::model::LoadedModel;
+use crate::hooks::call::HookedModel;
 use crate::pipeline::int_tensor;
 
 fn ints(t: &Tensor) -> Vec<i64> {
@@ -26,7 +26,7 @@ fn ints(t: &Tensor) -> Vec<i64> {
 
 /// Token attributions of every row (see the module doc), with the tokens' names.
 pub async fn occlusion(
-    model: &Arc<LoadedModel>,
+    model: &Arc<dyn HookedModel>,
     inputs: &[Tensor],
     rows: usize,
     output: usize,
@@ -35,8 +35,7 @@ pub async fn occlusion(
     deadline: Option<Instant>,
 ) -> Result<Vec<(String, Tensor)>, NodeError> {
     let pipeline = model
-        .pipeline
-        .as_ref()
+        .pipeline()
         .ok_or_else(|| NodeError::Internal("not a text model".into()))?;
     let ids_t = &inputs[pipeline.ids_index()];
     let [r, len] = ids_t.shape[..] else {
@@ -71,7 +70,7 @@ pub async fn occlusion(
     let columns: Vec<Vec<i64>> = inputs.iter().map(ints).collect();
     let mut attribution = vec![0f32; rows * len];
     // Calls no larger than the model's own batches (a transformer's memory grows with them).
-    let per_call = model.def.signature.max_batch_size.clamp(1, CHUNK_ROWS);
+    let per_call = model.def().signature.max_batch_size.clamp(1, CHUNK_ROWS);
     for chunk in units.chunks(per_call) {
         let n = chunk.len();
         let mut call = Vec::with_capacity(inputs.len());
@@ -90,7 +89,7 @@ pub async fn occlusion(
             }
             call.push(int_tensor(t.dtype, vec![n, len], v));
         }
-        let out = model.infer(call, n, deadline, false).await?;
+        let out = model.infer(call, n, deadline).await?;
         let y = out
             .get(output)
             .ok_or_else(|| NodeError::Internal(format!("the model returned no output {output}")))?
