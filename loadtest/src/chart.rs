@@ -8,7 +8,8 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{Report, StepReport, trim_float};
+use crate::format::trim_float;
+use crate::report::{Report, StepReport};
 
 const W: f64 = 860.0;
 const H: f64 = 500.0;
@@ -18,6 +19,14 @@ const TOP: f64 = 60.0;
 const BOTTOM: f64 = 60.0;
 const P50: &str = "#1f77b4";
 const P99: &str = "#d62728";
+
+impl Report {
+    /// An SVG chart: latency over time for one step, the latency–throughput curve for a
+    /// sweep.
+    pub fn chart_svg(&self) -> String {
+        render(self)
+    }
+}
 
 /// The chart that fits the report: the sweep curve for a sweep, latency over time for
 /// a single step.

@@ -1,8 +1,7 @@
 //! What each request carries: random tensors in the model's declared shapes, or the
 //! tensors of a JSON input file.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +13,8 @@ use serde::Deserialize;
 use troupe_client::{InputTensor, infer_request};
 use troupe_proto::inference::{ModelInferRequest, ModelMetadataResponse};
 
-use crate::LoadError;
-use crate::scenario::ModelSpec;
+use crate::error::{LoadError, read_text};
+use crate::spec::{InputOptions, ModelSpec};
 use crate::target::Target;
 
 /// At most this many different random requests are made per model (fewer when they are
@@ -166,27 +165,6 @@ impl Generate for DataType {
     }
 }
 
-/// How to make one model's inputs.
-#[derive(Debug, Clone)]
-pub struct InputOptions {
-    /// Replaces a `-1` first dimension (the batch).
-    pub batch: i64,
-    /// Explicit shapes by input name; they must agree with the declared fixed dims.
-    pub shapes: BTreeMap<String, Vec<i64>>,
-    /// Send these tensors instead of random ones (no `ModelMetadata` call is made).
-    pub input_file: Option<PathBuf>,
-}
-
-impl Default for InputOptions {
-    fn default() -> Self {
-        Self {
-            batch: 1,
-            shapes: BTreeMap::new(),
-            input_file: None,
-        }
-    }
-}
-
 /// The JSON input file: `{"inputs":[{"name":..,"datatype":"FP32","shape":[..],"data":[..]}]}`.
 /// `data` is flat or nested in row-major order; BOOL takes `true`/`false` (or 0/1).
 #[derive(Debug, Clone, Deserialize)]
@@ -207,10 +185,7 @@ pub struct FileTensor {
 impl InputFile {
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::parse(&text)
             .map_err(|e| LoadError::Invalid(format!("input file {}: {e}", path.display())))
     }

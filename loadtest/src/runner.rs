@@ -22,12 +22,14 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
 use tokio::task::JoinSet;
+use troupe_proto::codes::code_name;
 use troupe_proto::inference::ModelInferRequest;
 
-use crate::LoadError;
-use crate::inputs::Workload;
-use crate::report::{ModelInfo, ModelReport, Report, StepReport, trim_float};
-use crate::stats::{BAD_RESPONSE, DROPPED, Recorder, code_name, micros, summarize};
+use crate::error::LoadError;
+use crate::format::trim_float;
+use crate::inputs::{ModelWorkload, Workload};
+use crate::report::{ModelInfo, ModelReport, Report, StepReport};
+use crate::stats::{BAD_RESPONSE, DROPPED, Recorder, micros, summarize};
 use crate::target::{Client, Target};
 
 /// One load level.
@@ -213,6 +215,18 @@ pub async fn run(
         interrupted,
         steps,
     })
+}
+
+impl From<&ModelWorkload> for ModelInfo {
+    fn from(m: &ModelWorkload) -> Self {
+        Self {
+            label: m.label.clone(),
+            name: m.name.clone(),
+            version: m.version.clone(),
+            weight: m.weight,
+            inputs: m.inputs.clone(),
+        }
+    }
 }
 
 /// State shared by the tasks of one step.

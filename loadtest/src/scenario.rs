@@ -1,5 +1,4 @@
-//! Which models to call: one from the command line, or a weighted mix from a TOML
-//! scenario file.
+//! A weighted mix of models to call, read from a TOML scenario file.
 //!
 //! ```toml
 //! [[model]]
@@ -21,34 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::LoadError;
-use crate::inputs::InputOptions;
-
-/// One model to call, with its share of the requests and its inputs.
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
-    /// Name in reports; unique within a run.
-    pub label: String,
-    pub name: String,
-    /// Empty: the server's choice (usually the latest).
-    pub version: String,
-    /// Relative share of the requests (positive).
-    pub weight: f64,
-    pub inputs: InputOptions,
-}
-
-impl ModelSpec {
-    /// A model with weight 1, default version, random inputs, batch 1.
-    pub fn new(name: &str) -> Self {
-        Self {
-            label: name.to_string(),
-            name: name.to_string(),
-            version: String::new(),
-            weight: 1.0,
-            inputs: InputOptions::default(),
-        }
-    }
-}
+use crate::error::{LoadError, read_text};
+use crate::spec::{InputOptions, ModelSpec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,10 +51,7 @@ struct ScenarioModel {
 /// Reads a scenario file. `defaults` gives the batch (and anything else) a model entry
 /// does not set; relative `input_file`s are relative to the scenario file.
 pub fn load_scenario(path: &Path, defaults: &InputOptions) -> Result<Vec<ModelSpec>, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse_scenario(&text, base, defaults)
         .map_err(|e| LoadError::Invalid(format!("scenario {}: {e}", path.display())))

@@ -1,18 +1,42 @@
-//! Recording answers and errors into HDR histograms (microsecond resolution).
+//! Recording answers and errors into HDR histograms (microsecond resolution), and
+//! what they sum up to: latency percentiles and time windows.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::{Counter, Histogram};
-
-use crate::report::{LatencySummary, WindowReport};
+use serde::Serialize;
 
 /// Error name for an open-loop request not sent because too many were outstanding.
 pub const DROPPED: &str = "dropped";
 /// Error name for an answer whose outputs do not match its raw buffers.
 pub const BAD_RESPONSE: &str = "bad_response";
 
-pub use troupe_proto::codes::code_name;
+/// Latency percentiles in microseconds (zero when there was no answer).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub min_us: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub mean_us: f64,
+}
+
+/// One time window of a step.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowReport {
+    /// Seconds after warm-up.
+    pub start_s: f64,
+    pub answers: u64,
+    pub errors: u64,
+    pub throughput: f64,
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    pub max_us: Option<u64>,
+}
 
 /// A latency histogram in microseconds, 3 significant digits, growing as needed.
 pub(crate) fn new_histogram() -> Histogram<u64> {

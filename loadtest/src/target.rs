@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
+use troupe_proto::codes::code_name;
 use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use troupe_proto::inference::{ModelMetadataRequest, ModelMetadataResponse};
 
-use crate::stats::code_name;
-use crate::{LoadError, error_chain};
+use crate::error::{LoadError, error_chain};
 
 pub(crate) type Client = GrpcInferenceServiceClient<Channel>;
 
