@@ -89,7 +89,23 @@ async fn every_subcommand_against_a_live_node() {
             .all(|m| m["state"] == "READY")
     );
     let table = troupe(a, &["models", "list"]);
-    assert!(String::from_utf8_lossy(&table.stdout).starts_with("NAME"));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("NAME"));
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "VERSION", "BACKEND", "STATE", "REPLICAS", "QUEUE", "REASON"
+        ]
+    );
+    assert!(
+        lines.any(|l| l
+            .split_whitespace()
+            .take(4)
+            .eq(["mlp_onnx", "1", "onnx", "READY"])),
+        "{table}"
+    );
 
     let got = ok_json(a, &["models", "get", "mlp_onnx"]);
     assert_eq!(got["backend"], "onnx");

@@ -56,8 +56,9 @@ impl InferResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::OutputTensor;
+    use crate::tensor::one_output;
     use bytes::Bytes;
+    use troupe_proto::DataType;
 
     #[test]
     fn arrays_round_trip_in_row_major_order() {
@@ -67,17 +68,8 @@ mod tests {
         assert_eq!(t.shape, vec![3, 2]);
         let got: Vec<f32> = bytemuck::pod_collect_to_vec(&t.data);
         assert_eq!(got, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
-        let r = InferResult {
-            parameters: Default::default(),
-            model_name: "m".into(),
-            model_version: "1".into(),
-            outputs: vec![OutputTensor {
-                name: "y".into(),
-                datatype: "FP32".into(),
-                shape: vec![2, 3],
-                data: Bytes::copy_from_slice(bytemuck::cast_slice(a.as_slice().unwrap())),
-            }],
-        };
+        let data = Bytes::copy_from_slice(bytemuck::cast_slice(a.as_slice().unwrap()));
+        let r = one_output("y", DataType::F32, vec![2, 3], data);
         let back = r.array::<f32>("y").unwrap();
         assert_eq!(back.shape(), &[2, 3]);
         assert_eq!(back, a.into_dyn());

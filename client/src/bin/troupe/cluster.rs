@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use troupe_client::Client;
 use troupe_client::troupe_proto::troupe as tpb;
 
-use crate::Failure;
-use crate::render::print_json;
+use crate::failure::Failure;
+use crate::render::{print_json, print_table};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ClusterCmd {
@@ -44,22 +44,29 @@ pub(crate) async fn run(cmd: ClusterCmd, c: &mut Client, json: bool) -> Result<(
                     .collect();
                 print_json(&Value::Array(v));
             } else {
-                println!(
-                    "{:<12} {:<22} {:>13} {:>17} {:>5} {:>9}  MODELS",
-                    "NODE", "ADDRESS", "CPU used/all", "MEMORY GiB", "GPUS", "IN-FLIGHT"
+                print_table(
+                    &[
+                        "NODE",
+                        "ADDRESS",
+                        "CPU used/all",
+                        "MEMORY GiB",
+                        "GPUS",
+                        "IN-FLIGHT",
+                        "MODELS",
+                    ],
+                    &[2, 3, 4, 5],
+                    nodes.iter().map(|n| {
+                        [
+                            n.id.clone(),
+                            n.addr.clone(),
+                            format!("{}/{}", n.used_cpu_millis, n.cpu_millis),
+                            format!("{:.2}/{:.2}", gib(n.used_memory_bytes), gib(n.memory_bytes)),
+                            n.gpus.len().to_string(),
+                            n.in_flight.to_string(),
+                            n.ready_models.join(","),
+                        ]
+                    }),
                 );
-                for n in &nodes {
-                    println!(
-                        "{:<12} {:<22} {:>13} {:>17} {:>5} {:>9}  {}",
-                        n.id,
-                        n.addr,
-                        format!("{}/{}", n.used_cpu_millis, n.cpu_millis),
-                        format!("{:.2}/{:.2}", gib(n.used_memory_bytes), gib(n.memory_bytes)),
-                        n.gpus.len(),
-                        n.in_flight,
-                        n.ready_models.join(",")
-                    );
-                }
             }
         }
         ClusterCmd::Placements { model } => {
@@ -74,24 +81,72 @@ pub(crate) async fn run(cmd: ClusterCmd, c: &mut Client, json: bool) -> Result<(
                     "pending": p.pending.iter().map(|x| json!({"model": x.model, "missing": x.missing, "reason": x.reason})).collect::<Vec<_>>(),
                 }));
             } else {
-                println!(
-                    "{:<24} {:<12} {:>8} {:>6}",
-                    "MODEL", "NODE", "REPLICAS", "READY"
+                print_table(
+                    &["MODEL", "NODE", "REPLICAS", "READY"],
+                    &[2, 3],
+                    placement_rows(&p),
                 );
-                for x in &p.placements {
-                    println!(
-                        "{:<24} {:<12} {:>8} {:>6}",
-                        x.model, x.node_id, x.count, x.ready
-                    );
-                }
-                for x in &p.pending {
-                    println!(
-                        "{:<24} {:<12} {:>8} {:>6}  pending: {}",
-                        x.model, "-", x.missing, false, x.reason
-                    );
-                }
             }
         }
     }
     Ok(())
+}
+
+/// The rows of `troupe cluster placements`: each placement, then each model's missing
+/// replicas (node `-`, not ready) with the reason in a fifth cell.
+fn placement_rows(p: &tpb::PlacementsResponse) -> Vec<Vec<String>> {
+    let placed = p.placements.iter().map(|x| {
+        vec![
+            x.model.clone(),
+            x.node_id.clone(),
+            x.count.to_string(),
+            x.ready.to_string(),
+        ]
+    });
+    let pending = p.pending.iter().map(|x| {
+        vec![
+            x.model.clone(),
+            "-".into(),
+            x.missing.to_string(),
+            false.to_string(),
+            format!("pending: {}", x.reason),
+        ]
+    });
+    placed.chain(pending).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::table;
+
+    #[test]
+    fn placements_list_pending_replicas_after_placed_ones() {
+        let p = tpb::PlacementsResponse {
+            placements: vec![tpb::PlacementInfo {
+                model: "mlp_onnx".into(),
+                node_id: "n1".into(),
+                count: 2,
+                ready: true,
+                gpu: -1,
+            }],
+            pending: vec![tpb::PendingInfo {
+                model: "big".into(),
+                missing: 1,
+                reason: "no node has 64 GiB free".into(),
+            }],
+        };
+        assert_eq!(
+            table(
+                &["MODEL", "NODE", "REPLICAS", "READY"],
+                &[2, 3],
+                placement_rows(&p)
+            ),
+            [
+                "MODEL     NODE  REPLICAS  READY",
+                "mlp_onnx  n1           2   true",
+                "big       -            1  false  pending: no node has 64 GiB free",
+            ]
+        );
+    }
 }

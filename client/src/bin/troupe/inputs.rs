@@ -4,9 +4,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use serde_json::Value;
 use troupe_client::troupe_proto::troupe as tpb;
-use troupe_client::{InputTensor, read_npy};
+use troupe_client::{DataType, InputTensor, read_npy, wire_data_type};
 
-use crate::Failure;
+use crate::failure::Failure;
 
 pub(crate) fn parse_input(spec: &str) -> Result<InputTensor> {
     let (name, rest) = spec.split_once('=').with_context(|| {
@@ -64,6 +64,17 @@ pub(crate) fn tensor_flag(t: &str) -> Result<tpb::TensorSpec> {
     })
 }
 
+/// The data types a `--data-file` may hold.
+const DATA_FILE_TYPES: [DataType; 7] = [
+    DataType::F32,
+    DataType::F64,
+    DataType::I32,
+    DataType::I64,
+    DataType::U8,
+    DataType::Bool,
+    DataType::Bytes,
+];
+
 pub(crate) fn parse_data_file(path: &std::path::Path) -> Result<Vec<InputTensor>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -76,20 +87,45 @@ pub(crate) fn parse_data_file(path: &std::path::Path) -> Result<Vec<InputTensor>
         .iter()
         .map(|i| {
             let name = i["name"].as_str().context("input without \"name\"")?;
-            let datatype = i["datatype"].as_str().unwrap_or("FP32");
-            let shape: Vec<i64> = i["shape"].as_array().context("input without \"shape\"")?.iter().map(|d| d.as_i64().context("bad dim")).collect::<Result<_>>()?;
+            let datatype = i["datatype"].as_str().unwrap_or(DataType::F32.wire_name());
+            let shape: Vec<i64> = i["shape"]
+                .as_array()
+                .context("input without \"shape\"")?
+                .iter()
+                .map(|d| d.as_i64().context("bad dim"))
+                .collect::<Result<_>>()?;
             let data = i["data"].as_array().context("input without \"data\"")?;
-            let nums = || data.iter().map(|x| x.as_f64().context("non-numeric value"));
-            let bytes: Vec<u8> = match datatype {
-                "FP32" => nums().map(|x| x.map(|x| (x as f32).to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
-                "FP64" => nums().map(|x| x.map(|x| x.to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
-                "INT32" => nums().map(|x| x.map(|x| (x as i32).to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
-                "INT64" => nums().map(|x| x.map(|x| (x as i64).to_le_bytes().to_vec())).collect::<Result<Vec<_>>>()?.concat(),
-                "UINT8" => nums().map(|x| x.map(|x| vec![x as u8])).collect::<Result<Vec<_>>>()?.concat(),
-                "BOOL" => data.iter().map(|x| vec![u8::from(x.as_bool().unwrap_or(false))]).collect::<Vec<_>>().concat(),
-                "BYTES" => troupe_proto::bytes::encode_bytes(data.iter().map(|x| x.as_str().unwrap_or("").as_bytes())).to_vec(),
-                other => bail!("datatype {other} is not supported in data files (FP32, FP64, INT32, INT64, UINT8, BOOL, BYTES)"),
+            // Each value as a number, written little-endian by `le`.
+            let nums = |le: fn(f64) -> Vec<u8>| -> Result<Vec<u8>> {
+                let each = data
+                    .iter()
+                    .map(|x| x.as_f64().context("non-numeric value").map(le));
+                Ok(each.collect::<Result<Vec<_>>>()?.concat())
             };
+            let bytes: Vec<u8> =
+                match wire_data_type(datatype).filter(|d| DATA_FILE_TYPES.contains(d)) {
+                    Some(DataType::F32) => nums(|x| (x as f32).to_le_bytes().to_vec())?,
+                    Some(DataType::F64) => nums(|x| x.to_le_bytes().to_vec())?,
+                    Some(DataType::I32) => nums(|x| (x as i32).to_le_bytes().to_vec())?,
+                    Some(DataType::I64) => nums(|x| (x as i64).to_le_bytes().to_vec())?,
+                    Some(DataType::U8) => nums(|x| vec![x as u8])?,
+                    Some(DataType::Bool) => data
+                        .iter()
+                        .map(|x| u8::from(x.as_bool().unwrap_or(false)))
+                        .collect(),
+                    Some(DataType::Bytes) => troupe_proto::bytes::encode_bytes(
+                        data.iter().map(|x| x.as_str().unwrap_or("").as_bytes()),
+                    )
+                    .to_vec(),
+                    _ => {
+                        let supported: Vec<&str> =
+                            DATA_FILE_TYPES.iter().map(|d| d.wire_name()).collect();
+                        bail!(
+                            "datatype {datatype} is not supported in data files ({})",
+                            supported.join(", ")
+                        )
+                    }
+                };
             Ok(InputTensor::raw(name, datatype, shape, Bytes::from(bytes)))
         })
         .collect()

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use troupe_client::Client;
 use troupe_client::troupe_proto::troupe as tpb;
 
-use crate::Failure;
+use crate::failure::Failure;
 use crate::inputs::tensor_flag;
-use crate::render::{backend_name, print_json, state_name, status_json};
+use crate::render::{backend_name, print_json, print_table, state_name, status_json};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ModelsCmd {
@@ -94,23 +94,24 @@ pub(crate) async fn run(cmd: ModelsCmd, c: &mut Client, json: bool) -> Result<()
             if json {
                 print_json(&Value::Array(list.models.iter().map(status_json).collect()));
             } else {
-                println!(
-                    "{:<24} {:<8} {:<8} {:<12} {:>8} {:>6}  REASON",
-                    "NAME", "VERSION", "BACKEND", "STATE", "REPLICAS", "QUEUE"
+                print_table(
+                    &[
+                        "NAME", "VERSION", "BACKEND", "STATE", "REPLICAS", "QUEUE", "REASON",
+                    ],
+                    &[4, 5],
+                    list.models.iter().map(|m| {
+                        let spec = m.spec.clone().unwrap_or_default();
+                        [
+                            spec.name,
+                            spec.version,
+                            backend_name(spec.backend).to_string(),
+                            state_name(m.state).to_string(),
+                            format!("{}/{}", m.ready_replicas, m.replicas.len()),
+                            m.queue_length.to_string(),
+                            m.reason.clone(),
+                        ]
+                    }),
                 );
-                for m in &list.models {
-                    let spec = m.spec.clone().unwrap_or_default();
-                    println!(
-                        "{:<24} {:<8} {:<8} {:<12} {:>8} {:>6}  {}",
-                        spec.name,
-                        spec.version,
-                        backend_name(spec.backend),
-                        state_name(m.state),
-                        format!("{}/{}", m.ready_replicas, m.replicas.len()),
-                        m.queue_length,
-                        m.reason
-                    );
-                }
             }
         }
         ModelsCmd::Get { name, version } => {
@@ -123,7 +124,7 @@ pub(crate) async fn run(cmd: ModelsCmd, c: &mut Client, json: bool) -> Result<()
             if json {
                 print_json(&v);
             } else {
-                for key in [
+                let fields = [
                     "name",
                     "version",
                     "backend",
@@ -134,19 +135,23 @@ pub(crate) async fn run(cmd: ModelsCmd, c: &mut Client, json: bool) -> Result<()
                     "max_batch_size",
                     "artifact_uri",
                     "sha256",
-                ] {
-                    println!("{key:<15} {}", v[key].to_string().trim_matches('"'));
-                }
-                for (what, list) in [("input", &v["inputs"]), ("output", &v["outputs"])] {
-                    for t in list.as_array().into_iter().flatten() {
-                        println!(
-                            "{what:<15} {} {} {}",
-                            t["name"].as_str().unwrap_or(""),
-                            t["datatype"].as_str().unwrap_or(""),
-                            t["dims"]
-                        );
-                    }
-                }
+                ]
+                .map(|key| {
+                    [
+                        key.to_string(),
+                        v[key].to_string().trim_matches('"').to_string(),
+                    ]
+                });
+                let tensors = [("input", &v["inputs"]), ("output", &v["outputs"])]
+                    .into_iter()
+                    .flat_map(|(what, list)| {
+                        list.as_array().into_iter().flatten().map(move |t| {
+                            let name = t["name"].as_str().unwrap_or("");
+                            let datatype = t["datatype"].as_str().unwrap_or("");
+                            [what.to_string(), format!("{name} {datatype} {}", t["dims"])]
+                        })
+                    });
+                print_table(&[], &[], fields.into_iter().chain(tensors));
             }
         }
         ModelsCmd::Create {
@@ -192,16 +197,20 @@ pub(crate) async fn run(cmd: ModelsCmd, c: &mut Client, json: bool) -> Result<()
                     let backend = backend.context(
                         "give --config FILE, or --backend (with --input and --output unless the model describes itself)",
                     )?;
-                    spec.backend = match backend.to_ascii_lowercase().as_str() {
-                        "torch" => tpb::BackendKind::Torch,
-                        "onnx" => tpb::BackendKind::Onnx,
-                        "candle" => tpb::BackendKind::Candle,
-                        other => {
-                            return Err(Failure::Usage(anyhow!(
-                                "--backend {other}: expected torch, onnx or candle"
-                            )));
-                        }
-                    } as i32;
+                    let kinds = [
+                        tpb::BackendKind::Torch,
+                        tpb::BackendKind::Onnx,
+                        tpb::BackendKind::Candle,
+                    ];
+                    let lower = backend.to_ascii_lowercase();
+                    spec.backend = kinds
+                        .into_iter()
+                        .find(|&k| backend_name(k as i32) == lower)
+                        .ok_or_else(|| {
+                            Failure::Usage(anyhow!(
+                                "--backend {lower}: expected torch, onnx or candle"
+                            ))
+                        })? as i32;
                     spec.inputs = inputs
                         .iter()
                         .map(|t| tensor_flag(t))

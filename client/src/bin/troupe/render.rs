@@ -1,45 +1,51 @@
-//! What the command line prints: answers, model states and statuses, as JSON or text.
+//! What the command line prints: answers, model states and statuses, as JSON or as text,
+//! and the one way its tables are laid out ([`print_table`]).
 
+use comfy_table::{CellAlignment, Row, Table};
 use serde_json::{Value, json};
-use troupe_client::InferResult;
 use troupe_client::troupe_proto::troupe as tpb;
+use troupe_client::{DataType, InferResult, wire_data_type};
 
+/// The elements of a tensor as JSON values (empty for a data type the wire does not name).
 pub(crate) fn decode_values(datatype: &str, data: &[u8]) -> Vec<Value> {
     macro_rules! nums {
-        ($t:ty, $n:expr) => {
-            data.chunks_exact($n)
-                .map(|c| json!(<$t>::from_le_bytes(c.try_into().unwrap_or([0; $n]))))
+        ($t:ty) => {
+            nums!($t, |v: $t| v)
+        };
+        ($t:ty, $to_json:expr) => {
+            data.chunks_exact(size_of::<$t>())
+                .map(|c| {
+                    json!($to_json(<$t>::from_le_bytes(
+                        c.try_into().unwrap_or_default()
+                    )))
+                })
                 .collect()
         };
     }
-    match datatype {
-        "FP32" => nums!(f32, 4),
-        "FP64" => nums!(f64, 8),
-        "INT32" => nums!(i32, 4),
-        "INT64" => nums!(i64, 8),
-        "INT16" => nums!(i16, 2),
-        "UINT16" => nums!(u16, 2),
-        "UINT32" => nums!(u32, 4),
-        "UINT64" => nums!(u64, 8),
-        "INT8" => data.iter().map(|&b| json!(b as i8)).collect(),
-        "UINT8" => data.iter().map(|&b| json!(b)).collect(),
-        "BOOL" => data.iter().map(|&b| json!(b != 0)).collect(),
-        "FP16" => data
-            .chunks_exact(2)
-            .map(|c| json!(half::f16::from_le_bytes([c[0], c[1]]).to_f32()))
-            .collect(),
-        "BF16" => data
-            .chunks_exact(2)
-            .map(|c| json!(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()))
-            .collect(),
-        "BYTES" => troupe_proto::bytes::bytes_elements(data)
+    let Some(data_type) = wire_data_type(datatype) else {
+        return Vec::new();
+    };
+    match data_type {
+        DataType::F32 => nums!(f32),
+        DataType::F64 => nums!(f64),
+        DataType::I8 => nums!(i8),
+        DataType::I16 => nums!(i16),
+        DataType::I32 => nums!(i32),
+        DataType::I64 => nums!(i64),
+        DataType::U8 => nums!(u8),
+        DataType::U16 => nums!(u16),
+        DataType::U32 => nums!(u32),
+        DataType::U64 => nums!(u64),
+        DataType::Bool => data.iter().map(|&b| json!(b != 0)).collect(),
+        DataType::F16 => nums!(half::f16, half::f16::to_f32),
+        DataType::BF16 => nums!(half::bf16, half::bf16::to_f32),
+        DataType::Bytes => troupe_proto::bytes::bytes_elements(data)
             .map(|es| {
                 es.into_iter()
                     .map(|e| json!(String::from_utf8_lossy(e)))
                     .collect()
             })
             .unwrap_or_default(),
-        _ => Vec::new(),
     }
 }
 
@@ -92,4 +98,77 @@ pub(crate) fn status_json(s: &tpb::ModelStatus) -> Value {
 
 pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// A plain-text table for terminals and pipes: the header row (none when `header` is
+/// empty), no borders, columns two spaces apart, those in `right` (numbers) aligned right,
+/// and no trailing spaces.
+pub(crate) fn table<R: Into<Row>>(
+    header: &[&str],
+    right: &[usize],
+    rows: impl IntoIterator<Item = R>,
+) -> Vec<String> {
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    if !header.is_empty() {
+        t.set_header(header.to_vec());
+    }
+    t.add_rows(rows);
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if right.contains(&i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.lines().map(|l| l.trim_end().to_string()).collect()
+}
+
+/// Prints [`table`]'s lines.
+pub(crate) fn print_table<R: Into<Row>>(
+    header: &[&str],
+    right: &[usize],
+    rows: impl IntoIterator<Item = R>,
+) {
+    for line in table(header, right, rows) {
+        println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_plain_and_aligned() {
+        let rows = [["mlp_onnx", "1", "3/3"], ["a", "10", "0/1"]];
+        assert_eq!(
+            table(&["NAME", "VERSION", "REPLICAS"], &[2], rows),
+            [
+                "NAME      VERSION  REPLICAS",
+                "mlp_onnx  1             3/3",
+                "a         10            0/1",
+            ]
+        );
+        // Without a header; a row may have a cell more than the others.
+        let rows = [vec!["a", "b"], vec!["ccc", "d", "extra"]];
+        assert_eq!(table(&[], &[], rows), ["a    b", "ccc  d  extra"]);
+        assert!(table(&[], &[], Vec::<[&str; 1]>::new()).is_empty());
+        assert_eq!(table(&["NAME"], &[], Vec::<[&str; 1]>::new()), ["NAME"]);
+    }
+
+    #[test]
+    fn values_decode_by_wire_data_type() {
+        assert_eq!(decode_values("FP32", &1.5f32.to_le_bytes()), [json!(1.5)]);
+        assert_eq!(decode_values("INT8", &[0xff]), [json!(-1)]);
+        assert_eq!(decode_values("UINT16", &[1, 1, 9]), [json!(257)]);
+        assert_eq!(decode_values("BOOL", &[0, 2]), [json!(false), json!(true)]);
+        assert_eq!(
+            decode_values("FP16", &half::f16::from_f32(0.5).to_le_bytes()),
+            [json!(0.5)]
+        );
+        let texts = troupe_proto::bytes::encode_bytes([&b"hi"[..]]);
+        assert_eq!(decode_values("BYTES", &texts), [json!("hi")]);
+        assert!(decode_values("fp32", &[0; 4]).is_empty());
+        assert!(decode_values("STRING", &[0; 4]).is_empty());
+    }
 }

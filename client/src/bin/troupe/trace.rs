@@ -2,12 +2,24 @@
 
 use anyhow::{Result, anyhow};
 
-use crate::Failure;
+use crate::failure::Failure;
+
+/// A request for `body` in the call's client span (made by `make`, continuing
+/// `traceparent`), and that span, for the call to run in.
+pub(crate) fn traced_request<T>(
+    traceparent: Option<&str>,
+    body: T,
+    make: impl FnOnce() -> tracing::Span,
+) -> Result<(tonic::Request<T>, tracing::Span), Failure> {
+    let span = client_span(traceparent, make);
+    let req = traced(&span, traceparent, body)?;
+    Ok((req, span))
+}
 
 /// A request carrying the trace context: the client's span (continuing `traceparent`,
 /// when given) when tracing is on and the call is sampled, else the given `traceparent`
 /// as is.
-pub(crate) fn traced<T>(
+fn traced<T>(
     span: &tracing::Span,
     traceparent: Option<&str>,
     body: T,
@@ -32,10 +44,7 @@ pub(crate) fn traced<T>(
 }
 
 /// The client span of a call (see `troupe_telemetry::call_span`).
-pub(crate) fn client_span(
-    traceparent: Option<&str>,
-    make: impl FnOnce() -> tracing::Span,
-) -> tracing::Span {
+fn client_span(traceparent: Option<&str>, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     let mut md = tonic::metadata::MetadataMap::new();
     if let Some(v) = traceparent.and_then(|tp| tp.parse().ok()) {
         md.insert("traceparent", v);

@@ -1,0 +1,191 @@
+//! [`Client`]: a connection to one node or router, the calls wrapped for it (health,
+//! infer with retries, explain) and the generated gRPC clients behind them.
+
+use tonic::transport::{Channel, Endpoint};
+use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use troupe_proto::inference::{self as pb};
+use troupe_proto::troupe::cluster_client::ClusterClient;
+use troupe_proto::troupe::explainer_client::ExplainerClient;
+use troupe_proto::troupe::models_client::ModelsClient;
+
+use crate::wire::request;
+use crate::{
+    CallOptions, ClientError, ClientTls, ExplainOptions, Explanation, InferResult, InputTensor,
+    decode_response, explain_request, infer_request,
+};
+
+/// A connection to one node or router.
+#[derive(Clone)]
+pub struct Client {
+    inference: GrpcInferenceServiceClient<Channel>,
+    models: ModelsClient<Channel>,
+    cluster: ClusterClient<Channel>,
+    explainer: ExplainerClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `http://HOST:PORT` (a bare `HOST:PORT` works too).
+    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let channel = Endpoint::from_shared(uri)?.connect().await?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Connects with TLS (`https://HOST:PORT`; a bare `HOST:PORT` works too), checking
+    /// the server against `tls` (a CA, the expected name, a client certificate for
+    /// mutual TLS).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use troupe_client::{Client, ClientTls};
+    /// let tls = ClientTls::with_ca_file("ca.pem".as_ref())?;
+    /// let mut c = Client::connect_tls("localhost:8001", &tls).await?;
+    /// assert!(c.server_ready().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_tls(addr: &str, tls: &ClientTls) -> Result<Self, ClientError> {
+        let uri = match addr.split_once("://") {
+            Some((_, rest)) => format!("https://{rest}"),
+            None => format!("https://{addr}"),
+        };
+        let channel = Endpoint::from_shared(uri)?
+            .tls_config(tls.client_config())?
+            .connect()
+            .await?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Wraps an existing channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            inference: GrpcInferenceServiceClient::new(channel.clone())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+            models: ModelsClient::new(channel.clone()),
+            explainer: ExplainerClient::new(channel.clone())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+            cluster: ClusterClient::new(channel),
+        }
+    }
+
+    /// The generated Open Inference Protocol client, for calls not wrapped here.
+    pub fn inference(&mut self) -> &mut GrpcInferenceServiceClient<Channel> {
+        &mut self.inference
+    }
+
+    /// The generated `troupe.v1.Cluster` client (routers only): nodes and placements.
+    pub fn cluster(&mut self) -> &mut ClusterClient<Channel> {
+        &mut self.cluster
+    }
+
+    /// The generated `troupe.v1.Explainer` client.
+    pub fn explainer(&mut self) -> &mut ExplainerClient<Channel> {
+        &mut self.explainer
+    }
+
+    /// The generated `troupe.v1.Models` client.
+    pub fn models(&mut self) -> &mut ModelsClient<Channel> {
+        &mut self.models
+    }
+
+    pub async fn server_live(&mut self) -> Result<bool, ClientError> {
+        Ok(self
+            .inference
+            .server_live(pb::ServerLiveRequest {})
+            .await?
+            .into_inner()
+            .live)
+    }
+
+    pub async fn server_ready(&mut self) -> Result<bool, ClientError> {
+        Ok(self
+            .inference
+            .server_ready(pb::ServerReadyRequest {})
+            .await?
+            .into_inner()
+            .ready)
+    }
+
+    pub async fn model_ready(&mut self, name: &str) -> Result<bool, ClientError> {
+        let r = pb::ModelReadyRequest {
+            name: name.into(),
+            version: String::new(),
+        };
+        Ok(self.inference.model_ready(r).await?.into_inner().ready)
+    }
+
+    /// Runs a model (latest version).
+    pub async fn infer(
+        &mut self,
+        model: &str,
+        inputs: Vec<InputTensor>,
+    ) -> Result<InferResult, ClientError> {
+        self.infer_with(model, inputs, &CallOptions::default())
+            .await
+    }
+
+    /// Runs a model with a deadline, trace context and retry policy.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: &mut troupe_client::Client) -> Result<(), troupe_client::ClientError> {
+    /// use std::time::Duration;
+    /// use troupe_client::{CallOptions, InputTensor, RetryPolicy};
+    /// let opts = CallOptions { timeout: Some(Duration::from_millis(200)), retry: RetryPolicy::attempts(3), ..Default::default() };
+    /// let out = c.infer_with("mlp_onnx", vec![InputTensor::from_slice("input", vec![1, 16], &[0f32; 16])], &opts).await?;
+    /// let y: Vec<f32> = out.values("output")?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn infer_with(
+        &mut self,
+        model: &str,
+        inputs: Vec<InputTensor>,
+        opts: &CallOptions,
+    ) -> Result<InferResult, ClientError> {
+        let body = infer_request(model, &opts.version, inputs);
+        let mut attempt = 1;
+        loop {
+            let req = request(body.clone(), opts)?;
+            match self.inference.model_infer(req).await {
+                Ok(resp) => return decode_response(resp.into_inner()),
+                Err(s)
+                    if attempt < opts.retry.max_attempts
+                        && opts.retry.retry_on.contains(&s.code()) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(opts.retry.backoff(attempt)).await;
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    }
+
+    /// Explains one call: feature attributions of each input (the `Explain` RPC).
+    ///
+    /// ```no_run
+    /// # async fn demo(c: &mut troupe_client::Client) -> Result<(), troupe_client::ClientError> {
+    /// use troupe_client::{CallOptions, ExplainOptions, InputTensor};
+    /// let x = InputTensor::from_slice("input", vec![1, 16], &[0.5f32; 16]);
+    /// let e = c.explain("mlp_torch", vec![x], &ExplainOptions::method("integrated_gradients"), &CallOptions::default()).await?;
+    /// let attributions = e.attribution("input")?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn explain(
+        &mut self,
+        model: &str,
+        inputs: Vec<InputTensor>,
+        how: &ExplainOptions,
+        opts: &CallOptions,
+    ) -> Result<Explanation, ClientError> {
+        let body = explain_request(model, &opts.version, inputs, how);
+        let resp = self.explainer.explain(request(body, opts)?).await?;
+        let inner = resp.into_inner().response.unwrap_or_default();
+        Ok(Explanation {
+            result: decode_response(inner)?,
+        })
+    }
+}
