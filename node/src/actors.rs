@@ -14,6 +14,7 @@ use troupe_backends::{Backend, BackendError, Tensor};
 use crate::batcher::{Entry, Queue, Work, concat, split};
 use crate::error::NodeError;
 use crate::model::LoadedModel;
+use troupe_proto::backoff::Backoff;
 
 /// Work for one replica: `Serve` starts its loop of pulling batches from the model's
 /// queue, sent once when the actor starts.
@@ -360,7 +361,7 @@ async fn spawn_replica(
 /// model is unloaded, then asks the supervisor to start it.
 fn reload(myself: ActorRef<SupervisorMsg>, model: Weak<LoadedModel>, index: usize) {
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let Some(m) = model.upgrade() else { return };
             if m.is_unloading() {
@@ -385,8 +386,7 @@ fn reload(myself: ActorRef<SupervisorMsg>, model: Weak<LoadedModel>, index: usiz
                 }
             }
             drop(m);
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     });
 }

@@ -27,16 +27,17 @@ use troupe_proto::troupe as pb;
 use crate::config::{ModelDef, no_describe};
 use crate::error::NodeError;
 use crate::registry::Registry;
+use troupe_proto::backoff::Backoff;
 
 pub use troupe_proto::cluster::MODELS as MODELS_PREFIX;
 pub use troupe_proto::cluster::PLACEMENTS as PLACEMENTS_PREFIX;
 /// Most backend instances one placement may ask of a node.
 pub const MAX_INSTANCES: usize = 256;
 
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(2);
-const LOAD_RETRY_MIN: Duration = Duration::from_millis(500);
-const LOAD_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Between etcd sessions.
+const SESSION_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+/// Between tries to load a placed model that failed to load.
+const LOAD_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 /// How often the follower checks, without etcd events, that what is loaded still
 /// matches (a model unloaded by hand comes back).
 const RECHECK: Duration = Duration::from_secs(5);
@@ -142,7 +143,7 @@ fn target(name: &str, spec: &[u8], p: &Placement) -> Result<ModelDef, String> {
 /// A failed load, retried with backoff until it succeeds or the target changes.
 struct Retry {
     def: ModelDef,
-    delay: Duration,
+    backoff: Backoff,
     at: Instant,
 }
 
@@ -212,7 +213,8 @@ impl Follower {
             if previous.is_some_and(|r| Instant::now() < r.at) {
                 continue;
             }
-            let delay = previous.map_or(LOAD_RETRY_MIN, |r| (r.delay * 2).min(LOAD_RETRY_MAX));
+            let mut backoff = previous.map_or(LOAD_RETRY, |r| r.backoff);
+            let delay = backoff.next_delay();
             self.managed.insert(name.clone());
             let instances = def.instances;
             match self.registry.load(def.clone(), true).await {
@@ -238,7 +240,7 @@ impl Follower {
                         name,
                         Retry {
                             def,
-                            delay,
+                            backoff,
                             at: Instant::now() + delay,
                         },
                     );
@@ -253,7 +255,7 @@ impl Follower {
         &mut self,
         endpoints: &[String],
         stop: &mut watch::Receiver<bool>,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> Result<(), etcd_client::Error> {
         let mut client =
             troupe_proto::cluster::connect_etcd(endpoints, Duration::from_secs(2)).await?;
@@ -284,7 +286,7 @@ impl Follower {
         );
         self.desired = desired;
         self.reconcile().await;
-        *backoff = RETRY_MIN;
+        backoff.reset();
 
         let from = || {
             Some(
@@ -350,7 +352,7 @@ pub async fn run(
         retries: BTreeMap::new(),
         local: BTreeSet::new(),
     };
-    let mut backoff = RETRY_MIN;
+    let mut backoff = SESSION_RETRY;
     loop {
         if *stop.borrow() {
             return;
@@ -360,15 +362,14 @@ pub async fn run(
             Err(e) => warn!(
                 node = %f.node_id,
                 error = %e,
-                retry_in_ms = backoff.as_millis() as u64,
+                retry_in_ms = backoff.peek().as_millis() as u64,
                 "cannot follow placements; serving what is loaded and reading them again"
             ),
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(RETRY_MAX);
     }
 }
 

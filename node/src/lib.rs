@@ -21,4 +21,4 @@ pub mod service;
 
 pub use error::NodeError;
 pub use registry::{NodeOptions, Registry};
-pub use server::{ServeOptions, serve, shutdown_signal};
+pub use server::{ServeOptions, serve};

@@ -64,24 +64,13 @@ struct Args {
     /// A label for placement, KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// Serve Prometheus metrics on this address (GET /metrics).
-    #[arg(long, env = "TROUPE_METRICS_LISTEN")]
-    metrics_listen: Option<SocketAddr>,
     /// Audit file (JSON lines, appended) for models whose config has `[hooks] audit = true`.
     #[arg(long, env = "TROUPE_AUDIT_LOG", default_value = "troupe-audit.jsonl")]
     audit_log: PathBuf,
-    /// Serve over TLS with this certificate (PEM; needs --tls-key).
-    #[arg(long, env = "TROUPE_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// The certificate's private key (PEM).
-    #[arg(long, env = "TROUPE_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// Mutual TLS: accept only clients with a certificate from this CA (PEM).
-    #[arg(long, env = "TROUPE_TLS_CLIENT_CA")]
-    tls_client_ca: Option<PathBuf>,
-    /// Log filter (tracing-subscriber EnvFilter syntax).
-    #[arg(long, env = "TROUPE_LOG", default_value = "info")]
-    log: String,
+    #[command(flatten)]
+    tls: troupe_proto::tls::ServerTlsArgs,
+    #[command(flatten)]
+    observability: troupe_telemetry::process::ObservabilityArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,14 +90,9 @@ fn main() -> anyhow::Result<()> {
     // Logs, and spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (flushed on exit).
     let mut telemetry = {
         let _rt = runtime.enter();
-        troupe_telemetry::init("troupe-node", &args.log).context("telemetry")?
+        troupe_telemetry::init("troupe-node", &args.observability.log).context("telemetry")?
     };
-    let tls = troupe_proto::tls::ServerTls::from_files(
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
-        args.tls_client_ca.as_deref(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let tls = args.tls.load().map_err(anyhow::Error::msg)?;
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -178,10 +162,10 @@ fn main() -> anyhow::Result<()> {
             node_id,
             max_message_bytes: args.max_message_bytes,
             membership,
-            metrics_listen: args.metrics_listen,
+            metrics_listen: args.observability.metrics_listen,
             tls,
         };
-        troupe_node::serve(opts, listener, troupe_node::shutdown_signal()).await?;
+        troupe_node::serve(opts, listener, troupe_telemetry::process::shutdown_signal()).await?;
         anyhow::Ok(())
     });
     {

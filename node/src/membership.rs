@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::registry::Registry;
+use troupe_proto::backoff::Backoff;
 
 pub use troupe_proto::cluster::{
     Capacity, FailedModel, GpuRecord, ModelLoad, NODES as NODES_PREFIX, NodeRecord,
@@ -90,7 +91,7 @@ fn status(registry: &Registry, id: &str) -> StatusRecord {
 
 /// Keeps the node registered until `stop` turns true; then revokes its lease.
 pub async fn run(cfg: MembershipConfig, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     loop {
         match session(&cfg, &registry, &mut stop).await {
             Ok(()) => return,
@@ -99,10 +100,9 @@ pub async fn run(cfg: MembershipConfig, registry: Arc<Registry>, mut stop: watch
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

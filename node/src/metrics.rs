@@ -90,8 +90,10 @@ struct Family {
     read: fn(&ModelSample) -> Option<f64>,
 }
 
-/// The histograms of every model: name, help, and which of its histograms.
-const HISTOGRAM_FAMILIES: [(&str, &str, fn(&ModelMetrics) -> &Histogram); 7] = [
+/// A histogram of every model: name, help, and which of its histograms.
+type HistogramFamily = (&'static str, &'static str, fn(&ModelMetrics) -> &Histogram);
+
+const HISTOGRAM_FAMILIES: [HistogramFamily; 7] = [
     (
         "troupe_request_duration_seconds",
         "Time from a call's arrival at the model to its answer.",

@@ -56,7 +56,7 @@ pub async fn serve(
             .max_decoding_message_size(opts.max_message_bytes)
             .max_encoding_message_size(opts.max_message_bytes);
     let models = ModelsServer::new(ModelsService::new(registry.clone(), opts.node_id.clone()));
-    let explainer = ExplainerServer::new(crate::service::explain::ExplainService(
+    let explainer = ExplainerServer::new(troupe_proto::explain::ExplainService(
         InferenceService::new(registry.clone(), ready.clone()),
     ))
     .max_decoding_message_size(opts.max_message_bytes)
@@ -183,21 +183,4 @@ pub async fn serve(
     loader.abort();
     registry.shutdown().await;
     result.map_err(|e| NodeError::Internal(format!("server: {e}")))
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
-        _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "shutting down"),
-    }
 }

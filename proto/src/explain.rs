@@ -77,6 +77,37 @@ pub fn to_infer_request(req: ExplainRequest) -> Result<ModelInferRequest, String
     Ok(r)
 }
 
+/// `troupe.v1.Explainer` over any server's own `ModelInfer` (node or router): the one
+/// body of both.
+#[derive(Clone)]
+pub struct ExplainService<S>(pub S);
+
+#[tonic::async_trait]
+impl<S> crate::troupe::explainer_server::Explainer for ExplainService<S>
+where
+    S: crate::inference::grpc_inference_service_server::GrpcInferenceService,
+{
+    async fn explain(
+        &self,
+        req: tonic::Request<ExplainRequest>,
+    ) -> Result<tonic::Response<crate::troupe::ExplainResponse>, tonic::Status> {
+        let (meta, ext, body) = req.into_parts();
+        let infer = to_infer_request(body).map_err(tonic::Status::invalid_argument)?;
+        let resp = self
+            .0
+            .model_infer(tonic::Request::from_parts(meta, ext, infer))
+            .await?;
+        let (meta, inner, ext) = resp.into_parts();
+        Ok(tonic::Response::from_parts(
+            meta,
+            crate::troupe::ExplainResponse {
+                response: Some(only_attributions(inner)),
+            },
+            ext,
+        ))
+    }
+}
+
 /// Keeps only the attribution outputs of an answer.
 pub fn only_attributions(mut resp: ModelInferResponse) -> ModelInferResponse {
     let raw = std::mem::take(&mut resp.raw_output_contents);

@@ -20,6 +20,7 @@ pub mod troupe {
     pub use v1::*;
 }
 
+pub mod backoff;
 pub mod bytes;
 pub mod cluster;
 pub mod codes;
@@ -98,7 +99,6 @@ mod tests {
     }
 }
 
-/// The W3C trace context a caller sent (`traceparent`, optional `tracestate`), when its
 /// Puts `trace_id` on an answer or error as `trace-id` metadata, unless a `trace-id` is
 /// already there (the node's, passed back through the router). Empty or invalid ids are
 /// skipped.
@@ -115,100 +115,5 @@ pub fn set_trace_id<T>(result: &mut Result<tonic::Response<T>, tonic::Status>, t
     };
     if !md.contains_key("trace-id") {
         md.insert("trace-id", id);
-    }
-}
-
-/// `traceparent` is well formed: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceContext {
-    pub traceparent: String,
-    pub tracestate: Option<String>,
-}
-
-impl TraceContext {
-    /// From a request's metadata.
-    pub fn from_metadata(md: &tonic::metadata::MetadataMap) -> Option<Self> {
-        let tp = md
-            .get("traceparent")?
-            .to_str()
-            .ok()?
-            .trim()
-            .to_ascii_lowercase();
-        let parts: Vec<&str> = tp.split('-').collect();
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-        let ok = parts.len() >= 4
-            && hex(parts[0], 2)
-            && parts[0] != "ff"
-            && hex(parts[1], 32)
-            && parts[1].bytes().any(|b| b != b'0')
-            && hex(parts[2], 16)
-            && parts[2].bytes().any(|b| b != b'0')
-            && hex(parts[3], 2);
-        if !ok {
-            return None;
-        }
-        let tracestate = md
-            .get("tracestate")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        Some(Self {
-            traceparent: tp,
-            tracestate,
-        })
-    }
-
-    /// The 32-hex-digit trace id.
-    pub fn trace_id(&self) -> &str {
-        &self.traceparent[3..35]
-    }
-
-    /// Whether the caller sampled this trace (flag bit 0).
-    pub fn sampled(&self) -> bool {
-        u8::from_str_radix(&self.traceparent[53..55], 16).is_ok_and(|f| f & 1 == 1)
-    }
-
-    /// Puts the context on an outgoing request.
-    pub fn inject(&self, md: &mut tonic::metadata::MetadataMap) {
-        if let Ok(v) = self.traceparent.parse() {
-            md.insert("traceparent", v);
-        }
-        if let Some(Ok(v)) = self.tracestate.as_ref().map(|s| s.parse()) {
-            md.insert("tracestate", v);
-        }
-    }
-}
-
-#[cfg(test)]
-mod trace_tests {
-    use super::*;
-
-    #[test]
-    fn traceparent_is_validated_and_read() {
-        let mut md = tonic::metadata::MetadataMap::new();
-        md.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
-        let tc = TraceContext::from_metadata(&md).unwrap();
-        assert_eq!(tc.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert!(tc.sampled());
-        for bad in [
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-            "garbage",
-        ] {
-            md.insert("traceparent", bad.parse().unwrap());
-            assert!(TraceContext::from_metadata(&md).is_none(), "{bad}");
-        }
-        md.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
-                .parse()
-                .unwrap(),
-        );
-        assert!(!TraceContext::from_metadata(&md).unwrap().sampled());
     }
 }

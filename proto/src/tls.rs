@@ -31,6 +31,34 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// `--tls-cert`, `--tls-key` and `--tls-client-ca`, flattened into the node's and the
+/// router's flags.
+#[cfg(feature = "cli")]
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerTlsArgs {
+    /// Serve over TLS with this certificate (PEM; needs --tls-key).
+    #[arg(long, env = "TROUPE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "TROUPE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS: accept only clients with a certificate from this CA (PEM).
+    #[arg(long, env = "TROUPE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "cli")]
+impl ServerTlsArgs {
+    /// The server's TLS, read from the files (see [`ServerTls::from_files`]).
+    pub fn load(&self) -> Result<Option<ServerTls>, String> {
+        ServerTls::from_files(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+        )
+    }
+}
+
 impl ServerTls {
     /// Reads `--tls-cert`, `--tls-key` and `--tls-client-ca`. None when neither cert nor
     /// key is given; an error naming the file when one is missing or unreadable.

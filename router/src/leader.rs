@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ResignOptions};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
+use troupe_proto::backoff::Backoff;
 use troupe_proto::troupe::{BackendKind, DevicePreference};
 
 use crate::placement::{self, Assignment, Device};
@@ -168,7 +169,7 @@ pub async fn run(
     is_leader: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     loop {
         let r = lead(&store, &endpoints, &id, &is_leader, &mut stop).await;
         is_leader.store(false, Ordering::Release);
@@ -179,10 +180,9 @@ pub async fn run(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

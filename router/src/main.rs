@@ -8,13 +8,12 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::Parser;
 use tracing::info;
+use troupe_proto::explain::ExplainService;
 use troupe_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use troupe_proto::troupe::cluster_server::ClusterServer;
 use troupe_proto::troupe::explainer_server::ExplainerServer;
 use troupe_proto::troupe::models_server::ModelsServer;
-use troupe_router::service::{
-    ClusterService, ExplainService, InferenceService, ModelsService, Router,
-};
+use troupe_router::service::{ClusterService, InferenceService, ModelsService, Router};
 use troupe_router::state::Store;
 
 #[derive(Parser, Debug)]
@@ -33,31 +32,21 @@ struct Args {
     /// This router's name in the leader election (default: its address).
     #[arg(long, env = "TROUPE_ROUTER_ID")]
     router_id: Option<String>,
-    /// Serve over TLS with this certificate (PEM; needs --tls-key).
-    #[arg(long, env = "TROUPE_TLS_CERT")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The certificate's private key (PEM).
-    #[arg(long, env = "TROUPE_TLS_KEY")]
-    tls_key: Option<std::path::PathBuf>,
-    /// Mutual TLS: accept only clients with a certificate from this CA (PEM).
-    #[arg(long, env = "TROUPE_TLS_CLIENT_CA")]
-    tls_client_ca: Option<std::path::PathBuf>,
     /// Reach the nodes over TLS, trusting this CA (PEM).
     #[arg(long, env = "TROUPE_NODE_TLS_CA")]
     node_tls_ca: Option<std::path::PathBuf>,
-    /// Serve Prometheus metrics on this address (GET /metrics).
-    #[arg(long, env = "TROUPE_METRICS_LISTEN")]
-    metrics_listen: Option<SocketAddr>,
-    /// Log filter (tracing-subscriber EnvFilter syntax).
-    #[arg(long, env = "TROUPE_LOG", default_value = "info")]
-    log: String,
+    #[command(flatten)]
+    tls: troupe_proto::tls::ServerTlsArgs,
+    #[command(flatten)]
+    observability: troupe_telemetry::process::ObservabilityArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Logs, and spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (flushed on exit).
-    let mut telemetry = troupe_telemetry::init("troupe-router", &args.log).context("telemetry")?;
+    let mut telemetry =
+        troupe_telemetry::init("troupe-router", &args.observability.log).context("telemetry")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -81,12 +70,7 @@ async fn main() -> anyhow::Result<()> {
         is_leader.clone(),
         stop_rx,
     ));
-    let tls = troupe_proto::tls::ServerTls::from_files(
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
-        args.tls_client_ca.as_deref(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let tls = args.tls.load().map_err(anyhow::Error::msg)?;
     let node_tls = args
         .node_tls_ca
         .as_deref()
@@ -94,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let router = Router::with_node_tls(store, args.etcd.clone(), node_tls);
-    let metrics = match args.metrics_listen {
+    let metrics = match args.observability.metrics_listen {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a)
                 .await
@@ -110,13 +94,7 @@ async fn main() -> anyhow::Result<()> {
 
     info!(%addr, router = %id, "serving");
     let shutdown = async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        info!("shutting down");
+        troupe_telemetry::process::shutdown_signal().await;
         let _ = stop_tx.send(true);
     };
     let mut server = tonic::transport::Server::builder();
@@ -132,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .add_service(ModelsServer::new(ModelsService(router.clone())))
         .add_service(
-            ExplainerServer::new(ExplainService(router.clone()))
+            ExplainerServer::new(ExplainService(InferenceService(router.clone())))
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
         )

@@ -205,7 +205,7 @@ pub(crate) async fn forward<Req, Resp, F, Fut>(
     router: &Router,
     model: &str,
     deadline: Option<Instant>,
-    trace: Option<&troupe_proto::TraceContext>,
+    trace: Option<&troupe_telemetry::TraceContext>,
     body: Req,
     call: F,
 ) -> Result<Response<Resp>, Status>

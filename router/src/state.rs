@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 use prost::Message;
 use tokio::sync::watch;
 use tracing::{info, warn};
+use troupe_proto::backoff::Backoff;
 use troupe_proto::troupe::ModelSpec;
 
 use crate::records::{
@@ -219,7 +220,7 @@ impl Store {
 /// Keeps `store` in step with etcd until `stop`; on errors keeps the last state (routing
 /// goes on) and reads everything again once etcd answers.
 pub async fn sync(store: Arc<Store>, endpoints: Vec<String>, mut stop: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         tokio::select! {
             r = session(&store, &endpoints) => {
@@ -230,10 +231,9 @@ pub async fn sync(store: Arc<Store>, endpoints: Vec<String>, mut stop: watch::Re
             _ = stop.changed() => return,
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

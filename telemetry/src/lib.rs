@@ -16,15 +16,20 @@
 //! continues the caller's trace in a server span, [`inject`] passes the current span on to
 //! the next hop.
 
+mod context;
 pub mod metrics;
+pub mod process;
+
+use context::MetaInjector;
+pub use context::TraceContext;
 
 use std::sync::OnceLock;
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -145,17 +150,6 @@ impl Sampling {
     }
 }
 
-/// The `sampled` flag of a well-formed `traceparent` in `md`.
-fn parent_sampled(md: &MetadataMap) -> Option<bool> {
-    let v = md.get("traceparent")?.to_str().ok()?;
-    let parts: Vec<&str> = v.trim().split('-').collect();
-    if parts.len() < 4 || parts[1].len() != 32 || parts[2].len() != 16 || parts[3].len() != 2 {
-        return None;
-    }
-    let flags = u8::from_str_radix(parts[3], 16).ok()?;
-    Some(flags & 1 == 1)
-}
-
 /// A uniform draw in [0, 1), from the thread's generator.
 fn draw() -> f64 {
     rand::random::<f64>()
@@ -173,7 +167,7 @@ pub fn should_trace(md: &MetadataMap) -> bool {
         parent_based: true,
         ratio: 1.0,
     });
-    s.decide(parent_sampled(md), draw())
+    s.decide(TraceContext::from_metadata(md).map(|t| t.sampled()), draw())
 }
 
 /// This process's service name (after [`init`]).
@@ -288,37 +282,6 @@ pub fn init(default_service: &str, log_filter: &str) -> Result<Telemetry, Teleme
     })
 }
 
-struct MetaExtractor<'a>(&'a MetadataMap);
-
-impl Extractor for MetaExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|k| match k {
-                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
-                tonic::metadata::KeyRef::Binary(_) => None,
-            })
-            .collect()
-    }
-}
-
-struct MetaInjector<'a>(&'a mut MetadataMap);
-
-impl Injector for MetaInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(k), Ok(v)) = (
-            MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value.as_str()),
-        ) {
-            self.0.insert(k, v);
-        }
-    }
-}
-
 /// The span of a call entering this process (`make` builds it). Tracing off: `make()`,
 /// for the logs. Tracing on and the sampler keeps the call: `make()` continuing the
 /// caller's trace from `md`, with `service.name` set. Not kept: `Span::none()`, and no
@@ -363,9 +326,8 @@ pub fn set_parent(span: &tracing::Span, md: &MetadataMap) {
     if !enabled() {
         return;
     }
-    let cx = TraceContextPropagator::new().extract(&MetaExtractor(md));
-    if cx.span().span_context().is_valid() {
-        let _ = span.set_parent(cx);
+    if let Some(t) = TraceContext::from_metadata(md) {
+        let _ = span.set_parent(t.into_context());
     }
 }
 
@@ -472,28 +434,6 @@ mod tests {
             ("OTEL_TRACES_SAMPLER_ARG", "nonsense"),
         ]);
         assert_eq!(s.ratio, 1.0, "a bad argument falls back to 1.0");
-    }
-
-    #[test]
-    fn the_parent_flag_is_read_from_a_well_formed_traceparent_only() {
-        let mut md = MetadataMap::new();
-        assert_eq!(parent_sampled(&md), None);
-        md.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(parent_sampled(&md), Some(true));
-        md.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(parent_sampled(&md), Some(false));
-        md.insert("traceparent", "garbage".parse().unwrap());
-        assert_eq!(parent_sampled(&md), None);
     }
 
     #[test]

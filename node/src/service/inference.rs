@@ -18,10 +18,6 @@ use crate::hooks::{CallCtx, HookedModel};
 use crate::model::LoadedModel;
 use crate::registry::Registry;
 
-fn t_id(t: &Option<troupe_proto::TraceContext>) -> &str {
-    t.as_ref().map_or("", |t| t.trace_id())
-}
-
 /// Request parameter that crashes a replica (only with --enable-fault-injection).
 pub const FAULT_PARAM: &str = "troupe.fault";
 /// Response parameter of text models: how many of the call's texts were truncated.
@@ -325,7 +321,7 @@ impl GrpcInferenceService for InferenceService {
             .unwrap_or_default();
         // W3C trace context: the call's span continues the caller's trace, and the trace
         // id goes back on the answer (and the error).
-        let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
+        let trace = troupe_telemetry::TraceContext::from_metadata(req.metadata());
         let span = troupe_telemetry::call_span(req.metadata(), || {
             info_span!(
                 "node.infer",
@@ -335,7 +331,10 @@ impl GrpcInferenceService for InferenceService {
             )
         });
         let traced_id = troupe_telemetry::trace_id(&span);
-        let trace_id = traced_id.as_deref().unwrap_or_else(|| t_id(&trace));
+        let trace_id = traced_id
+            .or_else(|| trace.as_ref().map(|t| t.trace_id()))
+            .unwrap_or_default();
+        let trace_id = trace_id.as_str();
         let mut result = self.infer(req, found, trace_id).instrument(span).await;
         let code = result
             .as_ref()

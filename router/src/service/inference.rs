@@ -66,7 +66,7 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let d = troupe_proto::request_deadline(&req);
-        let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
+        let trace = troupe_telemetry::TraceContext::from_metadata(req.metadata());
         let body = req.into_inner();
         let model = body.name.clone();
         forward(
@@ -86,13 +86,13 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let d = troupe_proto::request_deadline(&req);
-        let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
+        let trace = troupe_telemetry::TraceContext::from_metadata(req.metadata());
         let span = troupe_telemetry::call_span(
             req.metadata(),
             || tracing::info_span!("router.infer", model = %req.get_ref().model_name),
         );
-        let trace_id = troupe_telemetry::trace_id(&span)
-            .or_else(|| trace.as_ref().map(|t| t.trace_id().to_string()));
+        let trace_id =
+            troupe_telemetry::trace_id(&span).or_else(|| trace.as_ref().map(|t| t.trace_id()));
         let body = req.into_inner();
         let model = body.model_name.clone();
         let started = Instant::now();
@@ -123,7 +123,7 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let d = troupe_proto::request_deadline(&req);
-        let trace = troupe_proto::TraceContext::from_metadata(req.metadata());
+        let trace = troupe_telemetry::TraceContext::from_metadata(req.metadata());
         let body = req.into_inner();
         let model = body.name.clone();
         forward(
