@@ -102,30 +102,29 @@ pub(crate) fn parse_data_file(path: &std::path::Path) -> Result<Vec<InputTensor>
                     .map(|x| x.as_f64().context("non-numeric value").map(le));
                 Ok(each.collect::<Result<Vec<_>>>()?.concat())
             };
-            let bytes: Vec<u8> =
-                match wire_data_type(datatype).filter(|d| DATA_FILE_TYPES.contains(d)) {
-                    Some(DataType::F32) => nums(|x| (x as f32).to_le_bytes().to_vec())?,
-                    Some(DataType::F64) => nums(|x| x.to_le_bytes().to_vec())?,
-                    Some(DataType::I32) => nums(|x| (x as i32).to_le_bytes().to_vec())?,
-                    Some(DataType::I64) => nums(|x| (x as i64).to_le_bytes().to_vec())?,
-                    Some(DataType::U8) => nums(|x| vec![x as u8])?,
-                    Some(DataType::Bool) => data
-                        .iter()
-                        .map(|x| u8::from(x.as_bool().unwrap_or(false)))
-                        .collect(),
-                    Some(DataType::Bytes) => troupe_proto::bytes::encode_bytes(
-                        data.iter().map(|x| x.as_str().unwrap_or("").as_bytes()),
+            let bytes: Vec<u8> = match wire_data_type(datatype) {
+                Some(DataType::F32) => nums(|x| (x as f32).to_le_bytes().to_vec())?,
+                Some(DataType::F64) => nums(|x| x.to_le_bytes().to_vec())?,
+                Some(DataType::I32) => nums(|x| (x as i32).to_le_bytes().to_vec())?,
+                Some(DataType::I64) => nums(|x| (x as i64).to_le_bytes().to_vec())?,
+                Some(DataType::U8) => nums(|x| vec![x as u8])?,
+                Some(DataType::Bool) => data
+                    .iter()
+                    .map(|x| u8::from(x.as_bool().unwrap_or(false)))
+                    .collect(),
+                Some(DataType::Bytes) => troupe_proto::bytes::encode_bytes(
+                    data.iter().map(|x| x.as_str().unwrap_or("").as_bytes()),
+                )
+                .to_vec(),
+                _ => {
+                    let supported: Vec<&str> =
+                        DATA_FILE_TYPES.iter().map(|d| d.wire_name()).collect();
+                    bail!(
+                        "datatype {datatype} is not supported in data files ({})",
+                        supported.join(", ")
                     )
-                    .to_vec(),
-                    _ => {
-                        let supported: Vec<&str> =
-                            DATA_FILE_TYPES.iter().map(|d| d.wire_name()).collect();
-                        bail!(
-                            "datatype {datatype} is not supported in data files ({})",
-                            supported.join(", ")
-                        )
-                    }
-                };
+                }
+            };
             Ok(InputTensor::raw(name, datatype, shape, Bytes::from(bytes)))
         })
         .collect()
@@ -149,4 +148,59 @@ pub(crate) fn collect_inputs(
         )));
     }
     Ok(tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data_file(json: &str) -> Result<Vec<InputTensor>> {
+        let f = tempfile::NamedTempFile::new()?;
+        std::fs::write(f.path(), json)?;
+        parse_data_file(f.path())
+    }
+
+    #[test]
+    fn data_files_hold_the_wire_types_they_name() {
+        let t = data_file(
+            r#"{"inputs":[{"name":"a","shape":[2],"data":[1.5,2]},
+            {"name":"b","datatype":"INT64","shape":[1],"data":[-3]},
+            {"name":"c","datatype":"BOOL","shape":[2],"data":[true,false]},
+            {"name":"d","datatype":"BYTES","shape":[1],"data":["hi"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t[0].datatype, "FP32");
+        assert_eq!(
+            &t[0].data[..],
+            [1.5f32.to_le_bytes(), 2f32.to_le_bytes()].concat()
+        );
+        assert_eq!(&t[1].data[..], (-3i64).to_le_bytes());
+        assert_eq!(&t[2].data[..], [1, 0]);
+        assert_eq!(
+            &t[3].data[..],
+            troupe_proto::bytes::encode_bytes([&b"hi"[..]])
+        );
+        for dt in ["INT16", "fp32", "TYPE_FP32"] {
+            let e = data_file(&format!(
+                r#"{{"inputs":[{{"name":"x","datatype":"{dt}","shape":[1],"data":[1]}}]}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "datatype {dt} is not supported in data files (FP32, FP64, INT32, INT64, UINT8, BOOL, BYTES)"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn input_specs() {
+        let t = parse_input("x=2,2:1,2,3,4").unwrap();
+        assert_eq!((t.datatype.as_str(), t.shape.clone()), ("FP32", vec![2, 2]));
+        assert!(parse_input("x=2,2:1,2,3").is_err());
+        assert!(parse_input("x").is_err());
+        let s = tensor_flag("y:fp32:3,4").unwrap();
+        assert_eq!((s.data_type.as_str(), s.dims), ("FP32", vec![3, 4]));
+    }
 }
