@@ -7,11 +7,6 @@ use std::time::{Duration, Instant};
 use hdrhistogram::{Counter, Histogram};
 use serde::Serialize;
 
-/// Error name for an open-loop request not sent because too many were outstanding.
-pub const DROPPED: &str = "dropped";
-/// Error name for an answer whose outputs do not match its raw buffers.
-pub const BAD_RESPONSE: &str = "bad_response";
-
 /// Latency percentiles in microseconds (zero when there was no answer).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LatencySummary {
@@ -216,14 +211,14 @@ mod tests {
             "a".into(),
             t0 + Duration::from_millis(2500),
         );
-        r.error(1, DROPPED, "b".into(), t0 + Duration::from_millis(2500));
-        r.error(1, DROPPED, "c".into(), t0 + Duration::from_millis(2500));
+        r.error(1, "dropped", "b".into(), t0 + Duration::from_millis(2500));
+        r.error(1, "dropped", "c".into(), t0 + Duration::from_millis(2500));
         let s = summarize(&r.total.hist);
         assert_eq!(s.count, 100);
         assert!((49_000..=51_000).contains(&s.p50_us), "{s:?}");
         assert!((99_000..=101_000).contains(&s.max_us), "{s:?}");
         assert_eq!(r.total.error_count(), 3);
-        assert_eq!(r.messages[DROPPED], "b");
+        assert_eq!(r.messages["dropped"], "b");
         assert_eq!(r.models[0].answers + r.models[1].answers, 100);
         let w = r.windows();
         assert_eq!(w.len(), 3);
