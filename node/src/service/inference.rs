@@ -2,37 +2,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info_span, instrument};
 use troupe_proto::inference::grpc_inference_service_server::GrpcInferenceService;
-use troupe_proto::inference::infer_parameter::ParameterChoice;
 use troupe_proto::inference::model_metadata_response::TensorMetadata;
 use troupe_proto::inference::repository_index_response::ModelIndex;
 use troupe_proto::inference::{self as pb, model_instance_group};
 
-use crate::convert;
-use crate::error::NodeError;
-use crate::hooks::{CallCtx, HookedModel};
+use super::call;
 use crate::model::LoadedModel;
 use crate::registry::Registry;
-
-/// Request parameter that crashes a replica (only with --enable-fault-injection).
-pub const FAULT_PARAM: &str = "troupe.fault";
-/// Response parameter of text models: how many of the call's texts were truncated.
-pub const TRUNCATED_PARAM: &str = "truncated";
-
-/// A validated call, ready to queue.
-struct Prepared {
-    /// What the backend runs (a text model's tokens).
-    inputs: Vec<troupe_backends::Tensor>,
-    rows: usize,
-    fault: bool,
-    deadline: Option<Instant>,
-    /// A text model's tokenizing of the call.
-    text: Option<crate::pipeline::Encoded>,
-}
 
 #[derive(Clone)]
 pub struct InferenceService {
@@ -41,165 +21,6 @@ pub struct InferenceService {
 }
 
 impl InferenceService {
-    /// One call to `model` (looked up once, by `model_infer`), with the model's hooks
-    /// around it.
-    async fn infer(
-        &self,
-        req: Request<pb::ModelInferRequest>,
-        model: Result<Arc<LoadedModel>, NodeError>,
-        trace_id: &str,
-    ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let deadline = troupe_proto::request_deadline(&req);
-        let req = req.into_inner();
-        let model = model?;
-        let started = Instant::now();
-        // The hooks see the model through its `HookedModel` face.
-        let hooked_model: Arc<dyn HookedModel> = model.clone();
-        let mut ctx = CallCtx {
-            model: &hooked_model,
-            request: &req,
-            inputs: &[],
-            rows: 1,
-            trace_id,
-            deadline,
-            started,
-        };
-        let prepared = self.prepare(&req, &model, deadline);
-        let Prepared {
-            inputs,
-            rows,
-            fault,
-            deadline,
-            text,
-        } = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                model.hooks.finished(&ctx, Err(&e));
-                return Err(e.into());
-            }
-        };
-        ctx.deadline = deadline;
-        ctx.rows = rows;
-        let hooked = model.hooks.wanted(&ctx);
-        let keep = hooked || model.hooks.observes();
-        // Tensors share their bytes: keeping a copy for the hooks copies no data.
-        let kept: Vec<troupe_backends::Tensor>;
-        if keep {
-            kept = inputs.clone();
-            ctx.inputs = &kept;
-        }
-        let mut result = self.run(&model, &ctx, inputs, fault, hooked).await;
-        model.hooks.finished(&ctx, result.as_ref());
-        if let (Ok(resp), Some(t)) = (&mut result, text) {
-            // How many of the call's texts were cut to the model's max_length.
-            resp.parameters.insert(
-                TRUNCATED_PARAM.into(),
-                pb::InferParameter {
-                    parameter_choice: Some(ParameterChoice::Int64Param(t.truncated as i64)),
-                },
-            );
-        }
-        Ok(Response::new(result?))
-    }
-
-    /// Validates a call: its inputs, rows, fault flag and deadline; a text model's text
-    /// becomes its tokens here.
-    fn prepare(
-        &self,
-        req: &pb::ModelInferRequest,
-        model: &LoadedModel,
-        deadline: Option<Instant>,
-    ) -> Result<Prepared, NodeError> {
-        let mut fault = false;
-        if let Some(p) = req.parameters.get(FAULT_PARAM) {
-            if !self.registry.opts.fault_injection {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "parameter '{FAULT_PARAM}' needs a node started with --enable-fault-injection"
-                )));
-            }
-            fault = matches!(&p.parameter_choice, Some(ParameterChoice::StringParam(s)) if s == "crash");
-        }
-        // KServe/Triton clients may also send a `timeout` parameter in microseconds.
-        let timeout_us = req
-            .parameters
-            .get("timeout")
-            .and_then(|p| match p.parameter_choice {
-                Some(ParameterChoice::Int64Param(us)) if us > 0 => Some(us as u64),
-                Some(ParameterChoice::Uint64Param(us)) if us > 0 => Some(us),
-                _ => None,
-            });
-        let deadline =
-            match timeout_us.and_then(|us| Instant::now().checked_add(Duration::from_micros(us))) {
-                Some(d) => Some(deadline.map_or(d, |g| g.min(d))),
-                None => deadline,
-            };
-        let sig = &model.def.signature;
-        let inputs = convert::request_inputs(
-            &model.def.name,
-            req,
-            sig,
-            self.registry.opts.max_tensor_bytes,
-        )?;
-        let rows = if sig.max_batch_size > 0 {
-            inputs.first().map(|t| t.shape[0]).unwrap_or(1)
-        } else {
-            1
-        };
-        let (inputs, text) = match (&model.pipeline, inputs.first()) {
-            (Some(p), Some(text)) => {
-                let started = Instant::now();
-                let span = troupe_telemetry::child_span(|| {
-                    info_span!(
-                        "tokenize",
-                        rows = rows as i64,
-                        tokens = tracing::field::Empty
-                    )
-                });
-                let (tokens, encoded) = span.in_scope(|| p.encode(text))?;
-                span.record("tokens", encoded.tokens as i64);
-                model.metrics.tokenize.observe_duration(started.elapsed());
-                (tokens, Some(encoded))
-            }
-            _ => (inputs, None),
-        };
-        Ok(Prepared {
-            inputs,
-            rows,
-            fault,
-            deadline,
-            text,
-        })
-    }
-
-    /// Hooks before, the model, hooks after (explanations add outputs).
-    async fn run(
-        &self,
-        model: &LoadedModel,
-        ctx: &CallCtx<'_>,
-        inputs: Vec<troupe_backends::Tensor>,
-        fault: bool,
-        hooked: bool,
-    ) -> Result<pb::ModelInferResponse, NodeError> {
-        if hooked {
-            model.hooks.before(ctx).await?;
-        }
-        // Traced calls get queue_wait, batch and backend spans from the queue and replica.
-        let outputs = model.infer(inputs, ctx.rows, ctx.deadline, fault).await?;
-        let extra = if hooked {
-            model.hooks.after(ctx, &outputs).await?
-        } else {
-            Vec::new()
-        };
-        let mut resp = convert::response(
-            ctx.request,
-            &model.def.version,
-            &model.def.signature,
-            outputs,
-        )?;
-        convert::append_outputs(&mut resp, extra);
-        Ok(resp)
-    }
-
     pub fn new(registry: Arc<Registry>, ready: Arc<AtomicBool>) -> Self {
         Self { registry, ready }
     }
@@ -335,7 +156,9 @@ impl GrpcInferenceService for InferenceService {
             .or_else(|| trace.as_ref().map(|t| t.trace_id()))
             .unwrap_or_default();
         let trace_id = trace_id.as_str();
-        let mut result = self.infer(req, found, trace_id).instrument(span).await;
+        let mut result = call::infer(&self.registry, req, found, trace_id)
+            .instrument(span)
+            .await;
         let code = result
             .as_ref()
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);

@@ -1,103 +1,17 @@
-//! The per-model request queue and dynamic batcher.
-//!
-//! Every call of a model goes through one bounded [`Queue`]. Each backend instance (a
-//! replica actor) pulls its next batch with [`Queue::next_batch`] when it is idle, so
-//! instances are fed from one queue. With dynamic batching on, a batch joins queued calls
-//! along dimension 0 up to `max_batch_size`: it leaves at once when it is full or has a
-//! preferred size, else when its oldest call has waited `max_queue_delay`.
-//!
-//! Calls never wait on the dead: a call whose client cancelled leaves the queue at once
-//! (its [`Ticket`] is dropped with the handler), and a call whose deadline passed while
-//! queued is answered DEADLINE_EXCEEDED and never run.
+//! The per-model request queue: bounded, fed by every call, drained a batch at a time
+//! by each idle replica.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
-use troupe_backends::{BackendError, Tensor};
+use troupe_backends::Tensor;
 
+use super::plan::{BatchConfig, Plan, plan};
 use crate::error::NodeError;
-
-/// How a model's queue forms batches.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchConfig {
-    /// Largest batch (sum of the calls' dim 0); 0 or 1 means one call at a time.
-    pub max_batch_size: usize,
-    /// How long the oldest call may wait for others to join it.
-    pub max_queue_delay: Duration,
-    /// Sizes that leave at once when reachable.
-    pub preferred_batch_sizes: Vec<usize>,
-    /// Calls that may wait; more get RESOURCE_EXHAUSTED.
-    pub max_queue_size: usize,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            max_batch_size: 0,
-            max_queue_delay: Duration::ZERO,
-            preferred_batch_sizes: Vec::new(),
-            max_queue_size: 1024,
-        }
-    }
-}
-
-impl BatchConfig {
-    pub fn batching(&self) -> bool {
-        self.max_batch_size > 1
-    }
-}
-
-/// What the batcher decided for the calls now queued (sizes in queue order).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Plan {
-    /// Take this many calls from the front now.
-    Take(usize),
-    /// Wait for more calls, at most this long.
-    Wait(Duration),
-    /// Nothing queued.
-    Idle,
-}
-
-/// The batching decision as a pure function (unit-tested below).
-pub fn plan(sizes: &[usize], oldest_wait: Duration, cfg: &BatchConfig) -> Plan {
-    if sizes.is_empty() {
-        return Plan::Idle;
-    }
-    if !cfg.batching() {
-        return Plan::Take(1);
-    }
-    // Longest prefix that fits, and the longest prefix that hits a preferred size.
-    let (mut sum, mut fit, mut preferred) = (0usize, 0usize, None);
-    for (i, &s) in sizes.iter().enumerate() {
-        if sum + s > cfg.max_batch_size {
-            break;
-        }
-        sum += s;
-        fit = i + 1;
-        if cfg.preferred_batch_sizes.contains(&sum) {
-            preferred = Some(fit);
-        }
-    }
-    if fit == 0 {
-        return Plan::Take(1); // a single call larger than the batch limit runs alone
-    }
-    let full = sum == cfg.max_batch_size || fit < sizes.len();
-    if full {
-        return Plan::Take(fit);
-    }
-    if let Some(n) = preferred.filter(|&n| n == fit) {
-        return Plan::Take(n);
-    }
-    if oldest_wait >= cfg.max_queue_delay {
-        return Plan::Take(fit);
-    }
-    Plan::Wait(cfg.max_queue_delay - oldest_wait)
-}
 
 /// What a queued call asks of the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,104 +276,12 @@ fn prune(q: &mut VecDeque<Entry>, now: Instant) {
     });
 }
 
-/// Joins the calls' inputs along dim 0. One call passes through untouched (no copy).
-pub fn concat(batch: &mut [Entry]) -> Result<Vec<Tensor>, BackendError> {
-    if batch.len() == 1 {
-        return Ok(std::mem::take(&mut batch[0].inputs));
-    }
-    let n_inputs = batch[0].inputs.len();
-    let mut out = Vec::with_capacity(n_inputs);
-    for i in 0..n_inputs {
-        let first = &batch[0].inputs[i];
-        let rows: usize = batch.iter().map(|e| e.inputs[i].shape[0]).sum();
-        let total: usize = batch.iter().map(|e| e.inputs[i].data.len()).sum();
-        let mut buf = BytesMut::with_capacity(total);
-        for e in batch.iter() {
-            let t = &e.inputs[i];
-            if t.shape[1..] != first.shape[1..] || t.dtype != first.dtype {
-                return Err(BackendError::InvalidInput(
-                    "calls in one batch disagree on shapes".into(),
-                ));
-            }
-            buf.extend_from_slice(&t.data);
-        }
-        let mut shape = first.shape.clone();
-        shape[0] = rows;
-        out.push(Tensor::new(first.dtype, shape, buf.freeze())?);
-    }
-    Ok(out)
-}
-
-/// Splits a batch's outputs back into one output list per call (zero-copy slices).
-pub fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, BackendError> {
-    if rows.len() == 1 {
-        return Ok(vec![outputs]);
-    }
-    let total: usize = rows.iter().sum();
-    let mut per_call: Vec<Vec<Tensor>> = (0..rows.len())
-        .map(|_| Vec::with_capacity(outputs.len()))
-        .collect();
-    for t in outputs {
-        if t.shape.first() != Some(&total) {
-            return Err(BackendError::OutputMismatch(format!(
-                "a batch of {total} rows produced an output of shape {:?}",
-                t.shape
-            )));
-        }
-        let row_bytes = t.data.len() / total.max(1);
-        let mut offset = 0;
-        for (call, &r) in rows.iter().enumerate() {
-            let data: Bytes = t.data.slice(offset..offset + r * row_bytes);
-            offset += r * row_bytes;
-            let mut shape = t.shape.clone();
-            shape[0] = r;
-            per_call[call].push(Tensor {
-                dtype: t.dtype,
-                shape,
-                data,
-            });
-        }
-    }
-    Ok(per_call)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cfg(max: usize, delay_ms: u64, preferred: &[usize]) -> BatchConfig {
-        BatchConfig {
-            max_batch_size: max,
-            max_queue_delay: Duration::from_millis(delay_ms),
-            preferred_batch_sizes: preferred.to_vec(),
-            max_queue_size: 8,
-        }
-    }
-
-    #[test]
-    fn plan_rules() {
-        let c = cfg(8, 5, &[4]);
-        assert_eq!(plan(&[], Duration::ZERO, &c), Plan::Idle);
-        // Not full, not preferred, young: wait out the delay.
-        assert_eq!(
-            plan(&[1, 1], Duration::from_millis(1), &c),
-            Plan::Wait(Duration::from_millis(4))
-        );
-        // Old enough: go with what fits.
-        assert_eq!(plan(&[1, 1], Duration::from_millis(5), &c), Plan::Take(2));
-        // A preferred size leaves at once.
-        assert_eq!(plan(&[2, 2], Duration::ZERO, &c), Plan::Take(2));
-        // Full leaves at once; the rest waits.
-        assert_eq!(plan(&[4, 4, 1], Duration::ZERO, &c), Plan::Take(2));
-        assert_eq!(plan(&[3, 3, 3], Duration::ZERO, &c), Plan::Take(2));
-        // A call larger than the batch runs alone.
-        assert_eq!(plan(&[9, 1], Duration::ZERO, &c), Plan::Take(1));
-        // No batching: one at a time.
-        assert_eq!(
-            plan(&[1, 1, 1], Duration::ZERO, &BatchConfig::default()),
-            Plan::Take(1)
-        );
-    }
+    use crate::batcher::join::{concat, split};
+    use crate::batcher::plan::tests::cfg;
+    use std::time::Duration;
 
     fn t(rows: usize, v: f32) -> Tensor {
         Tensor::from_f32(vec![rows, 2], &vec![v; rows * 2]).unwrap()
