@@ -8,8 +8,9 @@
 
 use std::fmt::Write as _;
 
-use crate::format::trim_float;
+use crate::format::{three_decimals, trim_float};
 use crate::report::{Report, StepReport};
+use crate::stats::WindowReport;
 
 const W: f64 = 860.0;
 const H: f64 = 500.0;
@@ -50,16 +51,14 @@ pub fn render(report: &Report) -> String {
 /// p50/p99 per window over time.
 pub fn latency_over_time(step: &StepReport, title: &str) -> String {
     let half = step.window_s / 2.0;
-    let p50: Vec<(f64, f64)> = step
-        .windows
-        .iter()
-        .filter_map(|w| w.p50_us.map(|v| (w.start_s + half, v as f64 / 1000.0)))
-        .collect();
-    let p99: Vec<(f64, f64)> = step
-        .windows
-        .iter()
-        .filter_map(|w| w.p99_us.map(|v| (w.start_s + half, v as f64 / 1000.0)))
-        .collect();
+    let pts = |f: fn(&WindowReport) -> Option<u64>| -> Vec<(f64, f64)> {
+        step.windows
+            .iter()
+            .filter_map(|w| f(w).map(|v| (w.start_s + half, v as f64 / 1000.0)))
+            .collect()
+    };
+    let p50 = pts(|w| w.p50_us);
+    let p99 = pts(|w| w.p99_us);
     let x_max = step
         .windows
         .last()
@@ -214,8 +213,7 @@ fn tick_label(v: f64) -> String {
     } else if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else {
-        let s = format!("{v:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
+        three_decimals(v)
     }
 }
 

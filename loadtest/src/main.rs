@@ -16,8 +16,8 @@ use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use troupe_load::{
-    ConnectOptions, InputOptions, Load, LoadError, ModelSpec, Observer, Phase, Progress, RunConfig,
-    StepReport, Stop, Target, Workload,
+    ConnectOptions, InputOptions, Load, LoadError, ModelSpec, Observer, Phase, Progress, Report,
+    RunConfig, StepReport, Stop, Target, Workload,
 };
 
 const EXAMPLES: &str = "\
@@ -210,6 +210,18 @@ fn config(args: &Args) -> Result<RunConfig, LoadError> {
     Ok(cfg)
 }
 
+/// A file a run may write: its flag, its path if given, and the report's rendering.
+type Output<'a> = (&'static str, &'a Option<PathBuf>, fn(&Report) -> String);
+
+/// The files a run may write, in the order they are written.
+fn outputs(args: &Args) -> [Output<'_>; 3] {
+    [
+        ("--json", &args.json, Report::to_json),
+        ("--csv", &args.csv, Report::to_csv),
+        ("--chart", &args.chart, Report::chart_svg),
+    ]
+}
+
 /// Refuses output paths whose directory does not exist, before a long run.
 fn check_output(path: &Option<PathBuf>, flag: &str) -> Result<(), LoadError> {
     if let Some(p) = path {
@@ -231,9 +243,9 @@ fn check_output(path: &Option<PathBuf>, flag: &str) -> Result<(), LoadError> {
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let specs = specs(&args)?;
     let cfg = config(&args)?;
-    check_output(&args.json, "--json")?;
-    check_output(&args.csv, "--csv")?;
-    check_output(&args.chart, "--chart")?;
+    for (flag, path, _) in outputs(&args) {
+        check_output(path, flag)?;
+    }
 
     let opts = ConnectOptions {
         connect_timeout: args.connect_timeout,
@@ -274,17 +286,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = troupe_load::run(&target, &workload, &cfg, &ui).await?;
     print!("{}", report.table());
 
-    if let Some(p) = &args.json {
-        std::fs::write(p, report.to_json())
-            .with_context(|| format!("cannot write {}", p.display()))?;
-    }
-    if let Some(p) = &args.csv {
-        std::fs::write(p, report.to_csv())
-            .with_context(|| format!("cannot write {}", p.display()))?;
-    }
-    if let Some(p) = &args.chart {
-        std::fs::write(p, report.chart_svg())
-            .with_context(|| format!("cannot write {}", p.display()))?;
+    for (_, path, render) in outputs(&args) {
+        if let Some(p) = path {
+            std::fs::write(p, render(&report))
+                .with_context(|| format!("cannot write {}", p.display()))?;
+        }
     }
     Ok(if report.interrupted {
         ExitCode::from(130)
