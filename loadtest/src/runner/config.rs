@@ -58,7 +58,7 @@ pub struct RunConfig {
     pub max_outstanding: usize,
     /// Seed for the choice of model and of input variant.
     pub seed: u64,
-    /// Width of the time windows of [`StepReport::windows`].
+    /// Width of the time windows of [`StepReport::windows`](crate::StepReport::windows).
     pub window: Duration,
 }
 
