@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -21,6 +22,24 @@ use crate::routing::{Router, forward};
 
 #[derive(Clone)]
 pub struct InferenceService(pub Arc<Router>);
+
+/// A call about one model (metadata, config), forwarded to a ready replica of it with the
+/// caller's deadline and trace context.
+async fn routed<Req, Resp, F, Fut>(
+    router: &Router,
+    model: &str,
+    req: Request<Req>,
+    call: F,
+) -> Result<Response<Resp>, Status>
+where
+    Req: Clone,
+    F: Fn(GrpcInferenceServiceClient<Channel>, Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+{
+    let d = troupe_proto::request_deadline(&req);
+    let trace = troupe_telemetry::TraceContext::from_metadata(req.metadata());
+    forward(router, model, d, trace.as_ref(), req.into_inner(), call).await
+}
 
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
@@ -65,18 +84,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        let d = troupe_proto::request_deadline(&req);
-        let trace = troupe_telemetry::TraceContext::from_metadata(req.metadata());
-        let body = req.into_inner();
-        let model = body.name.clone();
-        forward(
-            &self.0,
-            &model,
-            d,
-            trace.as_ref(),
-            body,
-            |mut c, r| async move { c.model_metadata(r).await },
-        )
+        let model = req.get_ref().name.clone();
+        routed(&self.0, &model, req, |mut c, r| async move {
+            c.model_metadata(r).await
+        })
         .await
     }
 
@@ -122,18 +133,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
-        let d = troupe_proto::request_deadline(&req);
-        let trace = troupe_telemetry::TraceContext::from_metadata(req.metadata());
-        let body = req.into_inner();
-        let model = body.name.clone();
-        forward(
-            &self.0,
-            &model,
-            d,
-            trace.as_ref(),
-            body,
-            |mut c, r| async move { c.model_config(r).await },
-        )
+        let model = req.get_ref().name.clone();
+        routed(&self.0, &model, req, |mut c, r| async move {
+            c.model_config(r).await
+        })
         .await
     }
 
