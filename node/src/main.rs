@@ -30,6 +30,13 @@ struct Args {
     /// Largest input tensor accepted, in bytes (larger ones get RESOURCE_EXHAUSTED).
     #[arg(long, env = "TROUPE_MAX_TENSOR_BYTES", default_value_t = 64 << 20)]
     max_tensor_bytes: usize,
+    /// MiB all explanations of this node may hold at once (perturbed inputs in flight);
+    /// past it, an explanation gets RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TROUPE_EXPLAIN_MEMORY_MB", default_value_t = 1024)]
+    explain_memory_mb: usize,
+    /// MiB one explanation may hold at once.
+    #[arg(long, env = "TROUPE_EXPLAIN_CALL_MEMORY_MB", default_value_t = 256)]
+    explain_call_memory_mb: usize,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "TROUPE_MAX_MESSAGE_BYTES", default_value_t = 256 << 20)]
     max_message_bytes: usize,
@@ -158,6 +165,8 @@ fn main() -> anyhow::Result<()> {
                 fault_injection: args.enable_fault_injection,
                 audit_log: Some(args.audit_log),
                 node_id: node_id.clone(),
+                explain_memory_bytes: args.explain_memory_mb << 20,
+                explain_call_bytes: args.explain_call_memory_mb << 20,
             },
             node_id,
             max_message_bytes: args.max_message_bytes,

@@ -19,7 +19,7 @@ use troupe_backends::{BackendError, Device, LoadOptions};
 use crate::actors::{NodeSupervisor, SupervisorMsg};
 use crate::config::{DevicePref, ModelDef, validate_name, validate_version};
 use crate::error::NodeError;
-use crate::hooks::{AuditLog, HookSet};
+use crate::hooks::{AuditLog, ExplainMemory, HookSet};
 use crate::metrics::NodeMetrics;
 use crate::model::LoadedModel;
 use crate::pipeline::TextPipeline;
@@ -37,6 +37,10 @@ pub struct NodeOptions {
     pub audit_log: Option<PathBuf>,
     /// This node's id, written in audit lines.
     pub node_id: String,
+    /// Bytes all explanations of the node may hold at once (`--explain-memory-mb`).
+    pub explain_memory_bytes: usize,
+    /// Bytes one explanation may hold (`--explain-call-memory-mb`).
+    pub explain_call_bytes: usize,
 }
 
 impl Default for NodeOptions {
@@ -49,6 +53,8 @@ impl Default for NodeOptions {
             fault_injection: false,
             audit_log: None,
             node_id: String::new(),
+            explain_memory_bytes: crate::hooks::explain::memory::DEFAULT_NODE_BYTES,
+            explain_call_bytes: crate::hooks::explain::memory::DEFAULT_CALL_BYTES,
         }
     }
 }
@@ -59,6 +65,8 @@ pub struct Registry {
     /// Node-wide metrics (calls by status).
     pub metrics: NodeMetrics,
     audit: parking_lot::Mutex<Option<Arc<AuditLog>>>,
+    /// The explanation memory budget every model's explain hook shares.
+    pub explain_memory: Arc<ExplainMemory>,
     models: RwLock<BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>>,
     failures: RwLock<BTreeMap<String, String>>,
     admin: tokio::sync::Mutex<()>,
@@ -71,10 +79,15 @@ impl Registry {
         let (supervisor, _join) = Actor::spawn(None, NodeSupervisor, ())
             .await
             .map_err(|e| NodeError::Internal(format!("cannot start the supervisor: {e}")))?;
+        let explain_memory = Arc::new(ExplainMemory::new(
+            opts.explain_memory_bytes,
+            opts.explain_call_bytes,
+        ));
         Ok(Arc::new(Self {
             opts,
             metrics: NodeMetrics::default(),
             audit: parking_lot::Mutex::new(None),
+            explain_memory,
             models: RwLock::default(),
             failures: RwLock::default(),
             admin: tokio::sync::Mutex::new(()),
@@ -230,7 +243,13 @@ impl Registry {
         } else {
             None
         };
-        let hooks = HookSet::build(&def.hooks, &def.name, &def.version, audit.as_ref())?;
+        let hooks = HookSet::build(
+            &def.hooks,
+            &def.name,
+            &def.version,
+            audit.as_ref(),
+            &self.explain_memory,
+        )?;
         let pipeline = match &def.text {
             Some(t) => Some(Arc::new(TextPipeline::load(t).map_err(|m| {
                 NodeError::Load {

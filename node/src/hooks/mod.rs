@@ -21,7 +21,7 @@ pub use crate::config::{DriftCfg, HooksCfg};
 pub use audit::{AuditHook, AuditLog};
 pub use call::{CallCtx, CallHook, HookedModel, Outcome};
 pub use drift::DriftHook;
-pub use explain::{ExplainHook, ExplainParams, Method};
+pub use explain::{ExplainHook, ExplainMemory, ExplainParams, Method};
 
 use crate::error::NodeError;
 
@@ -41,9 +41,13 @@ impl HookSet {
         model: &str,
         version: &str,
         audit: Option<&Arc<AuditLog>>,
+        explain_memory: &Arc<ExplainMemory>,
     ) -> Result<Self, NodeError> {
         let mut v: Vec<Arc<dyn CallHook>> = Vec::new();
-        v.push(Arc::new(ExplainHook::new(cfg.explain)));
+        v.push(Arc::new(ExplainHook::new(
+            cfg.explain,
+            explain_memory.clone(),
+        )));
         let mut drift = None;
         if let Some(d) = &cfg.drift {
             let h = Arc::new(DriftHook::new(model, version, d.clone())?);

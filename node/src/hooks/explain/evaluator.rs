@@ -1,6 +1,7 @@
 //! Runs an explanation's perturbed or interpolated inputs through the model's own queue,
 //! as batched calls, at most `MAX_CALLS_IN_FLIGHT` queued at once, within the evaluation
-//! budget.
+//! budget and the memory budget (`memory.rs`): each chunk of perturbed inputs is made only
+//! once its bytes are reserved, and released when its call answers.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,6 +9,7 @@ use std::time::Instant;
 use tracing::Instrument;
 use troupe_backends::Tensor;
 
+use super::memory::ExplainMemory;
 use super::{CHUNK_ROWS, MAX_CALLS_IN_FLIGHT, MAX_EVALUATIONS};
 use crate::error::NodeError;
 use crate::hooks::call::HookedModel;
@@ -28,7 +30,14 @@ pub(super) struct Evaluator<'a> {
     pub(super) output: usize,
     pub(super) targets: &'a [usize],
     pub(super) deadline: Option<Instant>,
+    pub(super) memory: &'a ExplainMemory,
 }
+
+/// One perturbed copy of the call's inputs: a value vector per attributed input.
+pub(super) type Unit = Vec<Option<Vec<f32>>>;
+
+/// What one finished call of `values` gives back: its chunk index, units, bytes and outputs.
+type Finished = (usize, usize, usize, Result<Vec<Tensor>, NodeError>);
 
 impl Evaluator<'_> {
     /// A unit (one value vector per input, all rows) as tensors shaped like the call's.
@@ -45,7 +54,7 @@ impl Evaluator<'_> {
     }
 
     /// Stacks several units along dim 0 (batched models only).
-    pub(super) fn stack(&self, units: &[Vec<Option<Vec<f32>>>]) -> Result<Vec<Tensor>, NodeError> {
+    pub(super) fn stack(&self, units: &[Unit]) -> Result<Vec<Tensor>, NodeError> {
         let n = units.len();
         self.inputs
             .iter()
@@ -76,37 +85,87 @@ impl Evaluator<'_> {
             .collect()
     }
 
-    /// f of each unit: one value per row, in unit order.
+    /// Bytes one unit takes while its call is in flight: its values and the tensor they
+    /// are stacked into (inputs that are not attributed are copied as they are).
+    pub(super) fn unit_bytes(&self) -> usize {
+        let one: usize = self
+            .inputs
+            .iter()
+            .map(|t| {
+                if t.dtype == troupe_backends::DataType::F32 {
+                    t.numel() * 4
+                } else {
+                    t.data.len()
+                }
+            })
+            .sum();
+        2 * one
+    }
+
+    /// Units per model call: up to `CHUNK_ROWS` rows, and at most a quarter of the
+    /// per-call memory cap, so that several calls can be in flight. Refused when one
+    /// unit alone is over the cap.
+    pub(super) fn units_per_call(&self) -> Result<usize, NodeError> {
+        let unit = self.unit_bytes();
+        self.memory.check_unit(unit)?;
+        if !self.batched {
+            return Ok(1);
+        }
+        let by_rows = (CHUNK_ROWS / self.rows).max(1);
+        let by_bytes = (self.memory.call_bytes() / 4 / unit.max(1)).max(1);
+        Ok(by_rows.min(by_bytes))
+    }
+
+    /// f of `count` units, made by `make` (called once per unit, in order) a chunk at a
+    /// time: one value per row, in unit order.
     pub(super) async fn values(
         &self,
-        units: Vec<Vec<Option<Vec<f32>>>>,
+        count: usize,
+        mut make: impl FnMut(usize) -> Unit,
     ) -> Result<Vec<Vec<f32>>, NodeError> {
-        let per_call = if self.batched {
-            (CHUNK_ROWS / self.rows).max(1)
-        } else {
-            1
-        };
+        let per_call = self.units_per_call()?;
+        let unit = self.unit_bytes();
         let mut set = tokio::task::JoinSet::new();
         let mut parts: Vec<(usize, Vec<Vec<f32>>)> = Vec::new();
+        let mut held = 0usize;
         let span = tracing::Span::current();
-        for (ci, chunk) in units.chunks(per_call).enumerate() {
-            // At most MAX_CALLS_IN_FLIGHT calls queued at once: an explanation must not
-            // fill the model's queue and starve (or refuse) other callers.
-            while set.len() >= MAX_CALLS_IN_FLIGHT {
-                self.collect(&mut set, &mut parts).await?;
-            }
+        for (ci, start) in (0..count).step_by(per_call).enumerate() {
+            let n = per_call.min(count - start);
+            let bytes = n * unit;
+            // Room first: within this call's cap and the node's budget, waiting for this
+            // explanation's own calls to answer when there is none. At most
+            // MAX_CALLS_IN_FLIGHT calls queued at once, so an explanation does not fill
+            // the model's queue and starve (or refuse) other callers.
+            let permit = loop {
+                if set.len() < MAX_CALLS_IN_FLIGHT
+                    && held + bytes <= self.memory.call_bytes()
+                    && let Some(p) = self.memory.try_reserve(bytes)
+                {
+                    break p;
+                }
+                if set.is_empty() {
+                    return Err(self.memory.exhausted(bytes));
+                }
+                held -= self.collect(&mut set, &mut parts).await?;
+            };
+            held += bytes;
+            let chunk: Vec<Unit> = (start..start + n).map(&mut make).collect();
             let inputs = if self.batched {
-                self.stack(chunk)?
+                self.stack(&chunk)?
             } else {
                 self.tensors(&chunk[0])?
             };
-            let n = chunk.len();
+            drop(chunk);
             let rows = if self.batched { self.rows * n } else { 1 };
             let model = self.model.clone();
             let deadline = self.deadline;
             set.spawn(
-                async move { (ci, n, model.infer(inputs, rows, deadline).await) }
-                    .instrument(span.clone()),
+                async move {
+                    let out = model.infer(inputs, rows, deadline).await;
+                    drop(permit);
+                    (ci, n, bytes, out)
+                }
+                .instrument(span.clone()),
             );
         }
         while !set.is_empty() {
@@ -116,17 +175,17 @@ impl Evaluator<'_> {
         Ok(parts.into_iter().flat_map(|p| p.1).collect())
     }
 
-    /// Takes one finished call of `values` and keeps f of each of its units.
-    #[allow(clippy::type_complexity)]
-    pub(super) async fn collect(
+    /// Takes one finished call of `values`, keeps f of each of its units, and gives back
+    /// the bytes it held.
+    async fn collect(
         &self,
-        set: &mut tokio::task::JoinSet<(usize, usize, Result<Vec<Tensor>, NodeError>)>,
+        set: &mut tokio::task::JoinSet<Finished>,
         parts: &mut Vec<(usize, Vec<Vec<f32>>)>,
-    ) -> Result<(), NodeError> {
+    ) -> Result<usize, NodeError> {
         let Some(r) = set.join_next().await else {
-            return Ok(());
+            return Ok(0);
         };
-        let (ci, n, out) = r.map_err(|e| NodeError::Internal(e.to_string()))?;
+        let (ci, n, bytes, out) = r.map_err(|e| NodeError::Internal(e.to_string()))?;
         let out = out?;
         let y = out
             .get(self.output)
@@ -145,7 +204,7 @@ impl Evaluator<'_> {
             })
             .collect();
         parts.push((ci, vals));
-        Ok(())
+        Ok(bytes)
     }
 
     /// ∂f/∂x for a set of inputs with `self.rows * copies` rows (copies stacked).
@@ -165,6 +224,16 @@ impl Evaluator<'_> {
         g.iter()
             .map(|t| t.to_f32().map_err(|e| NodeError::Internal(e.to_string())))
             .collect()
+    }
+
+    /// Reserves `bytes` for one call that runs alone (gradient calls), or refuses.
+    pub(super) fn reserve(
+        &self,
+        bytes: usize,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+        self.memory
+            .try_reserve(bytes)
+            .ok_or_else(|| self.memory.exhausted(bytes))
     }
 
     pub(super) async fn gradients(&self, inputs: Vec<Tensor>) -> Result<Vec<Vec<f32>>, NodeError> {

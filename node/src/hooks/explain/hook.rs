@@ -1,25 +1,28 @@
 //! The explain hook: checks a call's `explain` parameters before the model runs, and
 //! adds the attributions to its answer after.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{Instrument, info_span};
 use troupe_backends::Tensor;
 use troupe_proto::explain::param;
 
-use super::{ExplainParams, explain};
+use super::{ExplainMemory, ExplainParams, explain};
 use crate::error::NodeError;
 use crate::hooks::call::{CallCtx, CallHook};
 
 /// Explanations on request (see the module doc).
 pub struct ExplainHook {
     enabled: bool,
+    memory: Arc<ExplainMemory>,
 }
 
 impl ExplainHook {
     /// `enabled` is the model's `[hooks] explain`: when off, calls that ask are refused.
-    pub fn new(enabled: bool) -> Self {
-        Self { enabled }
+    /// `memory` is the node's explanation budget, shared by every model.
+    pub fn new(enabled: bool, memory: Arc<ExplainMemory>) -> Self {
+        Self { enabled, memory }
     }
 }
 
@@ -64,9 +67,17 @@ impl CallHook for ExplainHook {
             )
         });
         let started = Instant::now();
-        let r = explain(ctx.model, &p, ctx.inputs, outputs, ctx.rows, ctx.deadline)
-            .instrument(span)
-            .await;
+        let r = explain(
+            ctx.model,
+            &p,
+            ctx.inputs,
+            outputs,
+            ctx.rows,
+            ctx.deadline,
+            &self.memory,
+        )
+        .instrument(span)
+        .await;
         ctx.model
             .metrics()
             .explain

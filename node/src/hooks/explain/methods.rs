@@ -1,12 +1,11 @@
 //! The attribution methods over an [`Evaluator`]: integrated gradients, occlusion and
 //! sampling Shapley (saliency is one gradient call, in `mod.rs`).
 
-use super::CHUNK_ROWS;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use super::evaluator::{Evaluator, Input, budget};
+use super::evaluator::{Evaluator, Input, Unit, budget};
 use super::params::ExplainParams;
 use crate::error::NodeError;
 
@@ -21,7 +20,7 @@ pub(super) async fn integrated_gradients(
         .iter()
         .map(|x| vec![0.0; x.values.as_ref().map_or(0, Vec::len)])
         .collect();
-    let point = |alpha: f32| -> Vec<Option<Vec<f32>>> {
+    let point = |alpha: f32| -> Unit {
         xs.iter()
             .map(|x| {
                 x.values
@@ -30,15 +29,13 @@ pub(super) async fn integrated_gradients(
             })
             .collect()
     };
-    let per_call = if ev.batched {
-        (CHUNK_ROWS / ev.rows).max(1)
-    } else {
-        1
-    };
+    let per_call = ev.units_per_call()?;
     let alphas: Vec<f32> = (0..steps)
         .map(|k| (k as f32 + 0.5) / steps as f32)
         .collect();
     for chunk in alphas.chunks(per_call) {
+        // Gradient calls run one at a time; each holds its chunk's room until it answers.
+        let _room = ev.reserve(chunk.len() * ev.unit_bytes())?;
         let units: Vec<_> = chunk.iter().map(|&a| point(a)).collect();
         let inputs = if ev.batched {
             ev.stack(&units)?
@@ -121,16 +118,14 @@ pub(super) async fn occlusion(
         "occlusion",
         "raise explain_window to occlude larger groups",
     )?;
-    let x: Vec<Option<Vec<f32>>> = xs.iter().map(|x| x.values.clone()).collect();
-    let units: Vec<_> = gs
-        .iter()
-        .map(|&g| {
-            let mut u = x.clone();
-            set_group(&mut u, xs, g, None, p.baseline, ev.rows);
-            u
-        })
-        .collect();
-    let f = ev.values(units).await?;
+    let x: Unit = xs.iter().map(|x| x.values.clone()).collect();
+    // Unit k: the input with group k occluded, made only when its chunk is sent.
+    let occluded = |k: usize| {
+        let mut u = x.clone();
+        set_group(&mut u, xs, gs[k], None, p.baseline, ev.rows);
+        u
+    };
+    let f = ev.values(gs.len(), occluded).await?;
     let mut out: Vec<Vec<f32>> = xs
         .iter()
         .map(|x| vec![0.0; x.values.as_ref().map_or(0, Vec::len)])
@@ -157,33 +152,48 @@ pub(super) async fn shapley(
         "shapley",
         "lower explain_samples or raise explain_window",
     )?;
-    let x: Vec<Option<Vec<f32>>> = xs.iter().map(|x| x.values.clone()).collect();
-    let base: Vec<Option<Vec<f32>>> = xs
+    let x: Unit = xs.iter().map(|x| x.values.clone()).collect();
+    let base: Unit = xs
         .iter()
         .map(|x| x.values.as_ref().map(|v| vec![p.baseline; v.len()]))
         .collect();
     // Seeded: the same explain_seed gives the same orders, so answers are reproducible.
     let mut rng = StdRng::seed_from_u64(p.seed ^ 0x5EED);
-    let mut orders = Vec::with_capacity(p.samples);
-    let mut units = Vec::with_capacity(p.samples * (gs.len() + 1));
-    for _ in 0..p.samples {
-        let mut order: Vec<usize> = (0..gs.len()).collect();
-        order.shuffle(&mut rng);
-        let mut u = base.clone();
-        units.push(u.clone());
-        for &g in &order {
-            set_group(&mut u, xs, gs[g], Some(&x), p.baseline, ev.rows);
-            units.push(u.clone());
+    let orders: Vec<Vec<usize>> = (0..p.samples)
+        .map(|_| {
+            let mut order: Vec<usize> = (0..gs.len()).collect();
+            order.shuffle(&mut rng);
+            order
+        })
+        .collect();
+    // Unit k is step k % (groups + 1) of order k / (groups + 1): the baseline with the
+    // first steps' groups set to the input. Units come in order, so each one is the
+    // previous plus one group (a new order starts again from the baseline).
+    let chain = gs.len() + 1;
+    let mut current = base.clone();
+    let next = |k: usize| {
+        let (sample, step) = (k / chain, k % chain);
+        if step == 0 {
+            current.clone_from(&base);
+        } else {
+            set_group(
+                &mut current,
+                xs,
+                gs[orders[sample][step - 1]],
+                Some(&x),
+                p.baseline,
+                ev.rows,
+            );
         }
-        orders.push(order);
-    }
-    let f = ev.values(units).await?;
+        current.clone()
+    };
+    let f = ev.values(p.samples * chain, next).await?;
     let mut per_group = vec![vec![0.0f32; ev.rows]; gs.len()];
     for (k, order) in orders.iter().enumerate() {
-        let chain = &f[k * (gs.len() + 1)..(k + 1) * (gs.len() + 1)];
+        let values = &f[k * chain..(k + 1) * chain];
         for (step, &g) in order.iter().enumerate() {
             for r in 0..ev.rows {
-                per_group[g][r] += chain[step + 1][r] - chain[step][r];
+                per_group[g][r] += values[step + 1][r] - values[step][r];
             }
         }
     }

@@ -19,11 +19,13 @@
 
 mod evaluator;
 mod hook;
+pub mod memory;
 mod methods;
 mod params;
 pub mod text;
 
 pub use hook::ExplainHook;
+pub use memory::ExplainMemory;
 pub use params::{ExplainParams, Method};
 
 use std::sync::Arc;
@@ -51,6 +53,7 @@ pub async fn explain(
     outputs: &[Tensor],
     rows: usize,
     deadline: Option<Instant>,
+    memory: &ExplainMemory,
 ) -> Result<Vec<(String, Tensor)>, NodeError> {
     p.check(model.as_ref())?;
     let batched = model.def().signature.max_batch_size > 0;
@@ -82,6 +85,7 @@ pub async fn explain(
         output: p.output,
         targets: &targets,
         deadline,
+        memory,
     };
     let attributions = match p.method {
         Method::Saliency => {

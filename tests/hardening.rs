@@ -1,0 +1,182 @@
+//! Hardening: no request can exhaust a node. An explanation of an image-sized input
+//! (`models/testing/wide_onnx`, 150,528 features) that would take 9,408 perturbed copies
+//! (5.6 GB) runs within the node's explanation memory budget, measured as the node
+//! process's resident memory while the call runs, and the node answers other calls
+//! meanwhile; one that cannot get room is refused RESOURCE_EXHAUSTED with the figures.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tonic::Code;
+use troupe_client::{CallOptions, ClientError, ExplainOptions, InputTensor};
+use troupe_tests::{Node, linked_repository};
+
+const FEATURES: usize = 3 * 224 * 224;
+const MIB: u64 = 1 << 20;
+
+/// The resident memory of process `pid`, bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+fn picture() -> Vec<f32> {
+    // Deterministic values in [0, 1): the sum is far above the max, so the explained
+    // element is y[0] (the sum) and each feature's occlusion attribution is its group's sum.
+    (0..FEATURES)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+async fn explain_wide(
+    c: &mut troupe_client::Client,
+    x: &[f32],
+    window: u32,
+) -> Result<troupe_client::Explanation, ClientError> {
+    let mut how = ExplainOptions::method("occlusion");
+    how.window = window;
+    c.explain(
+        "wide_onnx",
+        vec![InputTensor::f32("x", vec![1, FEATURES as i64], x)],
+        &how,
+        &CallOptions::default(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_explanation_of_any_size_stays_within_the_node_memory_budget() {
+    let budget_mb = 64u64;
+    let repo = linked_repository(&["wide_onnx", "mlp_onnx"]);
+    let node = Node::start(
+        repo.path(),
+        &[
+            "--explain-memory-mb",
+            &budget_mb.to_string(),
+            "--explain-call-memory-mb",
+            "32",
+        ],
+    )
+    .await
+    .unwrap();
+    let mut c = node.client().await;
+    let x = picture();
+    // Warm up the allocators on both paths (one plain call, one one-group explanation).
+    c.infer(
+        "wide_onnx",
+        vec![InputTensor::f32("x", vec![1, FEATURES as i64], &x)],
+    )
+    .await
+    .unwrap();
+    explain_wide(&mut c, &x, FEATURES as u32).await.unwrap();
+    let before = rss(node.pid());
+
+    // Sample the node's resident memory while the explanation runs.
+    let peak = Arc::new(AtomicU64::new(before));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done, pid) = (peak.clone(), done.clone(), node.pid());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Acquire) {
+                peak.fetch_max(rss(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    // Other calls are answered meanwhile.
+    let others = {
+        let (done, mut c) = (done.clone(), node.client().await);
+        tokio::spawn(async move {
+            let mut answered = 0u32;
+            while !done.load(Ordering::Acquire) {
+                c.infer(
+                    "mlp_onnx",
+                    vec![InputTensor::f32("input", vec![1, 16], &[0.5; 16])],
+                )
+                .await
+                .expect("a plain call during the explanation");
+                answered += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answered
+        })
+    };
+    let window = 16;
+    let e = explain_wide(&mut c, &x, window).await;
+    done.store(true, Ordering::Release);
+    sampler.join().unwrap();
+    let answered = others.await.unwrap();
+    let e = e.expect("the explanation is served within the budget");
+
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
+    eprintln!(
+        "resident memory: {} MiB before, peak {} MiB during the explanation; {answered} other calls answered",
+        before / MIB,
+        peak.load(Ordering::Relaxed) / MIB
+    );
+    // The budget bounds the perturbed inputs in flight; the slack covers what else a call
+    // holds (its input, the answer, ONNX Runtime's own buffers).
+    let slack = 64 * MIB;
+    assert!(
+        grown <= budget_mb * MIB + slack,
+        "resident memory grew by {} MiB during the explanation (budget {budget_mb} MiB)",
+        grown / MIB
+    );
+    assert!(answered > 0, "no other call was answered meanwhile");
+
+    // And the answer is right: occluding a group of the sum's inputs lowers it by the
+    // group's sum, given to each feature of the group.
+    assert_eq!(e.targets().unwrap(), vec![0]);
+    let a = e.attribution("x").unwrap();
+    assert_eq!(a.len(), FEATURES);
+    for g in [0, 1, 4_000, FEATURES / window as usize - 1] {
+        let s = g * window as usize;
+        let group: f32 = x[s..s + window as usize].iter().sum();
+        for (j, v) in a[s..s + window as usize].iter().enumerate() {
+            assert!(
+                (v - group).abs() < 0.25,
+                "feature {}: attribution {v}, group sum {group}",
+                s + j
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_explanation_without_room_is_refused_with_the_figures() {
+    let repo = linked_repository(&["wide_onnx"]);
+    let node = Node::start(
+        repo.path(),
+        &["--explain-memory-mb", "8", "--explain-call-memory-mb", "1"],
+    )
+    .await
+    .unwrap();
+    let mut c = node.client().await;
+    let x = picture();
+    // One perturbed copy (1.1 MiB with its tensor) is over the per-call cap.
+    let e = explain_wide(&mut c, &x, 16).await.unwrap_err();
+    let ClientError::Status(s) = &e else {
+        panic!("not a status: {e:?}")
+    };
+    assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+    assert!(
+        s.message().contains("--explain-call-memory-mb") && s.message().contains("MiB"),
+        "{}",
+        s.message()
+    );
+    // The node goes on serving.
+    let y = c
+        .infer(
+            "wide_onnx",
+            vec![InputTensor::f32("x", vec![1, FEATURES as i64], &x)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(y.f32("y").unwrap().len(), 2);
+}
