@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tonic::Code;
 use troupe_client::{CallOptions, ClientError, ExplainOptions, InputTensor};
-use troupe_tests::{Node, linked_repository};
+use troupe_tests::{
+    Etcd, Node, RouterProc, edit_config, free_port, linked_repository, metric, repository, scrape,
+};
 
 const FEATURES: usize = 3 * 224 * 224;
 const MIB: u64 = 1 << 20;
@@ -179,4 +181,91 @@ async fn an_explanation_without_room_is_refused_with_the_figures() {
         .await
         .unwrap();
     assert_eq!(y.f32("y").unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_full_audit_disk_loses_lines_counted_and_no_call() {
+    // /dev/full: every write fails with ENOSPC, as on a full disk.
+    let repo = repository(&["mlp_onnx"]);
+    edit_config(
+        repo.path(),
+        "mlp_onnx",
+        "instances = 1",
+        "[hooks]\naudit = true",
+    );
+    let port = free_port();
+    let node = Node::start(
+        repo.path(),
+        &[
+            "--audit-log",
+            "/dev/full",
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut c = node.client().await;
+    for _ in 0..20 {
+        c.infer(
+            "mlp_onnx",
+            vec![InputTensor::f32("input", vec![1, 16], &[0.5; 16])],
+        )
+        .await
+        .expect("calls are served while the audit file cannot be written");
+    }
+    // The writer drains asynchronously: wait for it to have tried every line.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        let text = scrape(port);
+        let failed = metric(&text, "troupe_audit_failed_total");
+        if failed >= 20.0 || std::time::Instant::now() > deadline {
+            break failed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(failed, 20.0, "every line lost is counted");
+    assert_eq!(
+        metric(&scrape(port), "troupe_audit_dropped_total"),
+        0.0,
+        "nothing was dropped for being behind"
+    );
+    assert!(node.log_text().contains("audit lines lost"));
+}
+
+#[tokio::test]
+async fn the_router_refuses_messages_over_its_limit() {
+    let etcd = Etcd::start().await.unwrap();
+    let router = RouterProc::start_env(
+        &etcd.url(),
+        "r1",
+        &[("TROUPE_MAX_MESSAGE_BYTES", "4096".to_string())],
+    )
+    .await
+    .unwrap();
+    let mut c = router.client().await;
+    let big = vec![0.5f32; 4096];
+    let e = c
+        .infer(
+            "mlp_onnx",
+            vec![InputTensor::f32("input", vec![256, 16], &big)],
+        )
+        .await
+        .unwrap_err();
+    let ClientError::Status(s) = &e else {
+        panic!("not a status: {e:?}")
+    };
+    assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+    // A small call still reaches the router (no model: NOT_FOUND, not a transport error).
+    let e = c
+        .infer(
+            "mlp_onnx",
+            vec![InputTensor::f32("input", vec![1, 16], &[0.5; 16])],
+        )
+        .await
+        .unwrap_err();
+    let ClientError::Status(s) = &e else {
+        panic!("not a status: {e:?}")
+    };
+    assert_eq!(s.code(), Code::NotFound, "{}", s.message());
 }

@@ -138,8 +138,20 @@ async fn session(
                 return Ok(());
             }
             _ = tick.tick() => {
-                keeper.keep_alive().await?;
-                match answers.message().await? {
+                // The answer is awaited at most one lease TTL: past it the lease is gone
+                // anyway, and the session starts again.
+                let answer = tokio::time::timeout(cfg.lease_ttl, async {
+                    keeper.keep_alive().await?;
+                    answers.message().await
+                })
+                .await
+                .map_err(|_| {
+                    etcd_client::Error::LeaseKeepAliveError(format!(
+                        "no keep-alive answer for lease {lease} within {:?}",
+                        cfg.lease_ttl
+                    ))
+                })??;
+                match answer {
                     Some(r) if r.ttl() > 0 => {}
                     _ => return Err(etcd_client::Error::LeaseKeepAliveError(format!("lease {lease} expired"))),
                 }

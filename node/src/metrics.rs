@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 pub use troupe_telemetry::metrics::{BATCH_BUCKETS, Histogram, LATENCY_BUCKETS, esc};
@@ -39,6 +39,15 @@ impl Default for ModelMetrics {
             pooled_rows: Default::default(),
         }
     }
+}
+
+/// Audit lines that did not reach the file (counted by the audit log, rendered here).
+#[derive(Debug, Default)]
+pub struct AuditLosses {
+    /// Dropped because the writer was `AUDIT_QUEUE` lines behind.
+    pub dropped: AtomicU64,
+    /// Lost because the file could not be written (disk full, I/O error).
+    pub failed: AtomicU64,
 }
 
 /// Node-wide counters that outlive a model (calls by model, version and status).
@@ -188,7 +197,7 @@ fn labels(m: &ModelSample) -> String {
 
 /// The text exposition of every metric, from the node's counters and one sample per
 /// loaded model version.
-pub fn render(node: &NodeMetrics, models: &[ModelSample]) -> String {
+pub fn render(node: &NodeMetrics, audit: Option<&AuditLosses>, models: &[ModelSample]) -> String {
     let mut out = String::new();
     out.push_str(
         "# HELP troupe_requests_total Inference calls by model, version and gRPC status.\n",
@@ -202,6 +211,26 @@ pub fn render(node: &NodeMetrics, models: &[ModelSample]) -> String {
             esc(v),
             s
         );
+    }
+    if let Some(a) = audit {
+        for (name, help, n) in [
+            (
+                "troupe_audit_dropped_total",
+                "Audit lines dropped because the writer was behind (the queue was full).",
+                &a.dropped,
+            ),
+            (
+                "troupe_audit_failed_total",
+                "Audit lines lost because the audit file could not be written.",
+                &a.failed,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
     }
     for (name, help, pick) in HISTOGRAM_FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");

@@ -95,7 +95,11 @@ impl Registry {
         }))
     }
 
-    /// The model to serve `name` / `version` ("" = latest loaded).
+    /// The node's audit file, if a model has opened it.
+    pub fn open_audit_log(&self) -> Option<Arc<AuditLog>> {
+        self.audit.lock().clone()
+    }
+
     /// The node's audit file, opened on first use.
     fn audit_log(&self) -> Result<Option<Arc<AuditLog>>, NodeError> {
         let Some(path) = &self.opts.audit_log else {
@@ -116,6 +120,7 @@ impl Registry {
         Ok(Some(log))
     }
 
+    /// The model to serve `name` / `version` ("" = latest loaded).
     pub fn get(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, NodeError> {
         let not_found = || NodeError::ModelNotFound {
             name: name.to_string(),

@@ -108,7 +108,12 @@ pub async fn serve(
                 move || {
                     let models = registry.list();
                     let samples: Vec<_> = models.iter().map(|m| m.sample()).collect();
-                    crate::metrics::render(&registry.metrics, &samples)
+                    let audit = registry.open_audit_log();
+                    crate::metrics::render(
+                        &registry.metrics,
+                        audit.as_ref().map(|a| a.losses()),
+                        &samples,
+                    )
                 },
             )))
         }
@@ -152,6 +157,7 @@ pub async fn serve(
         info!(mutual = tls.client_ca_pem.is_some(), "serving over TLS");
     }
     let result = server
+        .layer(troupe_proto::limits::TooLargeLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

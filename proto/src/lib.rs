@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod codes;
 pub mod datatype;
 pub mod explain;
+pub mod limits;
 pub mod names;
 pub mod tls;
 

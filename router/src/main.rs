@@ -35,6 +35,10 @@ struct Args {
     /// Reach the nodes over TLS, trusting this CA (PEM).
     #[arg(long, env = "TROUPE_NODE_TLS_CA")]
     node_tls_ca: Option<std::path::PathBuf>,
+    /// Largest gRPC message taken from a caller or a node, in bytes (larger ones get
+    /// RESOURCE_EXHAUSTED).
+    #[arg(long, env = "TROUPE_MAX_MESSAGE_BYTES", default_value_t = troupe_router::routing::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
     #[command(flatten)]
     tls: troupe_proto::tls::ServerTlsArgs,
     #[command(flatten)]
@@ -77,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         .map(troupe_proto::tls::ClientTls::with_ca_file)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let router = Router::with_node_tls(store, args.etcd.clone(), node_tls);
+    let router = Router::with_node_tls(store, args.etcd.clone(), node_tls, args.max_message_bytes);
     let metrics = match args.observability.metrics_listen {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a)
@@ -103,16 +107,17 @@ async fn main() -> anyhow::Result<()> {
         info!(mutual = t.client_ca_pem.is_some(), "serving over TLS");
     }
     server
+        .layer(troupe_proto::limits::TooLargeLayer)
         .add_service(
             GrpcInferenceServiceServer::new(InferenceService(router.clone()))
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
+                .max_decoding_message_size(args.max_message_bytes)
+                .max_encoding_message_size(args.max_message_bytes),
         )
         .add_service(ModelsServer::new(ModelsService(router.clone())))
         .add_service(
             ExplainerServer::new(ExplainService(InferenceService(router.clone())))
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
+                .max_decoding_message_size(args.max_message_bytes)
+                .max_encoding_message_size(args.max_message_bytes),
         )
         .add_service(ClusterServer::new(ClusterService(router)))
         .serve_with_incoming_shutdown(

@@ -24,6 +24,10 @@ use crate::metrics::{self, ClusterSample, RouterMetrics};
 use crate::state::{Replica, Store};
 
 /// Shared by the three services.
+/// Largest message the router takes from a caller or a node by default (256 MiB, the
+/// node's default too).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 << 20;
+
 pub struct Router {
     pub store: Arc<Store>,
     endpoints: Vec<String>,
@@ -31,20 +35,24 @@ pub struct Router {
     outstanding: RwLock<HashMap<String, Arc<AtomicU64>>>,
     /// Calls, latency and retries (see `metrics.rs`).
     pub metrics: RouterMetrics,
+    /// Largest message taken from callers and nodes (`--max-message-bytes`).
+    pub max_message_bytes: usize,
     /// TLS towards the nodes (`--node-tls-ca`); None: plain HTTP/2.
     node_tls: Option<troupe_proto::tls::ClientTls>,
 }
 
 impl Router {
     pub fn new(store: Arc<Store>, endpoints: Vec<String>) -> Arc<Self> {
-        Self::with_node_tls(store, endpoints, None)
+        Self::with_node_tls(store, endpoints, None, DEFAULT_MAX_MESSAGE_BYTES)
     }
 
-    /// As `new`, reaching the nodes over TLS when `node_tls` is set.
+    /// As `new`, reaching the nodes over TLS when `node_tls` is set, and taking and
+    /// forwarding messages of at most `max_message_bytes`.
     pub fn with_node_tls(
         store: Arc<Store>,
         endpoints: Vec<String>,
         node_tls: Option<troupe_proto::tls::ClientTls>,
+        max_message_bytes: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -53,6 +61,7 @@ impl Router {
             outstanding: RwLock::default(),
             metrics: RouterMetrics::default(),
             node_tls,
+            max_message_bytes,
         })
     }
 
@@ -260,8 +269,8 @@ where
         counter.fetch_add(1, Ordering::Relaxed);
         let _out = Outstanding(counter);
         let client = GrpcInferenceServiceClient::new(router.channel(&r.addr)?)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+            .max_decoding_message_size(router.max_message_bytes)
+            .max_encoding_message_size(router.max_message_bytes);
         match call(client, req).instrument(span).await {
             Ok(resp) => {
                 debug!(model = %model, node = %r.node, attempt, "answered");

@@ -12,6 +12,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -21,6 +23,8 @@ use tracing::warn;
 
 use super::call::{CallCtx, CallHook, Outcome};
 use troupe_proto::codes::code_name;
+
+use crate::metrics::AuditLosses;
 
 /// One line of the audit file.
 #[derive(Debug, Serialize)]
@@ -39,11 +43,15 @@ pub struct AuditRecord {
     pub explain: Option<String>,
 }
 
-/// The node's audit file, written by one background task.
+/// Lines that may wait for the writer; past it, lines are dropped and counted.
+pub const AUDIT_QUEUE: usize = 16_384;
+
+/// The node's audit file, written by one background thread through a bounded queue.
 pub struct AuditLog {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
+    tx: mpsc::Sender<Vec<u8>>,
     node: String,
     path: PathBuf,
+    losses: Arc<AuditLosses>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -64,19 +72,24 @@ impl AuditLog {
             .create(true)
             .append(true)
             .open(path)?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(AUDIT_QUEUE);
         let shown = path.display().to_string();
+        let losses = Arc::new(AuditLosses::default());
+        let writer_losses = losses.clone();
         std::thread::Builder::new()
             .name("troupe-audit".into())
             .spawn(move || {
                 while let Some(line) = rx.blocking_recv() {
                     let mut buf = line;
+                    let mut lines = 1u64;
                     // Take whatever else is waiting: one write for many lines.
                     while let Ok(more) = rx.try_recv() {
                         buf.extend_from_slice(&more);
+                        lines += 1;
                     }
                     if let Err(e) = file.write_all(&buf).and_then(|_| file.flush()) {
-                        warn!(path = %shown, error = %e, "audit line lost");
+                        let lost = writer_losses.failed.fetch_add(lines, Ordering::Relaxed) + lines;
+                        warn!(path = %shown, error = %e, lines, lost_total = lost, "audit lines lost");
                     }
                 }
             })?;
@@ -84,6 +97,7 @@ impl AuditLog {
             tx,
             node: node.to_string(),
             path: path.to_path_buf(),
+            losses,
         })
     }
 
@@ -91,11 +105,22 @@ impl AuditLog {
         &self.path
     }
 
+    /// Lines that did not reach the file.
+    pub fn losses(&self) -> &AuditLosses {
+        &self.losses
+    }
+
     pub fn write(&self, rec: &AuditRecord) {
         match serde_json::to_vec(rec) {
             Ok(mut line) => {
                 line.push(b'\n');
-                let _ = self.tx.send(line);
+                if self.tx.try_send(line).is_err() {
+                    let n = self.losses.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    // Once per 1,024 drops: the log must not become the next flood.
+                    if n % 1024 == 1 {
+                        warn!(path = %self.path.display(), dropped_total = n, "audit queue full; lines dropped");
+                    }
+                }
             }
             Err(e) => warn!(error = %e, "audit record not serializable"),
         }
