@@ -269,3 +269,70 @@ async fn the_router_refuses_messages_over_its_limit() {
     };
     assert_eq!(s.code(), Code::NotFound, "{}", s.message());
 }
+
+/// Waits until `f` holds, at most `within`.
+async fn eventually(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !f().await {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_write_placements() {
+    use prost::Message;
+    let etcd = Etcd::start().await.unwrap();
+    let router = RouterProc::start(&etcd.url(), "r1").await.unwrap();
+    eventually("r1 leads", Duration::from_secs(20), async || {
+        router.log_text().contains("elected placement leader")
+    })
+    .await;
+    let mut e = etcd.client().await.unwrap();
+    // Another campaigner takes the election from under r1: r1's key goes (as when its
+    // lease is lost on a partition) while r1 still believes it leads.
+    let keys = e
+        .get(
+            "/troupe/leader",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    let r1_key = keys.kvs()[0].key().to_vec();
+    let lease = e.lease_grant(30, None).await.unwrap().id();
+    let mut intruder = e.clone();
+    let campaign = tokio::spawn(async move {
+        intruder
+            .campaign("/troupe/leader", "intruder", lease)
+            .await
+            .unwrap()
+    });
+    e.delete(r1_key, None).await.unwrap();
+    let won = campaign.await.unwrap();
+    let intruder_key = won.leader().unwrap().clone();
+
+    // A model appears: r1 plans it (pending, no node) but etcd refuses its write.
+    let spec = troupe_tests::mlp_spec("fenced", 1, 1 << 20);
+    e.put("/troupe/models/fenced", spec.encode_to_vec(), None)
+        .await
+        .unwrap();
+    eventually("r1 refused", Duration::from_secs(10), async || {
+        router.log_text().contains("no longer the placement leader")
+    })
+    .await;
+    let pending = e.get("/troupe/pending/fenced", None).await.unwrap();
+    assert!(pending.kvs().is_empty(), "the deposed leader wrote a placement");
+
+    // Once the intruder resigns, r1 wins the election again and places.
+    e.resign(Some(etcd_client::ResignOptions::new().with_leader(intruder_key)))
+        .await
+        .unwrap();
+    eventually("r1 places again", Duration::from_secs(20), async || {
+        !e.get("/troupe/pending/fenced", None)
+            .await
+            .unwrap()
+            .kvs()
+            .is_empty()
+    })
+    .await;
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ResignOptions};
+use etcd_client::{Client, Compare, CompareOp, ResignOptions, Txn, TxnOp};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 use troupe_proto::backoff::Backoff;
@@ -131,32 +131,99 @@ pub fn plan(s: &ClusterState) -> Plan {
     out
 }
 
-async fn apply(client: &mut Client, plan: &Plan) -> Result<(), etcd_client::Error> {
+/// etcd's default limit of operations in one transaction (`--max-txn-ops`).
+const MAX_TXN_OPS: usize = 128;
+
+/// The leadership a placement write is conditioned on: the election key this router
+/// holds, at the revision it was created with.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub key: Vec<u8>,
+    pub rev: i64,
+}
+
+/// One change of a plan, logged once written.
+enum Change<'a> {
+    Placed(&'a str, &'a str, &'a PlacementValue),
+    Unplaced(&'a str, &'a str),
+    Pending(&'a str, &'a PendingValue),
+    Cleared(&'a str),
+}
+
+impl Change<'_> {
+    fn log(&self) {
+        match self {
+            Change::Placed(model, node, v) => {
+                info!(model = %model, node = %node, replicas = v.count, gpu = ?v.gpu, "placed")
+            }
+            Change::Unplaced(model, node) => info!(model = %model, node = %node, "unplaced"),
+            Change::Pending(model, v) => {
+                warn!(model = %model, missing = v.missing, reason = %v.reason, "replicas pending")
+            }
+            Change::Cleared(model) => info!(model = %model, "no replicas pending"),
+        }
+    }
+}
+
+/// The plan as etcd operations, each with its change.
+fn operations(plan: &Plan) -> Vec<(TxnOp, Change<'_>)> {
+    let mut ops = Vec::new();
     for ((model, node), v) in &plan.put_placements {
-        let value = serde_json::to_vec(v).unwrap_or_default();
-        client
-            .put(format!("{PLACEMENTS}{model}/{node}"), value, None)
-            .await?;
-        info!(model = %model, node = %node, replicas = v.count, gpu = ?v.gpu, "placed");
+        ops.push((
+            TxnOp::put(
+                format!("{PLACEMENTS}{model}/{node}"),
+                serde_json::to_vec(v).unwrap_or_default(),
+                None,
+            ),
+            Change::Placed(model, node, v),
+        ));
     }
     for (model, node) in &plan.delete_placements {
-        client
-            .delete(format!("{PLACEMENTS}{model}/{node}"), None)
-            .await?;
-        info!(model = %model, node = %node, "unplaced");
+        ops.push((
+            TxnOp::delete(format!("{PLACEMENTS}{model}/{node}"), None),
+            Change::Unplaced(model, node),
+        ));
     }
     for (model, v) in &plan.put_pending {
-        client
-            .put(
+        ops.push((
+            TxnOp::put(
                 format!("{PENDING}{model}"),
                 serde_json::to_vec(v).unwrap_or_default(),
                 None,
-            )
-            .await?;
-        warn!(model = %model, missing = v.missing, reason = %v.reason, "replicas pending");
+            ),
+            Change::Pending(model, v),
+        ));
     }
     for model in &plan.delete_pending {
-        client.delete(format!("{PENDING}{model}"), None).await?;
+        ops.push((
+            TxnOp::delete(format!("{PENDING}{model}"), None),
+            Change::Cleared(model),
+        ));
+    }
+    ops
+}
+
+/// Writes the plan in transactions that each hold only while `fence` is still the
+/// election's key: a deposed leader's writes are refused by etcd, and it stops leading.
+async fn apply(client: &mut Client, plan: &Plan, fence: &Fence) -> Result<(), etcd_client::Error> {
+    let ops = operations(plan);
+    for chunk in ops.chunks(MAX_TXN_OPS) {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                fence.key.clone(),
+                CompareOp::Equal,
+                fence.rev,
+            )])
+            .and_then(chunk.iter().map(|(op, _)| op.clone()).collect::<Vec<_>>());
+        if !client.txn(txn).await?.succeeded() {
+            return Err(etcd_client::Error::ElectError(
+                "no longer the placement leader: the election key changed; placement not written"
+                    .into(),
+            ));
+        }
+        for (_, change) in chunk {
+            change.log();
+        }
     }
     Ok(())
 }
@@ -216,6 +283,15 @@ async fn lead(
         _ = stop.changed() => return Ok(()),
     };
     let leader_key = campaign.leader().cloned();
+    let fence = leader_key.as_ref().map(|k| Fence {
+        key: k.key().to_vec(),
+        rev: k.rev(),
+    });
+    let Some(fence) = fence else {
+        return Err(etcd_client::Error::ElectError(
+            "campaign answered without a leader key".into(),
+        ));
+    };
     is_leader.store(true, Ordering::Release);
     info!(router = %id, "elected placement leader");
     let mut changed = store.subscribe();
@@ -224,7 +300,7 @@ async fn lead(
             let started = Instant::now();
             let p = plan(&store.snapshot());
             if !p.is_empty() {
-                apply(&mut client, &p).await?;
+                apply(&mut client, &p, &fence).await?;
                 info!(
                     ms = started.elapsed().as_millis() as u64,
                     placed = p.put_placements.len(),
