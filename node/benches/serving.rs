@@ -90,6 +90,7 @@ fn serving(c: &mut Criterion) {
             membership: None,
             metrics_listen: None,
             tls: None,
+            tokens: Default::default(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(troupe_node::serve(serve_opts, listener, async {

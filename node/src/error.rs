@@ -50,6 +50,9 @@ pub enum NodeError {
     DeadlineExceeded(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Not allowed here (an artifact outside the model roots).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -83,6 +86,7 @@ impl NodeError {
             | NodeError::Load { .. }
             | NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
             NodeError::Unavailable(_) => Code::Unavailable,
+            NodeError::PermissionDenied(_) => Code::PermissionDenied,
             NodeError::Backend { source, .. } => match source {
                 BackendError::InvalidInput(_)
                 | BackendError::Shape(_)

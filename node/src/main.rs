@@ -74,6 +74,14 @@ struct Args {
     /// Audit file (JSON lines, appended) for models whose config has `[hooks] audit = true`.
     #[arg(long, env = "TROUPE_AUDIT_LOG", default_value = "troupe-audit.jsonl")]
     audit_log: PathBuf,
+    /// Tokens file (TOML: hashed bearer tokens with scopes; see docs). Without one,
+    /// inference is open and admin calls (create, delete, load, unload) are refused.
+    #[arg(long, env = "TROUPE_AUTH_TOKENS")]
+    auth_tokens: Option<PathBuf>,
+    /// A directory artifacts of models created by RPC may be loaded from (repeatable;
+    /// the model repository always is one).
+    #[arg(long = "model-root", env = "TROUPE_MODEL_ROOTS", value_delimiter = ',')]
+    model_roots: Vec<PathBuf>,
     #[command(flatten)]
     tls: troupe_proto::tls::ServerTlsArgs,
     #[command(flatten)]
@@ -100,6 +108,10 @@ fn main() -> anyhow::Result<()> {
         troupe_telemetry::init("troupe-node", &args.observability.log).context("telemetry")?
     };
     let tls = args.tls.load().map_err(anyhow::Error::msg)?;
+    let tokens = std::sync::Arc::new(
+        troupe_proto::auth::Tokens::from_option(args.auth_tokens.as_deref())
+            .map_err(anyhow::Error::msg)?,
+    );
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -167,12 +179,14 @@ fn main() -> anyhow::Result<()> {
                 node_id: node_id.clone(),
                 explain_memory_bytes: args.explain_memory_mb << 20,
                 explain_call_bytes: args.explain_call_memory_mb << 20,
+                model_roots: args.model_roots,
             },
             node_id,
             max_message_bytes: args.max_message_bytes,
             membership,
             metrics_listen: args.observability.metrics_listen,
             tls,
+            tokens,
         };
         troupe_node::serve(opts, listener, troupe_telemetry::process::shutdown_signal()).await?;
         anyhow::Ok(())

@@ -41,6 +41,8 @@ pub struct NodeOptions {
     pub explain_memory_bytes: usize,
     /// Bytes one explanation may hold (`--explain-call-memory-mb`).
     pub explain_call_bytes: usize,
+    /// Where artifacts may be loaded from (`--model-root`), besides the repository.
+    pub model_roots: Vec<PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -55,6 +57,7 @@ impl Default for NodeOptions {
             node_id: String::new(),
             explain_memory_bytes: crate::hooks::explain::memory::DEFAULT_NODE_BYTES,
             explain_call_bytes: crate::hooks::explain::memory::DEFAULT_CALL_BYTES,
+            model_roots: Vec::new(),
         }
     }
 }
@@ -93,6 +96,14 @@ impl Registry {
             admin: tokio::sync::Mutex::new(()),
             supervisor,
         }))
+    }
+
+    /// Refuses an artifact outside the model roots (`--model-root` and the repository).
+    fn check_root(&self, artifact: &std::path::Path) -> Result<(), NodeError> {
+        let mut roots = self.opts.model_roots.clone();
+        roots.extend(self.opts.repository.clone());
+        troupe_proto::auth::check_artifact(&artifact.display().to_string(), &roots)
+            .map_err(|s| NodeError::PermissionDenied(s.message().to_string()))
     }
 
     /// The node's audit file, if a model has opened it.
@@ -211,6 +222,7 @@ impl Registry {
     ) -> Result<Arc<LoadedModel>, NodeError> {
         validate_name(&def.name)?;
         let version = validate_version(&def.version)?;
+        self.check_root(&def.artifact)?;
         if !replace && self.get(&def.name, &def.version).is_ok() {
             return Err(NodeError::AlreadyExists {
                 name: def.name.clone(),

@@ -31,6 +31,8 @@ pub struct ServeOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Serve gRPC over TLS (optionally asking clients for certificates).
     pub tls: Option<troupe_proto::tls::ServerTls>,
+    /// Who may call what (`--auth-tokens`; default: inference open, admin refused).
+    pub tokens: Arc<troupe_proto::auth::Tokens>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, finishes the calls in flight,
@@ -158,6 +160,7 @@ pub async fn serve(
     }
     let result = server
         .layer(troupe_proto::limits::TooLargeLayer)
+        .layer(troupe_proto::auth::AuthLayer(opts.tokens.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

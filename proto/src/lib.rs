@@ -20,6 +20,8 @@ pub mod troupe {
     pub use v1::*;
 }
 
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod backoff;
 pub mod bytes;
 pub mod cluster;

@@ -39,6 +39,18 @@ struct Args {
     /// RESOURCE_EXHAUSTED).
     #[arg(long, env = "TROUPE_MAX_MESSAGE_BYTES", default_value_t = troupe_router::routing::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
+    /// Tokens file (TOML: hashed bearer tokens with scopes; see docs). Without one,
+    /// inference is open and admin calls (create, delete) are refused.
+    #[arg(long, env = "TROUPE_AUTH_TOKENS")]
+    auth_tokens: Option<std::path::PathBuf>,
+    /// A directory artifacts of created models must lie under (repeatable); without
+    /// one, only the nodes check.
+    #[arg(long = "model-root", env = "TROUPE_MODEL_ROOTS", value_delimiter = ',')]
+    model_roots: Vec<std::path::PathBuf>,
+    /// The router's bearer token for the nodes (they need it when they have a tokens
+    /// file; give it the scopes infer and relay there).
+    #[arg(long, env = "TROUPE_NODE_TOKEN", hide_env_values = true)]
+    node_token: Option<String>,
     #[command(flatten)]
     tls: troupe_proto::tls::ServerTlsArgs,
     #[command(flatten)]
@@ -81,7 +93,21 @@ async fn main() -> anyhow::Result<()> {
         .map(troupe_proto::tls::ClientTls::with_ca_file)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let router = Router::with_node_tls(store, args.etcd.clone(), node_tls, args.max_message_bytes);
+    let tokens = Arc::new(
+        troupe_proto::auth::Tokens::from_option(args.auth_tokens.as_deref())
+            .map_err(anyhow::Error::msg)?,
+    );
+    let router = Router::with_options(
+        store,
+        args.etcd.clone(),
+        troupe_router::routing::RouterOptions {
+            node_tls,
+            node_token: args.node_token.clone(),
+            max_message_bytes: args.max_message_bytes,
+            model_roots: args.model_roots.clone(),
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
     let metrics = match args.observability.metrics_listen {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a)
@@ -108,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
     }
     server
         .layer(troupe_proto::limits::TooLargeLayer)
+        .layer(troupe_proto::auth::AuthLayer(tokens))
         .add_service(
             GrpcInferenceServiceServer::new(InferenceService(router.clone()))
                 .max_decoding_message_size(args.max_message_bytes)

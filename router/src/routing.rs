@@ -24,6 +24,27 @@ use crate::metrics::{self, ClusterSample, RouterMetrics};
 use crate::state::{Replica, Store};
 
 /// Shared by the three services.
+/// How a router reaches its nodes and what it accepts.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    pub node_tls: Option<troupe_proto::tls::ClientTls>,
+    /// The router's bearer token for the nodes (`--node-token`).
+    pub node_token: Option<String>,
+    pub max_message_bytes: usize,
+    pub model_roots: Vec<std::path::PathBuf>,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        Self {
+            node_tls: None,
+            node_token: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            model_roots: Vec::new(),
+        }
+    }
+}
+
 /// Largest message the router takes from a caller or a node by default (256 MiB, the
 /// node's default too).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -37,24 +58,43 @@ pub struct Router {
     pub metrics: RouterMetrics,
     /// Largest message taken from callers and nodes (`--max-message-bytes`).
     pub max_message_bytes: usize,
+    /// How the router reaches nodes: its own bearer token (`--node-token`).
+    node_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// Where artifacts of created models must lie (`--model-root`); empty: unchecked
+    /// here (the nodes check their own).
+    pub model_roots: Vec<std::path::PathBuf>,
     /// TLS towards the nodes (`--node-tls-ca`); None: plain HTTP/2.
     node_tls: Option<troupe_proto::tls::ClientTls>,
 }
 
 impl Router {
     pub fn new(store: Arc<Store>, endpoints: Vec<String>) -> Arc<Self> {
-        Self::with_node_tls(store, endpoints, None, DEFAULT_MAX_MESSAGE_BYTES)
+        Self::with_options(store, endpoints, RouterOptions::default())
+            .expect("the default options are valid")
     }
 
-    /// As `new`, reaching the nodes over TLS when `node_tls` is set, and taking and
-    /// forwarding messages of at most `max_message_bytes`.
-    pub fn with_node_tls(
+    /// As `new`, with how to reach the nodes and what to accept.
+    pub fn with_options(
         store: Arc<Store>,
         endpoints: Vec<String>,
-        node_tls: Option<troupe_proto::tls::ClientTls>,
-        max_message_bytes: usize,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+        opts: RouterOptions,
+    ) -> Result<Arc<Self>, RouterError> {
+        let RouterOptions {
+            node_tls,
+            node_token,
+            max_message_bytes,
+            model_roots,
+        } = opts;
+        let node_token = node_token
+            .map(|t| {
+                format!("Bearer {t}").parse().map_err(|_| {
+                    RouterError::InvalidArgument(
+                        "--node-token must be printable ASCII without spaces".into(),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Arc::new(Self {
             store,
             endpoints,
             channels: RwLock::default(),
@@ -62,7 +102,19 @@ impl Router {
             metrics: RouterMetrics::default(),
             node_tls,
             max_message_bytes,
-        })
+            node_token,
+            model_roots,
+        }))
+    }
+
+    /// Puts the router's own token, and the caller it forwards for, on a call to a node.
+    pub(crate) fn authorize(&self, md: &mut tonic::metadata::MetadataMap, caller: Option<&str>) {
+        if let Some(t) = &self.node_token {
+            md.insert("authorization", t.clone());
+        }
+        if let Some(Ok(c)) = caller.map(str::parse) {
+            md.insert(troupe_proto::auth::CALLER_HEADER, c);
+        }
     }
 
     /// A pooled channel to a node (connected lazily, reused by every call).
@@ -209,12 +261,33 @@ impl Drop for Outstanding {
     }
 }
 
+/// What a forwarded call carries on from the caller's request: its deadline, its trace
+/// context, and who it is (for the node's audit trail).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Hop {
+    pub deadline: Option<Instant>,
+    pub trace: Option<troupe_telemetry::TraceContext>,
+    pub caller: Option<String>,
+}
+
+impl Hop {
+    pub(crate) fn of<T>(req: &Request<T>) -> Self {
+        Self {
+            deadline: troupe_proto::request_deadline(req),
+            trace: troupe_telemetry::TraceContext::from_metadata(req.metadata()),
+            caller: req
+                .extensions()
+                .get::<troupe_proto::auth::Caller>()
+                .map(|c| c.0.clone()),
+        }
+    }
+}
+
 /// Forwards a call to ready replicas of `model` until one answers (at most once each).
 pub(crate) async fn forward<Req, Resp, F, Fut>(
     router: &Router,
     model: &str,
-    deadline: Option<Instant>,
-    trace: Option<&troupe_telemetry::TraceContext>,
+    hop: &Hop,
     body: Req,
     call: F,
 ) -> Result<Response<Resp>, Status>
@@ -237,13 +310,14 @@ where
         let r = router.pick(&left).clone();
         tried.push(r.node.clone());
         let mut req = Request::new(body.clone());
+        router.authorize(req.metadata_mut(), hop.caller.as_deref());
         let span = troupe_telemetry::child_span(
             || tracing::info_span!("router.attempt", model = %model, node = %r.node, addr = %r.addr, attempt),
         );
         // Traced: the node's span is this attempt's child. Else the caller's context
         // passes through unchanged.
         if !troupe_telemetry::inject(&span, req.metadata_mut()) {
-            match trace {
+            match &hop.trace {
                 Some(t) => t.inject(req.metadata_mut()),
                 // Not traced here: tell the node, so it does not start a trace itself.
                 None => {
@@ -255,7 +329,7 @@ where
                 }
             }
         }
-        if let Some(d) = deadline {
+        if let Some(d) = hop.deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(RouterError::DeadlineExceeded(format!(

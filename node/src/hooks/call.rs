@@ -50,6 +50,8 @@ pub struct CallCtx<'a> {
     pub inputs: &'a [Tensor],
     pub rows: usize,
     pub trace_id: &'a str,
+    /// Who called (the token's name, or what a relaying router named; "anonymous").
+    pub caller: &'a str,
     pub deadline: Option<Instant>,
     pub started: Instant,
 }

@@ -40,6 +40,10 @@ pub(super) async fn infer(
     trace_id: &str,
 ) -> Result<Response<pb::ModelInferResponse>, Status> {
     let deadline = troupe_proto::request_deadline(&req);
+    let caller = req
+        .extensions()
+        .get::<troupe_proto::auth::Caller>()
+        .map_or_else(|| "anonymous".to_string(), |c| c.0.clone());
     let req = req.into_inner();
     let model = model?;
     let started = Instant::now();
@@ -51,6 +55,7 @@ pub(super) async fn infer(
         inputs: &[],
         rows: 1,
         trace_id,
+        caller: &caller,
         deadline,
         started,
     };

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::error::RouterError;
 
 use super::models::model_status;
-use crate::routing::{Router, forward};
+use crate::routing::{Hop, Router, forward};
 
 #[derive(Clone)]
 pub struct InferenceService(pub Arc<Router>);
@@ -36,9 +36,8 @@ where
     F: Fn(GrpcInferenceServiceClient<Channel>, Request<Req>) -> Fut,
     Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
 {
-    let d = troupe_proto::request_deadline(&req);
-    let trace = troupe_telemetry::TraceContext::from_metadata(req.metadata());
-    forward(router, model, d, trace.as_ref(), req.into_inner(), call).await
+    let hop = Hop::of(&req);
+    forward(router, model, &hop, req.into_inner(), call).await
 }
 
 #[tonic::async_trait]
@@ -96,25 +95,19 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let d = troupe_proto::request_deadline(&req);
-        let trace = troupe_telemetry::TraceContext::from_metadata(req.metadata());
+        let hop = Hop::of(&req);
         let span = troupe_telemetry::call_span(
             req.metadata(),
             || tracing::info_span!("router.infer", model = %req.get_ref().model_name),
         );
         let trace_id =
-            troupe_telemetry::trace_id(&span).or_else(|| trace.as_ref().map(|t| t.trace_id()));
+            troupe_telemetry::trace_id(&span).or_else(|| hop.trace.as_ref().map(|t| t.trace_id()));
         let body = req.into_inner();
         let model = body.model_name.clone();
         let started = Instant::now();
-        let mut result = forward(
-            &self.0,
-            &model,
-            d,
-            trace.as_ref(),
-            body,
-            |mut c, r| async move { c.model_infer(r).await },
-        )
+        let mut result = forward(&self.0, &model, &hop, body, |mut c, r| async move {
+            c.model_infer(r).await
+        })
         .instrument(span)
         .await;
         let code = result
@@ -145,6 +138,7 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
         // One entry per replica: ask every node that serves it.
+        let hop = Hop::of(&req);
         let body = req.into_inner();
         let s = self.0.store.snapshot();
         let mut out = pb::ModelStatisticsResponse::default();
@@ -158,7 +152,9 @@ impl GrpcInferenceService for InferenceService {
                 continue;
             }
             let mut c = GrpcInferenceServiceClient::new(self.0.channel(&node.addr)?);
-            if let Ok(r) = c.model_statistics(body.clone()).await {
+            let mut ask = Request::new(body.clone());
+            self.0.authorize(ask.metadata_mut(), hop.caller.as_deref());
+            if let Ok(r) = c.model_statistics(ask).await {
                 out.model_stats.extend(r.into_inner().model_stats);
             }
         }

@@ -127,6 +127,10 @@ impl Models for ModelsService {
         &self,
         req: Request<tpb::CreateModelRequest>,
     ) -> Result<Response<tpb::ModelStatus>, Status> {
+        let caller = req
+            .extensions()
+            .get::<troupe_proto::auth::Caller>()
+            .map_or_else(|| "anonymous".to_string(), |c| c.0.clone());
         let req = req.into_inner();
         if !req.config_toml.is_empty() {
             return Err(RouterError::InvalidArgument(
@@ -138,6 +142,9 @@ impl Models for ModelsService {
             RouterError::InvalidArgument("CreateModelRequest.spec is required".into())
         })?;
         validate(&spec)?;
+        if !self.0.model_roots.is_empty() {
+            troupe_proto::auth::check_artifact(&spec.artifact_uri, &self.0.model_roots)?;
+        }
         if spec.version.is_empty() {
             spec.version = "1".into();
         }
@@ -153,7 +160,7 @@ impl Models for ModelsService {
         self.0
             .read_your_write(r.header().map_or(0, |h| h.revision()))
             .await;
-        tracing::info!(model = %spec.name, replicas = spec.replicas.max(1), "model declared");
+        tracing::info!(model = %spec.name, replicas = spec.replicas.max(1), caller = %caller, "model declared");
         Ok(Response::new(tpb::ModelStatus {
             spec: Some(spec.clone()),
             state: ModelState::Pending as i32,
