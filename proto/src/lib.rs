@@ -34,6 +34,10 @@ pub mod tls;
 
 pub use datatype::DataType;
 
+/// Request parameter: `false` asks the router not to resend a call that was in flight on
+/// a node that failed (inference is idempotent, so by default it is resent elsewhere).
+pub const IDEMPOTENT_PARAM: &str = "troupe.idempotent";
+
 /// Encoded `FileDescriptorSet` of every .proto here, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/troupe_descriptor.bin"));

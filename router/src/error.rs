@@ -18,6 +18,9 @@ pub enum RouterError {
     Store(String),
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
+    /// A node failed under a call (the message names the node).
+    #[error("{0}")]
+    NodeFailed(String),
 }
 
 impl From<RouterError> for tonic::Status {
@@ -25,7 +28,9 @@ impl From<RouterError> for tonic::Status {
         use tonic::Code;
         let code = match &e {
             RouterError::ModelNotFound(_) => Code::NotFound,
-            RouterError::NoReplica(_) | RouterError::Store(_) => Code::Unavailable,
+            RouterError::NoReplica(_) | RouterError::Store(_) | RouterError::NodeFailed(_) => {
+                Code::Unavailable
+            }
             RouterError::InvalidArgument(_) => Code::InvalidArgument,
             RouterError::AlreadyExists(_) => Code::AlreadyExists,
             RouterError::FailedPrecondition(_) => Code::FailedPrecondition,

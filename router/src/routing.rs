@@ -229,12 +229,51 @@ impl Router {
     }
 }
 
-/// Failures after which another replica is tried: the replica is gone or restarting.
-/// CANCELLED counts too: when the caller cancels, this handler is dropped and never gets
-/// here, so a CANCELLED seen here means the node's connection went away mid-call.
-fn retryable(s: &Status) -> bool {
+/// How a failed attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The node refused or could not be reached: nothing ran; another replica is tried.
+    Refused,
+    /// The node or its connection went away while the call was in flight: sent again
+    /// elsewhere unless the caller opted out (inference is idempotent).
+    MidCall,
+    /// An answer (an error the model or the node gave): returned as it is.
+    Answer,
+}
+
+/// Whether a cause in `s`'s chain is a transport error (I/O, HTTP/2, the connection).
+fn transport_cause(s: &Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>()
+            || c.is::<tonic::transport::Error>()
+            || c.is::<h2::Error>()
+            || c.is::<hyper::Error>()
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+fn failure(s: &Status) -> Failure {
     match s.code() {
-        Code::Unavailable | Code::Cancelled => true,
+        Code::Unavailable => Failure::Refused,
+        // The caller cancelling drops this handler before it gets here, so a CANCELLED
+        // seen here means the node's connection went away mid-call.
+        Code::Cancelled => Failure::MidCall,
+        Code::Unknown | Code::Internal if transport_cause(s) || transport_words(s) => {
+            Failure::MidCall
+        }
+        _ => Failure::Answer,
+    }
+}
+
+/// For statuses whose cause chain was lost on the way (rebuilt from a message): tonic's
+/// and hyper's words for a broken connection.
+fn transport_words(s: &Status) -> bool {
+    match s.code() {
         Code::Unknown | Code::Internal => {
             let m = s.message().to_ascii_lowercase();
             [
@@ -254,6 +293,26 @@ fn retryable(s: &Status) -> bool {
     }
 }
 
+#[cfg(test)]
+fn retryable(s: &Status) -> bool {
+    failure(s) != Failure::Answer
+}
+
+/// The error a caller gets when the last replica tried failed mid-call: UNAVAILABLE
+/// naming the node, never the transport's UNKNOWN.
+fn unavailable(model: &str, node: &str, s: &Status, resent: bool) -> Status {
+    let why = if resent {
+        "and no other replica could take the call"
+    } else {
+        "and the call asked not to be sent again (troupe.idempotent = false)"
+    };
+    RouterError::NodeFailed(format!(
+        "model '{model}': the replica on node {node} failed while the call was in flight ({}), {why}",
+        s.message()
+    ))
+    .into()
+}
+
 struct Outstanding(Arc<AtomicU64>);
 impl Drop for Outstanding {
     fn drop(&mut self) {
@@ -268,6 +327,9 @@ pub(crate) struct Hop {
     pub deadline: Option<Instant>,
     pub trace: Option<troupe_telemetry::TraceContext>,
     pub caller: Option<String>,
+    /// Whether a call that was in flight on a failed node may be sent again elsewhere
+    /// (false when the request says `troupe.idempotent = false`).
+    pub resend: bool,
 }
 
 impl Hop {
@@ -279,6 +341,23 @@ impl Hop {
                 .extensions()
                 .get::<troupe_proto::auth::Caller>()
                 .map(|c| c.0.clone()),
+            resend: true,
+        }
+    }
+
+    /// As `of`, reading the request's `troupe.idempotent` parameter.
+    pub(crate) fn of_infer(req: &Request<troupe_proto::inference::ModelInferRequest>) -> Self {
+        use troupe_proto::inference::infer_parameter::ParameterChoice;
+        let resend = !matches!(
+            req.get_ref()
+                .parameters
+                .get(troupe_proto::IDEMPOTENT_PARAM)
+                .and_then(|p| p.parameter_choice.as_ref()),
+            Some(ParameterChoice::BoolParam(false))
+        );
+        Self {
+            resend,
+            ..Self::of(req)
         }
     }
 }
@@ -350,12 +429,20 @@ where
                 debug!(model = %model, node = %r.node, attempt, "answered");
                 return Ok(resp);
             }
-            Err(s) if retryable(&s) => {
-                warn!(model = %model, node = %r.node, attempt, error = %s.message(), "replica failed; trying another");
-                router.metrics.retry(model);
-                last = Some(s);
-            }
-            Err(s) => return Err(s),
+            Err(s) => match failure(&s) {
+                Failure::Answer => return Err(s),
+                Failure::MidCall if !hop.resend => {
+                    return Err(unavailable(model, &r.node, &s, false));
+                }
+                kind => {
+                    warn!(model = %model, node = %r.node, attempt, failure = ?kind, error = %s.message(), "replica failed; trying another");
+                    router.metrics.retry(model);
+                    last = Some(match kind {
+                        Failure::MidCall => unavailable(model, &r.node, &s, true),
+                        _ => s,
+                    });
+                }
+            },
         }
     }
     Err(last.unwrap_or_else(|| router.no_replica(model)))
@@ -396,6 +483,42 @@ mod tests {
         ] {
             assert!(!retryable(&s), "{s:?}");
         }
+    }
+
+    #[test]
+    fn transport_failures_are_told_by_their_cause() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "peer went away");
+        let s = Status::from_error(Box::new(reset));
+        assert_eq!(failure(&s), Failure::MidCall, "{s:?}");
+        assert_eq!(
+            failure(&Status::unavailable("restarting")),
+            Failure::Refused
+        );
+        assert_eq!(
+            failure(&Status::unknown("the model raised")),
+            Failure::Answer
+        );
+        // The caller gets UNAVAILABLE naming the node, never UNKNOWN.
+        let u = unavailable("m", "n7", &s, true);
+        assert_eq!(u.code(), Code::Unavailable);
+        assert!(u.message().contains("node n7"), "{}", u.message());
+        let u = unavailable("m", "n7", &s, false);
+        assert!(u.message().contains("troupe.idempotent"), "{}", u.message());
+    }
+
+    #[test]
+    fn a_request_may_opt_out_of_being_sent_again() {
+        use troupe_proto::inference::infer_parameter::ParameterChoice;
+        use troupe_proto::inference::{InferParameter, ModelInferRequest};
+        let mut body = ModelInferRequest::default();
+        assert!(Hop::of_infer(&Request::new(body.clone())).resend);
+        body.parameters.insert(
+            troupe_proto::IDEMPOTENT_PARAM.into(),
+            InferParameter {
+                parameter_choice: Some(ParameterChoice::BoolParam(false)),
+            },
+        );
+        assert!(!Hop::of_infer(&Request::new(body)).resend);
     }
 
     #[test]

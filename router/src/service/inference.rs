@@ -95,7 +95,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let hop = Hop::of(&req);
+        let hop = Hop::of_infer(&req);
         let span = troupe_telemetry::call_span(
             req.metadata(),
             || tracing::info_span!("router.infer", model = %req.get_ref().model_name),
