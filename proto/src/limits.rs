@@ -1,0 +1,115 @@
+//! Messages over a server's size limit are answered RESOURCE_EXHAUSTED, as the gRPC spec
+//! and every stock client expect (grpc-go and Triton do). tonic answers them OUT_OF_RANGE;
+//! [`TooLargeLayer`] rewrites that one answer on the way out of a node or a router.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tonic::codegen::http;
+
+/// The start of tonic's message for a request over `max_decoding_message_size`.
+const TOO_LARGE: &str = "Error, decoded message length too large";
+
+/// Rewrites tonic's OUT_OF_RANGE for an oversized request to RESOURCE_EXHAUSTED.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TooLargeLayer;
+
+impl<S> tower::Layer<S> for TooLargeLayer {
+    type Service = TooLarge<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TooLarge(inner)
+    }
+}
+
+/// The service [`TooLargeLayer`] wraps.
+#[derive(Debug, Clone)]
+pub struct TooLarge<S>(S);
+
+/// Sets `grpc-status` to RESOURCE_EXHAUSTED where tonic said OUT_OF_RANGE because the
+/// request was too large (trailers-only answers carry the status in the headers).
+pub fn fix_status(headers: &mut http::HeaderMap) {
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .and_then(|m| percent_decoded_prefix(m, TOO_LARGE.len()))
+        .is_some_and(|m| m == TOO_LARGE);
+    if out_of_range && too_large {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
+        );
+    }
+}
+
+/// The first `n` characters of a percent-encoded `grpc-message`, decoded.
+fn percent_decoded_prefix(m: &str, n: usize) -> Option<String> {
+    let mut out = String::new();
+    let mut bytes = m.bytes();
+    while out.len() < n {
+        match bytes.next()? {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                let v = u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?;
+                out.push(v as char);
+            }
+            b => out.push(b as char),
+        }
+    }
+    Some(out)
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for TooLarge<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            fix_status(resp.headers_mut());
+            Ok(resp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(status: &'static str, message: &'static str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-status", http::HeaderValue::from_static(status));
+        h.insert("grpc-message", http::HeaderValue::from_static(message));
+        h
+    }
+
+    #[test]
+    fn only_the_too_large_answer_is_rewritten() {
+        let mut h = headers(
+            "11",
+            "Error,%20decoded%20message%20length%20too%20large:%20found%2016418%20bytes",
+        );
+        fix_status(&mut h);
+        assert_eq!(h["grpc-status"], "8");
+        let mut h = headers("11", "explain_target%20out%20of%20range");
+        fix_status(&mut h);
+        assert_eq!(h["grpc-status"], "11");
+        let mut h = headers("3", "Error,%20decoded%20message%20length%20too%20large");
+        fix_status(&mut h);
+        assert_eq!(h["grpc-status"], "3");
+    }
+}
