@@ -17,6 +17,8 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_line() { for _ in $(seq 300); do [[ -s "$1" ]] && return 0; sleep 0.1; done; return 1; }
+source scripts/tokens.sh
+make_tokens "$WORK"   # anonymous inference (troupe-load sends no token); TROUPE_TOKEN for the create
 EC=$(port); EP=$(port)
 etcd --name b --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$EC" --advertise-client-urls "http://127.0.0.1:$EC" \
   --listen-peer-urls "http://127.0.0.1:$EP" --initial-advertise-peer-urls "http://127.0.0.1:$EP" \
@@ -25,9 +27,11 @@ PIDS+=($!)
 ETCD=http://127.0.0.1:$EC
 for _ in $(seq 100); do etcdctl --endpoints "$ETCD" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
 mkdir -p "$WORK/repo"
-target/release/troupe-node --model-repository "$WORK/repo" --listen 127.0.0.1:0 --etcd "$ETCD" --node-id n1 >"$WORK/node.out" 2>"$WORK/node.log" &
+target/release/troupe-node --model-repository "$WORK/repo" --listen 127.0.0.1:0 --etcd "$ETCD" --node-id n1 \
+  --auth-tokens "$TOKENS" --model-root "$PWD/models" >"$WORK/node.out" 2>"$WORK/node.log" &
 PIDS+=($!)
-target/release/troupe-router --etcd "$ETCD" --listen 127.0.0.1:0 >"$WORK/router.out" 2>"$WORK/router.log" &
+TROUPE_NODE_TOKEN=$ROUTER_TOKEN target/release/troupe-router --etcd "$ETCD" --listen 127.0.0.1:0 \
+  --auth-tokens "$TOKENS" >"$WORK/router.out" 2>"$WORK/router.log" &
 PIDS+=($!)
 wait_line "$WORK/node.out"; wait_line "$WORK/router.out"
 NODE=$(awk '{print $4}' "$WORK/node.out"); ROUTER=$(awk '{print $4}' "$WORK/router.out")

@@ -4,6 +4,9 @@
 #   scripts/cluster.sh            # N=3 nodes; shows the calls, then stops everything
 #   scripts/cluster.sh --serve    # keeps running until Ctrl-C (router on the printed address)
 # Env: NODES (default 3), BIN (default target/debug).
+# Auth: node and router read a fresh tokens file (scripts/tokens.sh: anonymous inference,
+# a random admin token in TROUPE_TOKEN for the CLI calls here, a router token for the
+# nodes); the nodes take models from models/ (--model-root).
 #   A = "A man is playing a guitar.", B = "A man plays the guitar.", C = "The stock market fell sharply today."
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,9 @@ trap cleanup EXIT
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_line() { for _ in $(seq 300); do [[ -s "$1" ]] && return 0; sleep 0.1; done; echo "timed out: $1" >&2; return 1; }
+source scripts/tokens.sh
+make_tokens "$WORK"
+say "tokens file $TOKENS (the admin token: $WORK/admin.token)"
 
 EC=$(port); EP=$(port)
 etcd --name troupe --data-dir "$WORK/etcd" \
@@ -30,12 +36,13 @@ say "etcd $ETCD"
 for i in $(seq "$NODES"); do
   mkdir -p "$WORK/repo$i"
   "$BIN/troupe-node" --model-repository "$WORK/repo$i" --listen 127.0.0.1:0 --etcd "$ETCD" --node-id "node$i" \
-    --memory-mb 2048 >"$WORK/node$i.out" 2>"$WORK/node$i.log" &
+    --memory-mb 2048 --auth-tokens "$TOKENS" --model-root "$PWD/models" >"$WORK/node$i.out" 2>"$WORK/node$i.log" &
   PIDS+=($!)
 done
 for i in $(seq "$NODES"); do wait_line "$WORK/node$i.out"; say "node$i $(awk '{print $4}' "$WORK/node$i.out")"; done
 
-"$BIN/troupe-router" --etcd "$ETCD" --listen 127.0.0.1:0 --router-id router1 >"$WORK/router.out" 2>"$WORK/router.log" &
+TROUPE_NODE_TOKEN=$ROUTER_TOKEN "$BIN/troupe-router" --etcd "$ETCD" --listen 127.0.0.1:0 --router-id router1 \
+  --auth-tokens "$TOKENS" --model-root "$PWD/models" >"$WORK/router.out" 2>"$WORK/router.log" &
 PIDS+=($!)
 wait_line "$WORK/router.out"
 ROUTER=$(awk '{print $4}' "$WORK/router.out")
@@ -76,7 +83,7 @@ shape = o["shape"]
 print(f"  embedding FP32 {shape}; cosine(A, B) = {cos(e[0], e[1]):.4f}, cosine(A, C) = {cos(e[0], e[2]):.4f}")'
 done
 if [[ "${1:-}" == "--serve" ]]; then
-  say "serving: troupe --server $ROUTER ... (Ctrl-C stops)"
+  say "serving: TROUPE_TOKEN=\$(cat $WORK/admin.token) troupe --server $ROUTER ... (Ctrl-C stops)"
   wait
 fi
 say "stopping the cluster"

@@ -2,13 +2,13 @@
 //! `--json` parsed, and the exit code and message on a bad argument, an unknown model and
 //! an unreachable server.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-use troupe_tests::{Node, binary, max_abs_diff, reference, repository, root};
+use troupe_tests::{Node, max_abs_diff, reference, repository, root, troupe_cli};
 
 fn troupe(addr: &str, args: &[&str]) -> Output {
-    Command::new(binary("troupe"))
+    troupe_cli()
         .arg("--server")
         .arg(addr)
         .args(args)
@@ -255,7 +255,7 @@ async fn every_subcommand_against_a_live_node() {
 
 #[test]
 fn an_unreachable_server_exits_3_with_a_hint() {
-    let o = Command::new(binary("troupe"))
+    let o = troupe_cli()
         .args(["--server", "127.0.0.1:1", "health"])
         .output()
         .unwrap();
@@ -265,4 +265,111 @@ fn an_unreachable_server_exits_3_with_a_hint() {
         err.contains("cannot reach the server") && err.contains("127.0.0.1:1"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn the_token_comes_from_the_flag_or_the_environment() {
+    let repo = repository(&["mlp_onnx"]);
+    let node = Node::start(repo.path(), &[]).await.unwrap();
+    let a = node.addr.as_str();
+    let artifact = root().join("models/repository/mlp_onnx/1");
+    let create = |name: &str| {
+        vec![
+            "models".to_string(),
+            "create".into(),
+            name.into(),
+            "--config".into(),
+            root()
+                .join("models/repository/mlp_onnx/config.toml")
+                .display()
+                .to_string(),
+            "--artifact".into(),
+            artifact.display().to_string(),
+        ]
+    };
+    let run = |token: Option<&str>, env: Option<&str>, args: &[String]| {
+        let mut cmd = troupe_cli();
+        cmd.env_remove("TROUPE_TOKEN");
+        if let Some(v) = env {
+            cmd.env("TROUPE_TOKEN", v);
+        }
+        cmd.args(["--server", a]);
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        let o = cmd.args(args).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+
+    // Inference is open; admin calls need the token.
+    let (code, err) = run(None, None, &["models".into(), "list".into()]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run(None, None, &create("no_token"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("Unauthenticated") && err.contains("hint:") && err.contains("TROUPE_TOKEN"),
+        "{err}"
+    );
+    let (code, err) = run(Some("not-a-token-it-knows"), None, &create("wrong"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--token"), "{err}");
+    assert!(!err.contains("not-a-token-it-knows"), "{err}");
+    // An unknown token is refused even where anonymous calls pass.
+    let (code, err) = run(
+        Some("not-a-token-it-knows"),
+        None,
+        &["models".into(), "list".into()],
+    );
+    assert_eq!(code, Some(1), "{err}");
+
+    // The flag, the environment, and the flag over the environment.
+    let (code, err) = run(Some(troupe_tests::ADMIN_TOKEN), None, &create("by_flag"));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run(None, Some(troupe_tests::ADMIN_TOKEN), &create("by_env"));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run(
+        Some(troupe_tests::ADMIN_TOKEN),
+        Some("stale"),
+        &create("flag_wins"),
+    );
+    assert_eq!(code, Some(0), "{err}");
+
+    // A token that cannot be sent is bad usage, and is not echoed.
+    let (code, err) = run(Some("two words"), None, &["health".into()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("invalid bearer token") && !err.contains("two words"),
+        "{err}"
+    );
+
+    // An artifact outside the model roots: refused whatever the token, with the hint.
+    let outside = tempfile::tempdir().unwrap();
+    troupe_tests::copy_dir(&artifact, &outside.path().join("1")).unwrap();
+    let mut args = create("outside");
+    *args.last_mut().unwrap() = outside.path().join("1").display().to_string();
+    let (code, err) = run(Some(troupe_tests::ADMIN_TOKEN), None, &args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("PermissionDenied") && err.contains("--model-root"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_never_shows_the_token() {
+    let o = troupe_cli()
+        .env("TROUPE_TOKEN", "s3cret-from-env")
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(
+        text.contains("--token") && text.contains("TROUPE_TOKEN"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret-from-env"), "{text}");
 }

@@ -345,15 +345,27 @@ async fn a_failed_load_is_reported_retried_and_leaves_the_rest_serving() {
     let etcd = Etcd::start().await.unwrap();
     // mlp_candle comes from the node's own repository: placements never unload it.
     let repo = repository(&["mlp_candle"]);
-    let node = Node::start(
-        repo.path(),
-        &["--etcd", &etcd.url(), "--node-id", "n1", "--lease-ttl", "2"],
-    )
-    .await
-    .unwrap();
     let bad = tempfile::tempdir().unwrap();
     let corrupt = bad.path().join("model.onnx");
     std::fs::write(&corrupt, b"this is not an ONNX model").unwrap();
+    // Both artifacts lie under model roots, so they fail at load, not at the roots check.
+    let node = Node::start(
+        repo.path(),
+        &[
+            "--etcd",
+            &etcd.url(),
+            "--node-id",
+            "n1",
+            "--lease-ttl",
+            "2",
+            "--model-root",
+            &bad.path().display().to_string(),
+            "--model-root",
+            "/nonexistent/troupe",
+        ],
+    )
+    .await
+    .unwrap();
 
     put(
         &etcd,

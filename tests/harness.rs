@@ -1,10 +1,16 @@
 //! Test harness: real `troupe-node` processes on free loopback ports, serving copies of
 //! the example model repository. Build the binaries first (`cargo build --workspace --bins`;
 //! `scripts/test.sh` does).
+//!
+//! Every node and router started here reads one tokens file ([`tokens_file`]): anonymous
+//! inference (so stock clients need no headers), [`ADMIN_TOKEN`] for admin calls, and
+//! [`ROUTER_TOKEN`], which routers send to nodes. [`Node::client`] and
+//! [`RouterProc::client`] carry the admin token, and so does [`troupe_cli`].
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -26,6 +32,92 @@ fn target_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("target dir")
         .to_path_buf()
+}
+
+/// The token of the test admin (scopes `infer` and `admin`) in [`tokens_file`].
+pub const ADMIN_TOKEN: &str = "troupe-test-admin-3f9c2a";
+
+/// The token routers started here send to nodes (`--node-token`; scopes `infer` and
+/// `relay`).
+pub const ROUTER_TOKEN: &str = "troupe-test-router-7d41e8";
+
+/// The tokens file of every node and router this test process starts (written once, in
+/// a temporary directory that lives as long as the process): `anonymous = ["infer"]`,
+/// the admin ([`ADMIN_TOKEN`]) and the router ([`ROUTER_TOKEN`]).
+pub fn tokens_file() -> &'static Path {
+    static FILE: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
+    &FILE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir for the tokens file");
+            let path = dir.path().join("tokens.toml");
+            let text = format!(
+                "anonymous = [\"infer\"]\n\n\
+                 [[token]]\nname = \"admin\"\nsha256 = \"{}\"\nscopes = [\"infer\", \"admin\"]\n\n\
+                 [[token]]\nname = \"router\"\nsha256 = \"{}\"\nscopes = [\"infer\", \"relay\"]\n",
+                sha256_hex(ADMIN_TOKEN),
+                sha256_hex(ROUTER_TOKEN)
+            );
+            std::fs::write(&path, text).expect("write the tokens file");
+            (dir, path)
+        })
+        .1
+}
+
+/// Hex sha256 of `text`, as the tokens file wants it (`printf %s TOKEN | sha256sum`).
+pub fn sha256_hex(text: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum");
+    let hex = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        out.status.success() && hex.len() == 64,
+        "sha256sum: {hex:?}"
+    );
+    hex
+}
+
+/// Where the example models live (`models/`): the `--model-root` of every node and
+/// router started here, so models created by RPC may point at them.
+pub fn model_root() -> PathBuf {
+    root().join("models")
+}
+
+/// The auth flags a server started here gets: `--auth-tokens` [`tokens_file`] unless
+/// the test's flags (`extra`) or variables (`env`) name a tokens file, and `--model-root`
+/// [`model_root`] unless `env` sets `TROUPE_MODEL_ROOTS` (roots in `extra` add to it).
+fn auth_args(extra: &[&str], env: &[(&str, String)]) -> Vec<std::ffi::OsString> {
+    let in_env = |var: &str| env.iter().any(|(k, _)| *k == var);
+    let own_tokens = extra
+        .iter()
+        .any(|a| *a == "--auth-tokens" || a.starts_with("--auth-tokens="));
+    let mut args = Vec::new();
+    if !own_tokens && !in_env("TROUPE_AUTH_TOKENS") {
+        args.extend(["--auth-tokens".into(), tokens_file().into()]);
+    }
+    if !in_env("TROUPE_MODEL_ROOTS") {
+        args.extend(["--model-root".into(), model_root().into()]);
+    }
+    args
+}
+
+/// `troupe` (the CLI) with the admin token in `TROUPE_TOKEN`.
+pub fn troupe_cli() -> Command {
+    let mut cmd = Command::new(binary("troupe"));
+    cmd.env("TROUPE_TOKEN", ADMIN_TOKEN);
+    cmd
 }
 
 /// Path of a workspace binary, failing clearly when it was not built.
@@ -170,7 +262,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node on `repository` with extra flags and waits until it is ready.
+    /// Starts a node on `repository` with extra flags and waits until it is ready. It
+    /// reads [`tokens_file`] unless `extra` sets `--auth-tokens`, and takes models under
+    /// [`model_root`] and its repository (and any `--model-root` in `extra`).
     pub async fn start(repository: &Path, extra: &[&str]) -> Result<Node> {
         Self::start_env(repository, extra, &[]).await
     }
@@ -210,7 +304,8 @@ impl Node {
         let mut cmd = Command::new(binary("troupe-node"));
         cmd.arg("--model-repository")
             .arg(repository)
-            .args(["--listen", "127.0.0.1:0"]);
+            .args(["--listen", "127.0.0.1:0"])
+            .args(auth_args(extra, env));
         if extra == ["--bare"] {
             for v in [
                 "ORT_DYLIB_PATH",
@@ -258,15 +353,17 @@ impl Node {
         }
     }
 
+    /// A client of the node, carrying [`ADMIN_TOKEN`].
     pub async fn client(&self) -> Client {
         self.try_client().await.expect("connect to node")
     }
 
     async fn try_client(&self) -> Result<Client, troupe_client::ClientError> {
-        match &self.tls {
+        let c = match &self.tls {
             None => Client::connect(&self.addr).await,
             Some(tls) => Client::connect_tls(&self.addr, tls).await,
-        }
+        }?;
+        c.with_token(ADMIN_TOKEN)
     }
 
     pub fn log_text(&self) -> String {
@@ -505,21 +602,28 @@ impl RouterProc {
         Self::start_env(etcd_url, id, &[]).await
     }
 
-    /// As [`RouterProc::start`], with extra environment variables (e.g. `OTEL_*`).
+    /// As [`RouterProc::start`], with extra environment variables (e.g. `OTEL_*`). The
+    /// router reads [`tokens_file`], takes models under [`model_root`] and sends
+    /// [`ROUTER_TOKEN`] to nodes, unless `env` sets `TROUPE_AUTH_TOKENS`,
+    /// `TROUPE_MODEL_ROOTS` or `TROUPE_NODE_TOKEN` itself.
     pub async fn start_env(etcd_url: &str, id: &str, env: &[(&str, String)]) -> Result<RouterProc> {
         let logdir = tempfile::tempdir()?;
         let log = logdir.path().join("router.log");
+        let mut cmd = Command::new(binary("troupe-router"));
+        cmd.args([
+            "--etcd",
+            etcd_url,
+            "--listen",
+            "127.0.0.1:0",
+            "--router-id",
+            id,
+        ]);
+        cmd.args(auth_args(&[], env));
+        if !env.iter().any(|(k, _)| *k == "TROUPE_NODE_TOKEN") {
+            cmd.args(["--node-token", ROUTER_TOKEN]);
+        }
         let (child, addr) = spawn_listening(
-            Command::new(binary("troupe-router"))
-                .args([
-                    "--etcd",
-                    etcd_url,
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--router-id",
-                    id,
-                ])
-                .envs(env.iter().map(|(k, v)| (k, v))),
+            cmd.envs(env.iter().map(|(k, v)| (k, v))),
             "troupe-router",
             &log,
         )
@@ -544,9 +648,11 @@ impl RouterProc {
         }
     }
 
+    /// A client of the router, carrying [`ADMIN_TOKEN`].
     pub async fn client(&self) -> Client {
         Client::connect(&self.addr)
             .await
+            .and_then(|c| c.with_token(ADMIN_TOKEN))
             .expect("connect to router")
     }
 

@@ -162,7 +162,7 @@ async fn replicas_spread_over_nodes_and_are_served_through_the_router() {
 
     // The CLI's cluster views.
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(troupe_tests::binary("troupe"))
+        let out = troupe_tests::troupe_cli()
             .args(["--server", &router.addr, "--json"])
             .args(args)
             .output()

@@ -499,7 +499,7 @@ async fn models_without_a_config_describe_themselves() {
         "{reason}"
     );
     // `troupe models get` reports the completed config.
-    let out = std::process::Command::new(troupe_tests::binary("troupe"))
+    let out = troupe_tests::troupe_cli()
         .args(["--server", &node.addr, "--json", "models", "get", "encoder"])
         .output()
         .unwrap();

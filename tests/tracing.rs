@@ -5,12 +5,11 @@
 //! exports nothing.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use troupe_client::troupe_proto::troupe as tpb;
-use troupe_tests::{Etcd, Node, Phoenix, RouterProc, binary, mlp_spec, reference, repository};
+use troupe_tests::{Etcd, Node, Phoenix, RouterProc, mlp_spec, reference, repository, troupe_cli};
 
 fn span<'a>(spans: &'a [Value], name: &str) -> &'a Value {
     spans
@@ -85,7 +84,7 @@ async fn a_traced_call_is_linked_from_client_to_backend_in_phoenix() {
         values.join(",")
     );
     let cli = |traceparent: &str, args: &[&str]| {
-        let out = Command::new(binary("troupe"))
+        let out = troupe_cli()
             .args([
                 "--server",
                 &router.addr,

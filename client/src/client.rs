@@ -1,5 +1,6 @@
 //! [`Client`]: a connection to one node or router, the calls wrapped for it (health,
-//! infer with retries, explain) and the generated gRPC clients behind them.
+//! infer with retries, explain) and the generated gRPC clients behind them, all sending
+//! the bearer token when one is set ([`Client::with_token`]).
 
 use tonic::transport::{Channel, Endpoint};
 use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -10,17 +11,44 @@ use troupe_proto::troupe::models_client::ModelsClient;
 
 use crate::wire::request;
 use crate::{
-    CallOptions, ClientError, ClientTls, ExplainOptions, Explanation, InferResult, InputTensor,
-    decode_response, explain_request, infer_request,
+    Bearer, CallOptions, ClientError, ClientTls, ExplainOptions, Explanation, InferResult,
+    InputTensor, Transport, decode_response, explain_request, infer_request,
 };
 
 /// A connection to one node or router.
+///
+/// Every call, through the wrapped methods or the generated stubs, carries the bearer
+/// token set with [`Client::with_token`] (none by default: anonymous).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), troupe_client::ClientError> {
+/// use troupe_client::Client;
+/// let token = std::env::var("TROUPE_TOKEN").expect("an admin token in TROUPE_TOKEN");
+/// let mut c = Client::connect("127.0.0.1:8001").await?.with_token(&token)?;
+/// c.models().delete(troupe_client::troupe_proto::troupe::DeleteModelRequest {
+///     name: "my_mlp".into(),
+///     ..Default::default()
+/// }).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
-    inference: GrpcInferenceServiceClient<Channel>,
-    models: ModelsClient<Channel>,
-    cluster: ClusterClient<Channel>,
-    explainer: ExplainerClient<Channel>,
+    channel: Channel,
+    /// The token the stubs' interceptors send (a copy, to tell whether one is set).
+    bearer: Bearer,
+    inference: GrpcInferenceServiceClient<Transport>,
+    models: ModelsClient<Transport>,
+    cluster: ClusterClient<Transport>,
+    explainer: ExplainerClient<Transport>,
+}
+
+impl std::fmt::Debug for Client {
+    /// Shows whether a token is set, never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("token", &self.has_token())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -59,37 +87,57 @@ impl Client {
         Ok(Self::from_channel(channel))
     }
 
-    /// Wraps an existing channel.
+    /// Wraps an existing channel (no token; see [`Client::with_token`]).
     pub fn from_channel(channel: Channel) -> Self {
+        Self::build(channel, Bearer::none())
+    }
+
+    fn build(channel: Channel, bearer: Bearer) -> Self {
+        let t = Transport::new(channel.clone(), bearer.clone());
         Self {
-            inference: GrpcInferenceServiceClient::new(channel.clone())
+            inference: GrpcInferenceServiceClient::new(t.clone())
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
-            models: ModelsClient::new(channel.clone()),
-            explainer: ExplainerClient::new(channel.clone())
+            models: ModelsClient::new(t.clone()),
+            explainer: ExplainerClient::new(t.clone())
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
-            cluster: ClusterClient::new(channel),
+            cluster: ClusterClient::new(t),
+            channel,
+            bearer,
         }
     }
 
+    /// The same connection, sending `authorization: Bearer <token>` on every call from
+    /// now on (the stubs' included), in place of any token set before. A token that
+    /// cannot be sent (empty, spaces, control or non-ASCII characters) is
+    /// [`ClientError::Token`]; surrounding whitespace is dropped.
+    pub fn with_token(self, token: &str) -> Result<Self, ClientError> {
+        Ok(Self::build(self.channel, Bearer::new(token)?))
+    }
+
+    /// Whether calls carry a bearer token.
+    pub fn has_token(&self) -> bool {
+        self.bearer.is_set()
+    }
+
     /// The generated Open Inference Protocol client, for calls not wrapped here.
-    pub fn inference(&mut self) -> &mut GrpcInferenceServiceClient<Channel> {
+    pub fn inference(&mut self) -> &mut GrpcInferenceServiceClient<Transport> {
         &mut self.inference
     }
 
     /// The generated `troupe.v1.Cluster` client (routers only): nodes and placements.
-    pub fn cluster(&mut self) -> &mut ClusterClient<Channel> {
+    pub fn cluster(&mut self) -> &mut ClusterClient<Transport> {
         &mut self.cluster
     }
 
     /// The generated `troupe.v1.Explainer` client.
-    pub fn explainer(&mut self) -> &mut ExplainerClient<Channel> {
+    pub fn explainer(&mut self) -> &mut ExplainerClient<Transport> {
         &mut self.explainer
     }
 
     /// The generated `troupe.v1.Models` client.
-    pub fn models(&mut self) -> &mut ModelsClient<Channel> {
+    pub fn models(&mut self) -> &mut ModelsClient<Transport> {
         &mut self.models
     }
 

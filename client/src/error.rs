@@ -9,6 +9,9 @@ pub enum ClientError {
     Status(#[from] tonic::Status),
     #[error("bad response: {0}")]
     Decode(String),
+    /// A bearer token that cannot be sent (the message never repeats it).
+    #[error("invalid bearer token: {0}")]
+    Token(String),
 }
 
 /// An error and its causes, "a: b: c" (transport errors hide the useful part in sources).

@@ -5,7 +5,8 @@
 //!
 //! Calls take a deadline, a W3C trace context and a retry policy through
 //! [`CallOptions`]; typed helpers ([`InputTensor::from_slice`], [`InferResult::values`])
-//! cover every fixed-width element type.
+//! cover every fixed-width element type. [`Client::with_token`] sends a bearer token
+//! (`authorization: Bearer <token>`) on every call, the generated stubs' included.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), troupe_client::ClientError> {
@@ -16,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod client;
 mod error;
 #[cfg(feature = "ndarray")]
@@ -29,6 +31,7 @@ pub use troupe_proto;
 pub use troupe_proto::DataType;
 pub use troupe_proto::tls::ClientTls;
 
+pub use auth::{Bearer, Transport};
 pub use client::Client;
 pub use error::ClientError;
 pub use npy::read_npy;

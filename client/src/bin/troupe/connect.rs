@@ -1,5 +1,5 @@
-//! The connection the global flags ask for: `--server` (plain or TLS), `--timeout` and
-//! the `--tls-*` files.
+//! The connection the global flags ask for: `--server` (plain or TLS), `--timeout`, the
+//! `--tls-*` files and the `--token` every call carries.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use crate::Cli;
 use crate::failure::Failure;
 
 /// Connects to `--server`: over TLS when a CA or client certificate is given or the
-/// address is `https://`, with `--timeout` on each call.
+/// address is `https://`, with `--timeout` and `--token` on each call.
 pub(crate) async fn connect(cli: &Cli) -> Result<Client, Failure> {
     let timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
     let tls = cli.tls_ca.is_some() || cli.tls_cert.is_some() || cli.server.starts_with("https://");
@@ -39,7 +39,29 @@ pub(crate) async fn connect(cli: &Cli) -> Result<Client, Failure> {
         }
         Failure::Unreachable(msg)
     })?;
-    Ok(Client::from_channel(channel))
+    let client = Client::from_channel(channel);
+    match cli.token.as_ref().filter(|t| !t.0.trim().is_empty()) {
+        Some(token) => Ok(client.with_token(&token.0)?),
+        None => Ok(client),
+    }
+}
+
+/// The `--token` value; its `Debug` never shows it.
+#[derive(Clone)]
+pub(crate) struct Token(String);
+
+impl std::str::FromStr for Token {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Token(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
 }
 
 /// The TLS settings of the `--tls-*` flags, their files read.

@@ -30,6 +30,7 @@ impl From<ClientError> for Failure {
             ClientError::Status(s) => Failure::Server(s),
             ClientError::Connect(e) => Failure::Unreachable(e.to_string()),
             ClientError::Decode(m) => Failure::Usage(anyhow!(m)),
+            e @ ClientError::Token(_) => Failure::Usage(anyhow!("--token / TROUPE_TOKEN: {e}")),
         }
     }
 }
@@ -50,6 +51,12 @@ fn hint(code: tonic::Code) -> &'static str {
         Unavailable => "the model is restarting or unloading: retry shortly",
         DeadlineExceeded => "raise --timeout or reduce the load",
         AlreadyExists => "delete it first with `troupe models delete NAME`",
+        Unauthenticated => "the server wants a bearer token it knows: set --token or TROUPE_TOKEN",
+        PermissionDenied => {
+            "set --token or TROUPE_TOKEN to a token with the scope the call needs (admin to \
+             create or delete models); an artifact outside the server's --model-root \
+             directories is refused whatever the token"
+        }
         _ => "see the server's log for details",
     }
 }

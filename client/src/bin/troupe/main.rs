@@ -61,6 +61,11 @@ struct Cli {
     /// The client certificate's private key (PEM).
     #[arg(long, global = true, env = "TROUPE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Bearer token sent on every call (`authorization: Bearer TOKEN`); servers with a
+    /// tokens file need one for admin calls (models create/delete) and, unless
+    /// anonymous inference is allowed, for everything else.
+    #[arg(long, global = true, env = "TROUPE_TOKEN", hide_env_values = true)]
+    token: Option<connect::Token>,
     /// W3C traceparent to continue (infer, explain): the call joins that trace.
     #[arg(long, global = true, env = "TRACEPARENT")]
     traceparent: Option<String>,
