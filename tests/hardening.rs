@@ -321,12 +321,17 @@ async fn a_deposed_leader_cannot_write_placements() {
     })
     .await;
     let pending = e.get("/troupe/pending/fenced", None).await.unwrap();
-    assert!(pending.kvs().is_empty(), "the deposed leader wrote a placement");
+    assert!(
+        pending.kvs().is_empty(),
+        "the deposed leader wrote a placement"
+    );
 
     // Once the intruder resigns, r1 wins the election again and places.
-    e.resign(Some(etcd_client::ResignOptions::new().with_leader(intruder_key)))
-        .await
-        .unwrap();
+    e.resign(Some(
+        etcd_client::ResignOptions::new().with_leader(intruder_key),
+    ))
+    .await
+    .unwrap();
     eventually("r1 places again", Duration::from_secs(20), async || {
         !e.get("/troupe/pending/fenced", None)
             .await
@@ -335,4 +340,122 @@ async fn a_deposed_leader_cannot_write_placements() {
             .is_empty()
     })
     .await;
+}
+
+/// `slow_onnx` (about 10 ms a row) as a cluster spec: calls stay in flight long enough
+/// to be caught by a node's death.
+fn slow_spec(name: &str, replicas: u32) -> troupe_proto::troupe::ModelSpec {
+    let mut spec = troupe_tests::mlp_spec(name, replicas, 1 << 20);
+    spec.artifact_uri = troupe_tests::root()
+        .join("models/testing/slow_onnx/1")
+        .display()
+        .to_string();
+    spec.inputs[0].dims = vec![256];
+    spec.outputs[0].dims = vec![256];
+    spec.max_batch_size = 8;
+    spec
+}
+
+#[tokio::test]
+async fn calls_in_flight_on_a_node_that_dies_are_answered_by_another() {
+    let etcd = Etcd::start().await.unwrap();
+    let models = troupe_tests::root().join("models").display().to_string();
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2"] {
+        let repo = tempfile::tempdir().unwrap();
+        let node = Node::start(
+            repo.path(),
+            &[
+                "--etcd",
+                &etcd.url(),
+                "--node-id",
+                id,
+                "--model-root",
+                &models,
+            ],
+        )
+        .await
+        .unwrap();
+        nodes.push((id, repo, node));
+    }
+    let port = free_port();
+    let router = RouterProc::start_env(
+        &etcd.url(),
+        "r1",
+        &[("TROUPE_METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+    )
+    .await
+    .unwrap();
+    let mut admin = router.client().await;
+    admin
+        .models()
+        .create(troupe_proto::troupe::CreateModelRequest {
+            spec: Some(slow_spec("slow", 2)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually("two ready replicas", Duration::from_secs(60), async || {
+        let c = admin
+            .cluster()
+            .placements(troupe_proto::troupe::PlacementsRequest::default())
+            .await;
+        c.is_ok_and(|r| {
+            r.into_inner()
+                .placements
+                .iter()
+                .filter(|p| p.model == "slow" && p.ready)
+                .count()
+                == 2
+        })
+    })
+    .await;
+
+    // Eight clients keep calls of 8 rows (about 80 ms each) in flight on both nodes.
+    let x = vec![0.25f32; 8 * 256];
+    let failures = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (mut c, f, a, s, x) = (
+            router.client().await,
+            failures.clone(),
+            answered.clone(),
+            stop.clone(),
+            x.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                match c
+                    .infer("slow", vec![InputTensor::f32("input", vec![8, 256], &x)])
+                    .await
+                {
+                    Ok(r) if r.f32("output").unwrap() == x => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => panic!("a wrong answer"),
+                    Err(e) => {
+                        eprintln!("call failed: {e}");
+                        f.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    nodes[0].2.kill9();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in clients {
+        t.await.unwrap();
+    }
+    let retries = metric(&scrape(port), "troupe_router_retries_total{model=\"slow\"}");
+    eprintln!(
+        "kill -9 of n1 under load: {} answered, {} failed, {retries} resent",
+        answered.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed)
+    );
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "calls failed");
+    assert!(retries >= 1.0, "no call was in flight on the killed node");
 }

@@ -59,10 +59,18 @@ pub fn parse_grpc_timeout(v: &str) -> Option<std::time::Duration> {
     })
 }
 
-/// The deadline a caller set on a request (its `grpc-timeout` header), as an instant.
+/// The deadline a caller set on a request (its `grpc-timeout` header), as an instant, a
+/// little early: a twentieth of the time, 1 to 50 ms. So the server's own
+/// DEADLINE_EXCEEDED, naming where the time went, is answered before tonic's timer for
+/// the same header fires (which would answer CANCELLED "Timeout expired").
 pub fn request_deadline<T>(req: &tonic::Request<T>) -> Option<std::time::Instant> {
     let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
-    std::time::Instant::now().checked_add(parse_grpc_timeout(v)?)
+    let t = parse_grpc_timeout(v)?;
+    let slack = (t / 20).clamp(
+        std::time::Duration::from_millis(1),
+        std::time::Duration::from_millis(50),
+    );
+    std::time::Instant::now().checked_add(t.saturating_sub(slack))
 }
 
 #[cfg(test)]

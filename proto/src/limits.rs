@@ -1,6 +1,8 @@
-//! Messages over a server's size limit are answered RESOURCE_EXHAUSTED, as the gRPC spec
-//! and every stock client expect (grpc-go and Triton do). tonic answers them OUT_OF_RANGE;
-//! [`TooLargeLayer`] rewrites that one answer on the way out of a node or a router.
+//! Two of tonic's own answers, made to say what the gRPC spec and every stock client
+//! expect (grpc-go and Triton do): a message over the server's size limit is
+//! RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE), and a call whose `grpc-timeout` passed is
+//! DEADLINE_EXCEEDED (tonic's timer says CANCELLED "Timeout expired"). [`TooLargeLayer`]
+//! rewrites those two answers, and only them, on the way out of a node or a router.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +12,8 @@ use tonic::codegen::http;
 
 /// The start of tonic's message for a request over `max_decoding_message_size`.
 const TOO_LARGE: &str = "Error, decoded message length too large";
+/// tonic's message when the server's timer for `grpc-timeout` fires.
+const TIMEOUT: &str = "Timeout expired";
 
 /// Rewrites tonic's OUT_OF_RANGE for an oversized request to RESOURCE_EXHAUSTED.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,22 +32,31 @@ impl<S> tower::Layer<S> for TooLargeLayer {
 pub struct TooLarge<S>(S);
 
 /// Sets `grpc-status` to RESOURCE_EXHAUSTED where tonic said OUT_OF_RANGE because the
-/// request was too large (trailers-only answers carry the status in the headers).
+/// request was too large, and to DEADLINE_EXCEEDED where its timer said CANCELLED
+/// (trailers-only answers carry the status in the headers).
 pub fn fix_status(headers: &mut http::HeaderMap) {
-    let out_of_range = headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11");
-    let too_large = headers
-        .get("grpc-message")
-        .and_then(|m| m.to_str().ok())
-        .and_then(|m| percent_decoded_prefix(m, TOO_LARGE.len()))
-        .is_some_and(|m| m == TOO_LARGE);
-    if out_of_range && too_large {
-        headers.insert(
-            "grpc-status",
-            http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
-        );
-    }
+    let status = headers.get("grpc-status").map(|v| v.as_bytes().to_vec());
+    let says = |what: &str| {
+        headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .and_then(|m| percent_decoded_prefix(m, what.len()))
+            .is_some_and(|m| m == what)
+    };
+    let fixed = match status.as_deref() {
+        Some(b"11") if says(TOO_LARGE) => "8", // RESOURCE_EXHAUSTED
+        Some(b"1") if says(TIMEOUT) => {
+            headers.insert(
+                "grpc-message",
+                http::HeaderValue::from_static(
+                    "deadline%20exceeded:%20the%20call's%20grpc-timeout%20passed%20before%20it%20was%20answered",
+                ),
+            );
+            "4" // DEADLINE_EXCEEDED
+        }
+        _ => return,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from_static(fixed));
 }
 
 /// The first `n` characters of a percent-encoded `grpc-message`, decoded.
@@ -111,5 +124,12 @@ mod tests {
         let mut h = headers("3", "Error,%20decoded%20message%20length%20too%20large");
         fix_status(&mut h);
         assert_eq!(h["grpc-status"], "3");
+        let mut h = headers("1", "Timeout%20expired");
+        fix_status(&mut h);
+        assert_eq!(h["grpc-status"], "4");
+        assert!(h["grpc-message"].to_str().unwrap().starts_with("deadline"));
+        let mut h = headers("1", "the%20client%20went%20away");
+        fix_status(&mut h);
+        assert_eq!(h["grpc-status"], "1");
     }
 }
