@@ -209,9 +209,22 @@ impl LoadedModel {
         if !self.is_ready() {
             return Err(NodeError::Unavailable(name.clone()));
         }
+        self.not_expired(deadline)?;
         let work = crate::batcher::Work::Gradient { output, targets };
         let (_ticket, rx) = self.queue.push_work(inputs, rows, deadline, false, work)?;
         self.wait(rx, deadline).await
+    }
+
+    /// DEADLINE_EXCEEDED at once, without queueing, when the deadline already passed
+    /// (a timer would answer only at its next tick).
+    fn not_expired(&self, deadline: Option<Instant>) -> Result<(), NodeError> {
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(NodeError::DeadlineExceeded(format!(
+                "the call's deadline passed before model '{}' could run it",
+                self.def.name
+            )));
+        }
+        Ok(())
     }
 
     async fn wait(
@@ -244,6 +257,7 @@ impl LoadedModel {
         if !self.is_ready() {
             return Err(NodeError::Unavailable(name.clone()));
         }
+        self.not_expired(deadline)?;
         let (_ticket, rx) = self.queue.push(inputs, rows, deadline, fault)?;
         self.wait(rx, deadline).await
     }

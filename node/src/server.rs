@@ -160,6 +160,7 @@ pub async fn serve(
     }
     let result = server
         .layer(troupe_proto::limits::TooLargeLayer)
+        .layer(troupe_proto::limits::DeadlineLayer)
         .layer(troupe_proto::auth::AuthLayer(opts.tokens.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -99,6 +99,65 @@ where
     }
 }
 
+/// Answers DEADLINE_EXCEEDED when a call's `grpc-timeout` (less a little slack, as in
+/// [`crate::request_deadline`]) passes before the service answered. It sits inside
+/// tonic's own timer for the header, which polls it first, so this answer always comes
+/// before tonic's CANCELLED "Timeout expired".
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeadlineLayer;
+
+impl<S> tower::Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline(inner)
+    }
+}
+
+/// The service [`DeadlineLayer`] wraps.
+#[derive(Debug, Clone)]
+pub struct Deadline<S>(S);
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Deadline<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let timeout = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::parse_grpc_timeout);
+        let fut = self.0.call(req);
+        let Some(t) = timeout else {
+            return Box::pin(fut);
+        };
+        let deadline = crate::early_deadline(t);
+        Box::pin(async move {
+            match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), fut).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                        "deadline exceeded: the call's grpc-timeout of {t:?} passed before it was answered"
+                    ))
+                    .into_http()),
+                },
+                None => fut.await,
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
     }
     server
         .layer(troupe_proto::limits::TooLargeLayer)
+        .layer(troupe_proto::limits::DeadlineLayer)
         .layer(troupe_proto::auth::AuthLayer(tokens))
         .add_service(
             GrpcInferenceServiceServer::new(InferenceService(router.clone()))
