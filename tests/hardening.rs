@@ -459,3 +459,114 @@ async fn calls_in_flight_on_a_node_that_dies_are_answered_by_another() {
     assert_eq!(failures.load(Ordering::Relaxed), 0, "calls failed");
     assert!(retries >= 1.0, "no call was in flight on the killed node");
 }
+
+/// A cluster node with an empty repository (it serves what it is placed).
+async fn cluster_node(etcd: &Etcd, id: &str) -> (tempfile::TempDir, Node) {
+    let repo = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        repo.path(),
+        &["--etcd", &etcd.url(), "--node-id", id, "--lease-ttl", "2"],
+    )
+    .await
+    .unwrap();
+    (repo, node)
+}
+
+/// The nodes with a ready replica of `model`, and the replicas placed per node.
+async fn replicas_of(c: &mut troupe_client::Client, model: &str) -> Vec<(String, u32, bool)> {
+    let r = c
+        .cluster()
+        .placements(troupe_proto::troupe::PlacementsRequest {
+            model: model.into(),
+        })
+        .await;
+    r.map(|r| {
+        r.into_inner()
+            .placements
+            .into_iter()
+            .map(|p| (p.node_id, p.count, p.ready))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn replicas_re_spread_when_nodes_join_without_failing_a_call() {
+    let etcd = Etcd::start().await.unwrap();
+    let mut nodes = vec![cluster_node(&etcd, "n1").await];
+    let router = RouterProc::start(&etcd.url(), "r1").await.unwrap();
+    let mut admin = router.client().await;
+    admin
+        .models()
+        .create(troupe_proto::troupe::CreateModelRequest {
+            spec: Some(troupe_tests::mlp_spec("mlp", 2, 1 << 28)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually(
+        "both replicas ready on n1",
+        Duration::from_secs(30),
+        async || replicas_of(&mut admin, "mlp").await == vec![("n1".to_string(), 2, true)],
+    )
+    .await;
+
+    // Load from another process for the whole test.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("load.json");
+    let mut load = std::process::Command::new(troupe_tests::binary("troupe-load"))
+        .args([
+            "--target",
+            &router.addr,
+            "--model",
+            "mlp",
+            "--concurrency",
+            "4",
+            "--warmup",
+            "0s",
+            "--duration",
+            "35s",
+            "--quiet",
+            "--json",
+            &report.display().to_string(),
+        ])
+        .spawn()
+        .unwrap();
+
+    // Two nodes join: one replica moves to one of them, made before it breaks.
+    nodes.push(cluster_node(&etcd, "n2").await);
+    nodes.push(cluster_node(&etcd, "n3").await);
+    eventually("the replicas spread", Duration::from_secs(30), async || {
+        let r = replicas_of(&mut admin, "mlp").await;
+        r.len() == 2 && r.iter().all(|(_, n, ready)| *n == 1 && *ready)
+    })
+    .await;
+    // Now the loss of either replica's node fails no call.
+    let hosts = replicas_of(&mut admin, "mlp").await;
+    let victim = hosts[1].0.clone();
+    let i = ["n1", "n2", "n3"]
+        .iter()
+        .position(|n| *n == victim)
+        .unwrap();
+    nodes[i].1.kill9();
+    let status = tokio::task::spawn_blocking(move || load.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "troupe-load failed");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let step = &r["steps"][0];
+    eprintln!(
+        "re-spread then kill -9 of {victim} under load: {} answered, {} errors {}",
+        step["answers"], step["errors"], step["errors_by_code"]
+    );
+    assert!(step["answers"].as_u64().unwrap() > 100);
+    assert_eq!(
+        step["errors"].as_u64(),
+        Some(0),
+        "{}",
+        step["error_messages"]
+    );
+    assert!(router.log_text().contains("replica moved"));
+}

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use troupe_proto::backoff::Backoff;
 use troupe_proto::troupe::{BackendKind, DevicePreference};
 
-use crate::placement::{self, Assignment, Device};
+use crate::placement::{self, Assignment, Device, Move};
 use crate::records::{LEADER, PENDING, PLACEMENTS, PendingValue, PlacementValue};
 use crate::state::{ClusterState, ReplicaDemand, Store};
 
@@ -33,8 +33,15 @@ impl Plan {
     }
 }
 
-/// Computes the placement for a state and what must change in etcd to get there.
-pub fn plan(s: &ClusterState) -> Plan {
+/// The placement's inputs, from the cluster state: live nodes, wanted models, and the
+/// replicas placed now.
+fn inputs(
+    s: &ClusterState,
+) -> (
+    Vec<placement::Node>,
+    Vec<placement::ModelSpec>,
+    Vec<Assignment>,
+) {
     let nodes: Vec<placement::Node> = s
         .nodes
         .iter()
@@ -84,7 +91,56 @@ pub fn plan(s: &ClusterState) -> Plan {
             })
         })
         .collect();
-    let p = placement::place(&nodes, &specs, &current);
+    (nodes, specs, current)
+}
+
+/// Where a move of one replica stands (make before break).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// No move.
+    Settled,
+    /// The new replica is placed beside the old ones (the model has one extra).
+    Making(&'a Move),
+    /// The new replica is ready: the old one goes.
+    Breaking(&'a Move),
+}
+
+/// Takes one replica of `model` on `node` out of `current`, if there is one.
+fn without(current: &mut Vec<Assignment>, model: &str, node: &str) {
+    if let Some(i) = current
+        .iter()
+        .position(|a| a.model == model && a.node == node)
+    {
+        current.remove(i);
+    }
+}
+
+/// The one move that would restore spread now, among nodes `eligible` allows.
+pub fn next_move(s: &ClusterState, eligible: &dyn Fn(&str) -> bool) -> Option<Move> {
+    let (nodes, specs, current) = inputs(s);
+    placement::next_move(&nodes, &specs, &current, eligible)
+}
+
+/// Computes the placement for a state (and a move in progress) and what must change in
+/// etcd to get there.
+pub fn plan(s: &ClusterState, step: Step<'_>) -> Plan {
+    let (nodes, specs, mut current) = inputs(s);
+    match step {
+        // The extra replica is not the placement's to keep or drop: it is added back.
+        Step::Making(mv) => without(&mut current, &mv.model, &mv.to),
+        Step::Breaking(mv) => without(&mut current, &mv.model, &mv.from),
+        Step::Settled => {}
+    }
+    let mut p = placement::place(&nodes, &specs, &current);
+    if let Step::Making(mv) = step
+        && s.nodes.contains_key(&mv.to)
+    {
+        p.assignments.push(Assignment {
+            model: mv.model.clone(),
+            node: mv.to.clone(),
+            gpu: mv.gpu,
+        });
+    }
 
     let mut want: BTreeMap<(String, String), PlacementValue> = BTreeMap::new();
     for a in p.assignments {
@@ -295,10 +351,13 @@ async fn lead(
     is_leader.store(true, Ordering::Release);
     info!(router = %id, "elected placement leader");
     let mut changed = store.subscribe();
+    let mut spread = Spread::default();
     loop {
         if store.synced() {
             let started = Instant::now();
-            let p = plan(&store.snapshot());
+            let s = store.snapshot();
+            spread.observe(&s);
+            let p = plan(&s, spread.step());
             if !p.is_empty() {
                 apply(&mut client, &p, &fence).await?;
                 info!(
@@ -307,6 +366,9 @@ async fn lead(
                     unplaced = p.delete_placements.len(),
                     "placement applied"
                 );
+            } else if spread.consider(&s) {
+                // A move starts: place its new replica at once.
+                continue;
             }
         }
         tokio::select! {
@@ -321,6 +383,89 @@ async fn lead(
                 return Ok(());
             }
         }
+    }
+}
+
+/// At most one move every this long, so a flapping node does not churn the cluster.
+const MOVE_EVERY: Duration = Duration::from_secs(5);
+/// A node is a move's target only once it has been up this long.
+const NODE_SETTLED: Duration = Duration::from_secs(5);
+/// A move whose new replica is not ready by then is given up (the extra one goes).
+const MOVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Restoring spread, one move at a time, made before it breaks: the new replica is
+/// placed beside the old ones, and the old one goes only once the new one is ready, so
+/// capacity never drops.
+#[derive(Debug, Default)]
+struct Spread {
+    /// The move, when it started, the old node's replicas then, and whether it breaks.
+    moving: Option<(Move, Instant, u32, bool)>,
+    last_move: Option<Instant>,
+    /// When each live node was first seen (by this leader).
+    seen: BTreeMap<String, Instant>,
+}
+
+impl Spread {
+    /// Follows the cluster: nodes seen, and whether the move in progress is ready, done
+    /// or to be given up.
+    fn observe(&mut self, s: &ClusterState) {
+        let now = Instant::now();
+        self.seen.retain(|id, _| s.nodes.contains_key(id));
+        for id in s.nodes.keys() {
+            self.seen.entry(id.clone()).or_insert(now);
+        }
+        let Some((mv, started, from_count, breaking)) = &mut self.moving else {
+            return;
+        };
+        let on = |node: &str| {
+            s.placements
+                .get(&(mv.model.clone(), node.to_string()))
+                .map_or(0, |p| p.count)
+        };
+        let ready = s.ready_replicas(&mv.model).iter().any(|r| r.node == mv.to);
+        if !*breaking && ready {
+            info!(model = %mv.model, from = %mv.from, to = %mv.to, "moved replica ready; the old one goes");
+            *breaking = true;
+        } else if *breaking && on(&mv.from) < *from_count {
+            info!(model = %mv.model, from = %mv.from, to = %mv.to, "replica moved");
+            self.moving = None;
+        } else if !s.nodes.contains_key(&mv.to) || started.elapsed() > MOVE_TIMEOUT {
+            warn!(model = %mv.model, to = %mv.to, "replica move given up");
+            self.moving = None;
+        }
+    }
+
+    fn step(&self) -> Step<'_> {
+        match &self.moving {
+            None => Step::Settled,
+            Some((mv, _, _, false)) => Step::Making(mv),
+            Some((mv, _, _, true)) => Step::Breaking(mv),
+        }
+    }
+
+    /// With the placement settled, starts the next move if one restores spread and the
+    /// pace allows; true when it did.
+    fn consider(&mut self, s: &ClusterState) -> bool {
+        if self.moving.is_some() || self.last_move.is_some_and(|t| t.elapsed() < MOVE_EVERY) {
+            return false;
+        }
+        let settled = |id: &str| {
+            self.seen
+                .get(id)
+                .is_some_and(|t| t.elapsed() >= NODE_SETTLED)
+        };
+        let Some(mv) = next_move(s, &settled) else {
+            return false;
+        };
+        info!(model = %mv.model, from = %mv.from, to = %mv.to, "moving a replica to restore spread");
+        let now = Instant::now();
+        let from_count = s
+            .placements
+            .get(&(mv.model.clone(), mv.from.clone()))
+            .map_or(0, |p| p.count);
+        self.moving = Some((mv, now, from_count, false));
+        self.last_move = Some(now);
+        true
     }
 }
 
@@ -374,15 +519,18 @@ mod tests {
     #[test]
     fn places_then_is_quiet_then_moves_off_a_lost_node() {
         let mut s = state();
-        let p = plan(&s);
+        let p = plan(&s, Step::Settled);
         assert_eq!(p.put_placements.len(), 2);
         for (k, v) in &p.put_placements {
             s.placements.insert(k.clone(), *v);
         }
-        assert!(plan(&s).is_empty(), "a placed cluster needs no change");
+        assert!(
+            plan(&s, Step::Settled).is_empty(),
+            "a placed cluster needs no change"
+        );
         let lost = p.put_placements[0].0.1.clone();
         s.nodes.remove(&lost);
-        let p2 = plan(&s);
+        let p2 = plan(&s, Step::Settled);
         assert_eq!(p2.delete_placements, vec![("m".to_string(), lost.clone())]);
         assert_eq!(p2.put_placements.len(), 1);
         assert_ne!(p2.put_placements[0].0.1, lost);
@@ -396,7 +544,7 @@ mod tests {
             memory_bytes: 64 << 30,
             gpu_memory_bytes: 0,
         });
-        let p = plan(&s);
+        let p = plan(&s, Step::Settled);
         assert!(p.put_placements.is_empty());
         assert_eq!(p.put_pending[0].0, "m");
         assert!(

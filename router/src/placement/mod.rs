@@ -6,7 +6,9 @@
 //! * puts GPU replicas only on a GPU with enough free memory;
 //! * keeps a replica that fits nowhere pending, with the short resource named;
 //! * keeps replicas that are fine where they are (stable), and moves only those whose
-//!   node is gone.
+//!   node is gone;
+//! * and, apart from `place`, finds the one move that restores spread once it is
+//!   possible ([`next_move`]): the leader makes it before it breaks, and paces it.
 //!
 //! Deterministic: the same input gives the same output (ties break by node id).
 
@@ -178,17 +180,23 @@ fn reason(m: &ModelSpec, nodes: &[&Node], free: &[Free]) -> String {
     }
 }
 
-/// Decides where every replica runs. `current` is the placement now in force.
-pub fn place(nodes: &[Node], models: &[ModelSpec], current: &[Assignment]) -> Placement {
-    // Nodes by id order (ties break by id), addressed by index from here on.
+/// The nodes in id order (ties break by id), one per id, and each id's index: nodes are
+/// addressed by index from there on.
+fn indexed(nodes: &[Node]) -> (Vec<&Node>, BTreeMap<&str, usize>) {
     let mut nodes: Vec<&Node> = nodes.iter().collect();
     nodes.sort_by(|a, b| a.id.cmp(&b.id));
     nodes.dedup_by(|a, b| a.id == b.id);
-    let index: BTreeMap<&str, usize> = nodes
+    let index = nodes
         .iter()
         .enumerate()
         .map(|(i, n)| (n.id.as_str(), i))
         .collect();
+    (nodes, index)
+}
+
+/// Decides where every replica runs. `current` is the placement now in force.
+pub fn place(nodes: &[Node], models: &[ModelSpec], current: &[Assignment]) -> Placement {
+    let (nodes, index) = indexed(nodes);
     let mut free: Vec<Free> = nodes.iter().map(|n| Free::of(n)).collect();
     let mut spec_by_key: BTreeMap<&str, &ModelSpec> = BTreeMap::new();
     for m in models {
@@ -289,6 +297,75 @@ pub fn place(nodes: &[Node], models: &[ModelSpec], current: &[Assignment]) -> Pl
     out.assignments.sort();
     out.pending.sort_by(|a, b| a.model.cmp(&b.model));
     out
+}
+
+/// Moving one replica of `model` from `from` (a node holding two or more of them) to
+/// `to` (a node holding none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub model: String,
+    pub from: String,
+    pub to: String,
+    pub gpu: Option<u32>,
+}
+
+/// The first move (by model key) that spreads a model whose replicas share a node onto a
+/// node without it that has room now, among the nodes `eligible` allows: the least loaded
+/// such node, from the node with the most replicas of it (ties by id). None when the
+/// placement is as spread as the room allows.
+pub fn next_move(
+    nodes: &[Node],
+    models: &[ModelSpec],
+    current: &[Assignment],
+    eligible: &dyn Fn(&str) -> bool,
+) -> Option<Move> {
+    let (nodes, index) = indexed(nodes);
+    let specs: BTreeMap<&str, &ModelSpec> = models.iter().map(|m| (m.key.as_str(), m)).collect();
+    let mut free: Vec<Free> = nodes.iter().map(|n| Free::of(n)).collect();
+    let mut count: BTreeMap<&str, BTreeMap<usize, u32>> = BTreeMap::new();
+    for a in current {
+        let (Some(m), Some(&ni)) = (specs.get(a.model.as_str()), index.get(a.node.as_str())) else {
+            continue;
+        };
+        if free[ni].fits(m).is_some() {
+            free[ni].take(m, a.gpu);
+        }
+        *count
+            .entry(m.key.as_str())
+            .or_default()
+            .entry(ni)
+            .or_default() += 1;
+    }
+    for (key, per_node) in &count {
+        let m = specs[key];
+        // The node with the most replicas of this model (lowest index on ties).
+        let Some((&from, &most)) = per_node
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        else {
+            continue;
+        };
+        if most < 2 {
+            continue;
+        }
+        let target = (0..nodes.len())
+            .filter(|ni| !per_node.contains_key(ni) && eligible(&nodes[*ni].id))
+            .filter_map(|ni| {
+                free[ni]
+                    .fits(m)
+                    .map(|gpu| (free[ni].load(nodes[ni]), ni, gpu))
+            })
+            .min_by_key(|(load, ni, _)| (*load, *ni));
+        if let Some((_, to, gpu)) = target {
+            return Some(Move {
+                model: key.to_string(),
+                from: nodes[from].id.clone(),
+                to: nodes[to].id.clone(),
+                gpu,
+            });
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -52,6 +52,42 @@ fn spreads_replicas_over_nodes() {
     assert!(p.pending.is_empty());
 }
 
+fn at(model: &str, node: &str) -> Assignment {
+    Assignment {
+        model: model.into(),
+        node: node.into(),
+        gpu: None,
+    }
+}
+
+#[test]
+fn a_move_restores_spread_once_a_node_with_room_exists() {
+    let m = [model("m:1", 2, 1000, 1, 0, Device::Cpu)];
+    let both_on_a = [at("m:1", "a"), at("m:1", "a")];
+    // One node: nothing to spread to.
+    let one = [node("a", 4000, 16, &[])];
+    assert_eq!(next_move(&one, &m, &both_on_a, &|_| true), None);
+    // Nodes join: one replica moves to the least loaded of them.
+    let three = [
+        node("a", 4000, 16, &[]),
+        node("b", 4000, 16, &[]),
+        node("c", 1000, 1, &[]),
+    ];
+    let mv = next_move(&three, &m, &both_on_a, &|_| true).unwrap();
+    assert_eq!((mv.from.as_str(), mv.to.as_str()), ("a", "b"));
+    // A node not yet eligible (it just joined) is not a target.
+    let mv = next_move(&three, &m, &both_on_a, &|id| id != "b").unwrap();
+    assert_eq!(mv.to, "c");
+    assert_eq!(next_move(&three, &m, &both_on_a, &|id| id == "a"), None);
+    // Spread already: no move. A node without room: no move.
+    assert_eq!(
+        next_move(&three, &m, &[at("m:1", "a"), at("m:1", "b")], &|_| true),
+        None
+    );
+    let full = [node("a", 4000, 16, &[]), node("b", 500, 16, &[])];
+    assert_eq!(next_move(&full, &m, &both_on_a, &|_| true), None);
+}
+
 #[test]
 fn too_large_stays_pending_with_the_short_resource_named_then_places() {
     let nodes = vec![node("a", 4000, 8, &[]), node("b", 4000, 8, &[])];
