@@ -570,3 +570,97 @@ async fn replicas_re_spread_when_nodes_join_without_failing_a_call() {
     );
     assert!(router.log_text().contains("replica moved"));
 }
+
+#[tokio::test]
+async fn the_router_sends_fewer_calls_to_a_slow_node() {
+    let etcd = Etcd::start().await.unwrap();
+    // n1 is reached through a proxy that holds every chunk towards it 20 ms.
+    let (slow_addr, upstream) = troupe_tests::delaying_proxy(Duration::from_millis(20)).await;
+    let ports = [free_port(), free_port()];
+    let mut nodes = Vec::new();
+    for (i, id) in ["n1", "n2"].iter().enumerate() {
+        let repo = tempfile::tempdir().unwrap();
+        let metrics = format!("127.0.0.1:{}", ports[i]);
+        let mut args = vec![
+            "--etcd",
+            etcd.url().leak(),
+            "--node-id",
+            id,
+            "--metrics-listen",
+            metrics.clone().leak(),
+        ];
+        if i == 0 {
+            args.extend(["--advertise", slow_addr.clone().leak()]);
+        }
+        let node = Node::start(repo.path(), &args).await.unwrap();
+        nodes.push((repo, node));
+    }
+    upstream.send(nodes[0].1.addr.clone()).unwrap();
+    let router = RouterProc::start(&etcd.url(), "r1").await.unwrap();
+    let mut admin = router.client().await;
+    admin
+        .models()
+        .create(troupe_proto::troupe::CreateModelRequest {
+            spec: Some(troupe_tests::mlp_spec("mlp", 2, 1 << 28)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually(
+        "a ready replica on each node",
+        Duration::from_secs(30),
+        async || {
+            let r = replicas_of(&mut admin, "mlp").await;
+            r.len() == 2 && r.iter().all(|(_, _, ready)| *ready)
+        },
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("load.json");
+    let mut load = std::process::Command::new(troupe_tests::binary("troupe-load"));
+    load.args([
+        "--target",
+        &router.addr,
+        "--model",
+        "mlp",
+        // One call at a time: calls outstanding alone cannot tell the nodes apart.
+        "--concurrency",
+        "1",
+        "--warmup",
+        "1s",
+        "--duration",
+        "4s",
+        "--quiet",
+        "--json",
+        &report.display().to_string(),
+    ]);
+    // Off the test's runtime: the proxy runs on it meanwhile.
+    let status = tokio::task::spawn_blocking(move || load.status())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // Calls answered OK by a node (no series yet: none).
+    let ok = |port: u16| {
+        let series = "troupe_requests_total{model=\"mlp\",version=\"1\",status=\"OK\"}";
+        let text = scrape(port);
+        if text.contains(series) {
+            metric(&text, series)
+        } else {
+            0.0
+        }
+    };
+    let (slow, fast) = (ok(ports[0]), ok(ports[1]));
+    eprintln!(
+        "slow node (20 ms a chunk): {slow} calls, fast node: {fast}; load errors {}",
+        r["steps"][0]["errors"]
+    );
+    assert_eq!(r["steps"][0]["errors"].as_u64(), Some(0));
+    assert!(
+        slow * 10.0 < fast,
+        "the slow node got {slow} calls against {fast}"
+    );
+}

@@ -54,6 +54,8 @@ pub struct Router {
     endpoints: Vec<String>,
     channels: RwLock<HashMap<String, Channel>>,
     outstanding: RwLock<HashMap<String, Arc<AtomicU64>>>,
+    /// Each node's recent answer time, a moving average in µs (0: none yet).
+    latency: RwLock<HashMap<String, Arc<AtomicU64>>>,
     /// Calls, latency and retries (see `metrics.rs`).
     pub metrics: RouterMetrics,
     /// Largest message taken from callers and nodes (`--max-message-bytes`).
@@ -99,6 +101,7 @@ impl Router {
             endpoints,
             channels: RwLock::default(),
             outstanding: RwLock::default(),
+            latency: RwLock::default(),
             metrics: RouterMetrics::default(),
             node_tls,
             max_message_bytes,
@@ -142,14 +145,33 @@ impl Router {
     }
 
     fn counter(&self, node: &str) -> Arc<AtomicU64> {
-        if let Some(c) = self.outstanding.read().get(node) {
-            return c.clone();
-        }
-        self.outstanding
-            .write()
-            .entry(node.to_string())
-            .or_default()
-            .clone()
+        slot(&self.outstanding, node)
+    }
+
+    fn latency_of(&self, node: &str) -> Arc<AtomicU64> {
+        slot(&self.latency, node)
+    }
+
+    /// Folds one answer time of `node` into its moving average (an eighth per answer).
+    fn observe_latency(&self, node: &str, took: Duration) {
+        let us = took.as_micros().min(u128::from(u32::MAX)) as u64;
+        let avg = self.latency_of(node);
+        let old = avg.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            us.max(1)
+        } else {
+            (old * 7 + us) / 8
+        };
+        avg.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// How much a call would wait at `node`: its calls outstanding (and this one) times
+    /// its recent answer time. A node not answered yet counts as the fastest, so it is
+    /// tried.
+    fn cost(&self, node: &str) -> u64 {
+        let outstanding = self.counter(node).load(Ordering::Relaxed) + 1;
+        let latency = self.latency_of(node).load(Ordering::Relaxed).max(1);
+        outstanding.saturating_mul(latency)
     }
 
     /// Calls this router has outstanding on `node`.
@@ -180,7 +202,8 @@ impl Router {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    /// Power of two choices: of two random candidates, the one with fewer calls outstanding.
+    /// Power of two choices: of two random candidates, the one a call would wait less at
+    /// (calls outstanding × recent answer time), so a slow node gets fewer calls.
     fn pick<'a>(&self, c: &'a [Replica]) -> &'a Replica {
         if c.len() == 1 {
             return &c[0];
@@ -192,9 +215,7 @@ impl Router {
             j += 1;
         }
         let (a, b) = (&c[i], &c[j]);
-        if self.counter(&b.node).load(Ordering::Relaxed)
-            < self.counter(&a.node).load(Ordering::Relaxed)
-        {
+        if self.cost(&b.node) < self.cost(&a.node) {
             b
         } else {
             a
@@ -313,6 +334,14 @@ fn unavailable(model: &str, node: &str, s: &Status, resent: bool) -> Status {
     .into()
 }
 
+/// The counter of `key` in `map`, made on first use.
+fn slot(map: &RwLock<HashMap<String, Arc<AtomicU64>>>, key: &str) -> Arc<AtomicU64> {
+    if let Some(c) = map.read().get(key) {
+        return c.clone();
+    }
+    map.write().entry(key.to_string()).or_default().clone()
+}
+
 struct Outstanding(Arc<AtomicU64>);
 impl Drop for Outstanding {
     fn drop(&mut self) {
@@ -424,7 +453,15 @@ where
         let client = GrpcInferenceServiceClient::new(router.channel(&r.addr)?)
             .max_decoding_message_size(router.max_message_bytes)
             .max_encoding_message_size(router.max_message_bytes);
-        match call(client, req).instrument(span).await {
+        let sent = Instant::now();
+        let answer = call(client, req).instrument(span).await;
+        if answer
+            .as_ref()
+            .map_or_else(|s| failure(s) == Failure::Answer, |_| true)
+        {
+            router.observe_latency(&r.node, sent.elapsed());
+        }
+        match answer {
             Ok(resp) => {
                 debug!(model = %model, node = %r.node, attempt, "answered");
                 return Ok(resp);
@@ -549,6 +586,27 @@ mod tests {
             *seen.entry(r.pick(&three).node.clone()).or_insert(0) += 1;
         }
         assert_eq!(seen.len(), 3, "{seen:?}");
+    }
+
+    #[test]
+    fn picking_avoids_a_slow_replica() {
+        let r = Router::new(Arc::new(Store::default()), Vec::new());
+        let two = replicas(&["fast", "slow"]);
+        for _ in 0..8 {
+            r.observe_latency("fast", Duration::from_millis(1));
+            r.observe_latency("slow", Duration::from_millis(40));
+        }
+        // Equal calls outstanding: the slow one loses every draw.
+        for _ in 0..100 {
+            assert_eq!(r.pick(&two).node, "fast");
+        }
+        // Enough calls queued at the fast one make the slow one worth it.
+        r.counter("fast").store(60, Ordering::Relaxed);
+        assert_eq!(r.pick(&two).node, "slow");
+        // A node never answered yet is tried.
+        let three = replicas(&["fast", "new"]);
+        r.counter("fast").store(0, Ordering::Relaxed);
+        assert_eq!(r.pick(&three).node, "new");
     }
 
     #[test]
