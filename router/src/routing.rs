@@ -133,7 +133,13 @@ impl Router {
         let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| Status::internal(format!("bad node address {addr}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // A node that vanishes without closing its connections (a partition, a
+            // frozen host) is found within about 3 s: its calls in flight then fail as
+            // transport errors and are sent to another replica.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true);
         if let Some(t) = &self.node_tls {
             ep = ep
                 .tls_config(t.client_config())
