@@ -159,7 +159,7 @@ pub async fn serve(
         info!(mutual = tls.client_ca_pem.is_some(), "serving over TLS");
     }
     let result = server
-        .layer(troupe_proto::limits::TooLargeLayer)
+        .layer(troupe_proto::limits::status_fix())
         .layer(troupe_proto::limits::DeadlineLayer)
         .layer(troupe_proto::auth::AuthLayer(opts.tokens.clone()))
         .add_service(health_service)

@@ -1,8 +1,9 @@
 //! Two of tonic's own answers, made to say what the gRPC spec and every stock client
 //! expect (grpc-go and Triton do): a message over the server's size limit is
 //! RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE), and a call whose `grpc-timeout` passed is
-//! DEADLINE_EXCEEDED (tonic's timer says CANCELLED "Timeout expired"). [`TooLargeLayer`]
-//! rewrites those two answers, and only them, on the way out of a node or a router.
+//! DEADLINE_EXCEEDED (tonic's timer says CANCELLED "Timeout expired"). [`status_fix`]
+//! rewrites those two answers, and only them, on the way out of a node or a router, and
+//! [`DeadlineLayer`] answers a passed deadline before tonic's timer does.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,21 +16,18 @@ const TOO_LARGE: &str = "Error, decoded message length too large";
 /// tonic's message when the server's timer for `grpc-timeout` fires.
 const TIMEOUT: &str = "Timeout expired";
 
-/// Rewrites tonic's OUT_OF_RANGE for an oversized request to RESOURCE_EXHAUSTED.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TooLargeLayer;
+/// The layer that applies [`fix_status`] to every answer.
+pub type StatusFixLayer = tower::util::MapResponseLayer<
+    fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+>;
 
-impl<S> tower::Layer<S> for TooLargeLayer {
-    type Service = TooLarge<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        TooLarge(inner)
-    }
+/// [`fix_status`] as a layer for a tonic server.
+pub fn status_fix() -> StatusFixLayer {
+    tower::util::MapResponseLayer::new(|mut resp: http::Response<tonic::body::Body>| {
+        fix_status(resp.headers_mut());
+        resp
+    })
 }
-
-/// The service [`TooLargeLayer`] wraps.
-#[derive(Debug, Clone)]
-pub struct TooLarge<S>(S);
 
 /// Sets `grpc-status` to RESOURCE_EXHAUSTED where tonic said OUT_OF_RANGE because the
 /// request was too large, and to DEADLINE_EXCEEDED where its timer said CANCELLED
@@ -74,29 +72,6 @@ fn percent_decoded_prefix(m: &str, n: usize) -> Option<String> {
         }
     }
     Some(out)
-}
-
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for TooLarge<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let fut = self.0.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            fix_status(resp.headers_mut());
-            Ok(resp)
-        })
-    }
 }
 
 /// Answers DEADLINE_EXCEEDED when a call's `grpc-timeout` (less a little slack, as in

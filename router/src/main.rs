@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         info!(mutual = t.client_ca_pem.is_some(), "serving over TLS");
     }
     server
-        .layer(troupe_proto::limits::TooLargeLayer)
+        .layer(troupe_proto::limits::status_fix())
         .layer(troupe_proto::limits::DeadlineLayer)
         .layer(troupe_proto::auth::AuthLayer(tokens))
         .add_service(
