@@ -12,11 +12,11 @@ use etcd_client::{Client, Compare, CompareOp, ResignOptions, Txn, TxnOp};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 use troupe_proto::backoff::Backoff;
-use troupe_proto::troupe::{BackendKind, DevicePreference};
 
-use crate::placement::{self, Assignment, Device, Move};
+use crate::placement::{self, Assignment};
 use crate::records::{LEADER, PENDING, PLACEMENTS, PendingValue, PlacementValue};
-use crate::state::{ClusterState, ReplicaDemand, Store};
+use crate::spread::{Spread, Step};
+use crate::state::{ClusterState, Store};
 
 /// What the leader does, as plain data (unit-testable).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -33,78 +33,6 @@ impl Plan {
     }
 }
 
-/// The placement's inputs, from the cluster state: live nodes, wanted models, and the
-/// replicas placed now.
-fn inputs(
-    s: &ClusterState,
-) -> (
-    Vec<placement::Node>,
-    Vec<placement::ModelSpec>,
-    Vec<Assignment>,
-) {
-    let nodes: Vec<placement::Node> = s
-        .nodes
-        .iter()
-        .map(|(id, n)| placement::Node {
-            id: id.clone(),
-            cpu_millis: n.capacity.cpu_millis,
-            memory_bytes: n.capacity.memory_bytes,
-            gpus: n
-                .capacity
-                .gpus
-                .iter()
-                .map(|g| placement::Gpu {
-                    index: g.index,
-                    memory_bytes: g.memory_bytes,
-                })
-                .collect(),
-        })
-        .collect();
-    let specs: Vec<placement::ModelSpec> = s
-        .models
-        .iter()
-        .filter(|(_, m)| m.backend != BackendKind::Unspecified as i32)
-        .map(|(name, m)| {
-            let d = ReplicaDemand::of(m);
-            placement::ModelSpec {
-                key: name.clone(),
-                replicas: m.replicas.max(1),
-                cpu_millis: d.cpu_millis,
-                memory_bytes: d.memory_bytes,
-                gpu_memory_bytes: d.gpu_memory_bytes,
-                device: match DevicePreference::try_from(m.device) {
-                    Ok(DevicePreference::Cpu) => Device::Cpu,
-                    Ok(DevicePreference::Gpu) => Device::Gpu,
-                    _ => Device::Any,
-                },
-            }
-        })
-        .collect();
-    let current: Vec<Assignment> = s
-        .placements
-        .iter()
-        .flat_map(|((model, node), v)| {
-            (0..v.count).map(move |_| Assignment {
-                model: model.clone(),
-                node: node.clone(),
-                gpu: v.gpu,
-            })
-        })
-        .collect();
-    (nodes, specs, current)
-}
-
-/// Where a move of one replica stands (make before break).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step<'a> {
-    /// No move.
-    Settled,
-    /// The new replica is placed beside the old ones (the model has one extra).
-    Making(&'a Move),
-    /// The new replica is ready: the old one goes.
-    Breaking(&'a Move),
-}
-
 /// Takes one replica of `model` on `node` out of `current`, if there is one.
 fn without(current: &mut Vec<Assignment>, model: &str, node: &str) {
     if let Some(i) = current
@@ -115,16 +43,10 @@ fn without(current: &mut Vec<Assignment>, model: &str, node: &str) {
     }
 }
 
-/// The one move that would restore spread now, among nodes `eligible` allows.
-pub fn next_move(s: &ClusterState, eligible: &dyn Fn(&str) -> bool) -> Option<Move> {
-    let (nodes, specs, current) = inputs(s);
-    placement::next_move(&nodes, &specs, &current, eligible)
-}
-
 /// Computes the placement for a state (and a move in progress) and what must change in
 /// etcd to get there.
 pub fn plan(s: &ClusterState, step: Step<'_>) -> Plan {
-    let (nodes, specs, mut current) = inputs(s);
+    let (nodes, specs, mut current) = s.placement_inputs();
     match step {
         // The extra replica is not the placement's to keep or drop: it is added back.
         Step::Making(mv) => without(&mut current, &mv.model, &mv.to),
@@ -386,89 +308,6 @@ async fn lead(
     }
 }
 
-/// At most one move every this long, so a flapping node does not churn the cluster.
-const MOVE_EVERY: Duration = Duration::from_secs(5);
-/// A node is a move's target only once it has been up this long.
-const NODE_SETTLED: Duration = Duration::from_secs(5);
-/// A move whose new replica is not ready by then is given up (the extra one goes).
-const MOVE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Restoring spread, one move at a time, made before it breaks: the new replica is
-/// placed beside the old ones, and the old one goes only once the new one is ready, so
-/// capacity never drops.
-#[derive(Debug, Default)]
-struct Spread {
-    /// The move, when it started, the old node's replicas then, and whether it breaks.
-    moving: Option<(Move, Instant, u32, bool)>,
-    last_move: Option<Instant>,
-    /// When each live node was first seen (by this leader).
-    seen: BTreeMap<String, Instant>,
-}
-
-impl Spread {
-    /// Follows the cluster: nodes seen, and whether the move in progress is ready, done
-    /// or to be given up.
-    fn observe(&mut self, s: &ClusterState) {
-        let now = Instant::now();
-        self.seen.retain(|id, _| s.nodes.contains_key(id));
-        for id in s.nodes.keys() {
-            self.seen.entry(id.clone()).or_insert(now);
-        }
-        let Some((mv, started, from_count, breaking)) = &mut self.moving else {
-            return;
-        };
-        let on = |node: &str| {
-            s.placements
-                .get(&(mv.model.clone(), node.to_string()))
-                .map_or(0, |p| p.count)
-        };
-        let ready = s.ready_replicas(&mv.model).iter().any(|r| r.node == mv.to);
-        if !*breaking && ready {
-            info!(model = %mv.model, from = %mv.from, to = %mv.to, "moved replica ready; the old one goes");
-            *breaking = true;
-        } else if *breaking && on(&mv.from) < *from_count {
-            info!(model = %mv.model, from = %mv.from, to = %mv.to, "replica moved");
-            self.moving = None;
-        } else if !s.nodes.contains_key(&mv.to) || started.elapsed() > MOVE_TIMEOUT {
-            warn!(model = %mv.model, to = %mv.to, "replica move given up");
-            self.moving = None;
-        }
-    }
-
-    fn step(&self) -> Step<'_> {
-        match &self.moving {
-            None => Step::Settled,
-            Some((mv, _, _, false)) => Step::Making(mv),
-            Some((mv, _, _, true)) => Step::Breaking(mv),
-        }
-    }
-
-    /// With the placement settled, starts the next move if one restores spread and the
-    /// pace allows; true when it did.
-    fn consider(&mut self, s: &ClusterState) -> bool {
-        if self.moving.is_some() || self.last_move.is_some_and(|t| t.elapsed() < MOVE_EVERY) {
-            return false;
-        }
-        let settled = |id: &str| {
-            self.seen
-                .get(id)
-                .is_some_and(|t| t.elapsed() >= NODE_SETTLED)
-        };
-        let Some(mv) = next_move(s, &settled) else {
-            return false;
-        };
-        info!(model = %mv.model, from = %mv.from, to = %mv.to, "moving a replica to restore spread");
-        let now = Instant::now();
-        let from_count = s
-            .placements
-            .get(&(mv.model.clone(), mv.from.clone()))
-            .map_or(0, |p| p.count);
-        self.moving = Some((mv, now, from_count, false));
-        self.last_move = Some(now);
-        true
-    }
-}
-
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -480,7 +319,7 @@ impl Drop for AbortOnDrop {
 mod tests {
     use super::*;
     use crate::records::{Capacity, NodeRecord};
-    use troupe_proto::troupe::{ModelSpec, Resources};
+    use troupe_proto::troupe::{BackendKind, ModelSpec, Resources};
 
     fn state() -> ClusterState {
         let mut s = ClusterState::default();

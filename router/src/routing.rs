@@ -6,16 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::Client;
 use parking_lot::RwLock;
+use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Response, Status};
-use tracing::{debug, warn};
-use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-
-use tracing::Instrument;
 
 use rand::Rng;
 
@@ -150,16 +146,16 @@ impl Router {
         Ok(ch)
     }
 
-    fn counter(&self, node: &str) -> Arc<AtomicU64> {
+    pub(crate) fn counter(&self, node: &str) -> Arc<AtomicU64> {
         slot(&self.outstanding, node)
     }
 
-    fn latency_of(&self, node: &str) -> Arc<AtomicU64> {
+    pub(crate) fn latency_of(&self, node: &str) -> Arc<AtomicU64> {
         slot(&self.latency, node)
     }
 
     /// Folds one answer time of `node` into its moving average (an eighth per answer).
-    fn observe_latency(&self, node: &str, took: Duration) {
+    pub(crate) fn observe_latency(&self, node: &str, took: Duration) {
         let us = took.as_micros().min(u128::from(u32::MAX)) as u64;
         let avg = self.latency_of(node);
         let old = avg.load(Ordering::Relaxed);
@@ -174,7 +170,7 @@ impl Router {
     /// How much a call would wait at `node`: its calls outstanding (and this one) times
     /// its recent answer time. A node not answered yet counts as the fastest, so it is
     /// tried.
-    fn cost(&self, node: &str) -> u64 {
+    pub(crate) fn cost(&self, node: &str) -> u64 {
         let outstanding = self.counter(node).load(Ordering::Relaxed) + 1;
         let latency = self.latency_of(node).load(Ordering::Relaxed).max(1);
         outstanding.saturating_mul(latency)
@@ -210,7 +206,7 @@ impl Router {
 
     /// Power of two choices: of two random candidates, the one a call would wait less at
     /// (calls outstanding × recent answer time), so a slow node gets fewer calls.
-    fn pick<'a>(&self, c: &'a [Replica]) -> &'a Replica {
+    pub(crate) fn pick<'a>(&self, c: &'a [Replica]) -> &'a Replica {
         if c.len() == 1 {
             return &c[0];
         }
@@ -256,239 +252,12 @@ impl Router {
     }
 }
 
-/// How a failed attempt failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    /// The node refused or could not be reached: nothing ran; another replica is tried.
-    Refused,
-    /// The node or its connection went away while the call was in flight: sent again
-    /// elsewhere unless the caller opted out (inference is idempotent).
-    MidCall,
-    /// An answer (an error the model or the node gave): returned as it is.
-    Answer,
-}
-
-/// Whether a cause in `s`'s chain is a transport error (I/O, HTTP/2, the connection).
-fn transport_cause(s: &Status) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    while let Some(c) = cause {
-        if c.is::<std::io::Error>()
-            || c.is::<tonic::transport::Error>()
-            || c.is::<h2::Error>()
-            || c.is::<hyper::Error>()
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
-fn failure(s: &Status) -> Failure {
-    match s.code() {
-        Code::Unavailable => Failure::Refused,
-        // The caller cancelling drops this handler before it gets here, so a CANCELLED
-        // seen here means the node's connection went away mid-call.
-        Code::Cancelled => Failure::MidCall,
-        Code::Unknown | Code::Internal if transport_cause(s) || transport_words(s) => {
-            Failure::MidCall
-        }
-        _ => Failure::Answer,
-    }
-}
-
-/// For statuses whose cause chain was lost on the way (rebuilt from a message): tonic's
-/// and hyper's words for a broken connection.
-fn transport_words(s: &Status) -> bool {
-    match s.code() {
-        Code::Unknown | Code::Internal => {
-            let m = s.message().to_ascii_lowercase();
-            [
-                "transport",
-                "connection",
-                "connect",
-                "broken pipe",
-                "reset",
-                "h2 protocol",
-                "stream closed",
-                "eof",
-            ]
-            .iter()
-            .any(|w| m.contains(w))
-        }
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-fn retryable(s: &Status) -> bool {
-    failure(s) != Failure::Answer
-}
-
-/// The error a caller gets when the last replica tried failed mid-call: UNAVAILABLE
-/// naming the node, never the transport's UNKNOWN.
-fn unavailable(model: &str, node: &str, s: &Status, resent: bool) -> Status {
-    let why = if resent {
-        "and no other replica could take the call"
-    } else {
-        "and the call asked not to be sent again (troupe.idempotent = false)"
-    };
-    RouterError::NodeFailed(format!(
-        "model '{model}': the replica on node {node} failed while the call was in flight ({}), {why}",
-        s.message()
-    ))
-    .into()
-}
-
 /// The counter of `key` in `map`, made on first use.
 fn slot(map: &RwLock<HashMap<String, Arc<AtomicU64>>>, key: &str) -> Arc<AtomicU64> {
     if let Some(c) = map.read().get(key) {
         return c.clone();
     }
     map.write().entry(key.to_string()).or_default().clone()
-}
-
-struct Outstanding(Arc<AtomicU64>);
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// What a forwarded call carries on from the caller's request: its deadline, its trace
-/// context, and who it is (for the node's audit trail).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Hop {
-    pub deadline: Option<Instant>,
-    pub trace: Option<troupe_telemetry::TraceContext>,
-    pub caller: Option<String>,
-    /// Whether a call that was in flight on a failed node may be sent again elsewhere
-    /// (false when the request says `troupe.idempotent = false`).
-    pub resend: bool,
-}
-
-impl Hop {
-    pub(crate) fn of<T>(req: &Request<T>) -> Self {
-        Self {
-            deadline: troupe_proto::request_deadline(req),
-            trace: troupe_telemetry::TraceContext::from_metadata(req.metadata()),
-            caller: req
-                .extensions()
-                .get::<troupe_proto::auth::Caller>()
-                .map(|c| c.0.clone()),
-            resend: true,
-        }
-    }
-
-    /// As `of`, reading the request's `troupe.idempotent` parameter.
-    pub(crate) fn of_infer(req: &Request<troupe_proto::inference::ModelInferRequest>) -> Self {
-        use troupe_proto::inference::infer_parameter::ParameterChoice;
-        let resend = !matches!(
-            req.get_ref()
-                .parameters
-                .get(troupe_proto::IDEMPOTENT_PARAM)
-                .and_then(|p| p.parameter_choice.as_ref()),
-            Some(ParameterChoice::BoolParam(false))
-        );
-        Self {
-            resend,
-            ..Self::of(req)
-        }
-    }
-}
-
-/// Forwards a call to ready replicas of `model` until one answers (at most once each).
-pub(crate) async fn forward<Req, Resp, F, Fut>(
-    router: &Router,
-    model: &str,
-    hop: &Hop,
-    body: Req,
-    call: F,
-) -> Result<Response<Resp>, Status>
-where
-    Req: Clone,
-    F: Fn(GrpcInferenceServiceClient<Channel>, Request<Req>) -> Fut,
-    Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
-{
-    let mut tried: Vec<String> = Vec::new();
-    let mut last: Option<Status> = None;
-    for attempt in 0..8 {
-        let all = router.store.routes(model);
-        let left: Vec<Replica> = all
-            .into_iter()
-            .filter(|r| !tried.contains(&r.node))
-            .collect();
-        if left.is_empty() {
-            break;
-        }
-        let r = router.pick(&left).clone();
-        tried.push(r.node.clone());
-        let mut req = Request::new(body.clone());
-        router.authorize(req.metadata_mut(), hop.caller.as_deref());
-        let span = troupe_telemetry::child_span(
-            || tracing::info_span!("router.attempt", model = %model, node = %r.node, addr = %r.addr, attempt),
-        );
-        // Traced: the node's span is this attempt's child. Else the caller's context
-        // passes through unchanged.
-        if !troupe_telemetry::inject(&span, req.metadata_mut()) {
-            match &hop.trace {
-                Some(t) => t.inject(req.metadata_mut()),
-                // Not traced here: tell the node, so it does not start a trace itself.
-                None => {
-                    if let Some(Ok(v)) =
-                        troupe_telemetry::unsampled_traceparent().map(|t| t.parse())
-                    {
-                        req.metadata_mut().insert("traceparent", v);
-                    }
-                }
-            }
-        }
-        if let Some(d) = hop.deadline {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RouterError::DeadlineExceeded(format!(
-                    "model '{model}': the call's deadline passed in the router"
-                ))
-                .into());
-            }
-            req.set_timeout(left);
-        }
-        let counter = router.counter(&r.node);
-        counter.fetch_add(1, Ordering::Relaxed);
-        let _out = Outstanding(counter);
-        let client = GrpcInferenceServiceClient::new(router.channel(&r.addr)?)
-            .max_decoding_message_size(router.max_message_bytes)
-            .max_encoding_message_size(router.max_message_bytes);
-        let sent = Instant::now();
-        let answer = call(client, req).instrument(span).await;
-        if answer
-            .as_ref()
-            .map_or_else(|s| failure(s) == Failure::Answer, |_| true)
-        {
-            router.observe_latency(&r.node, sent.elapsed());
-        }
-        match answer {
-            Ok(resp) => {
-                debug!(model = %model, node = %r.node, attempt, "answered");
-                return Ok(resp);
-            }
-            Err(s) => match failure(&s) {
-                Failure::Answer => return Err(s),
-                Failure::MidCall if !hop.resend => {
-                    return Err(unavailable(model, &r.node, &s, false));
-                }
-                kind => {
-                    warn!(model = %model, node = %r.node, attempt, failure = ?kind, error = %s.message(), "replica failed; trying another");
-                    router.metrics.retry(model);
-                    last = Some(match kind {
-                        Failure::MidCall => unavailable(model, &r.node, &s, true),
-                        _ => s,
-                    });
-                }
-            },
-        }
-    }
-    Err(last.unwrap_or_else(|| router.no_replica(model)))
 }
 
 #[cfg(test)]
@@ -503,65 +272,6 @@ mod tests {
                 addr: format!("{n}:1"),
             })
             .collect()
-    }
-
-    #[test]
-    fn gone_replicas_are_retried_and_answers_are_not() {
-        for s in [
-            Status::unavailable("node restarting"),
-            Status::cancelled("connection went away"),
-            Status::unknown("transport error"),
-            Status::internal("h2 protocol error: stream closed"),
-            Status::unknown("Connection reset by peer"),
-        ] {
-            assert!(retryable(&s), "{s:?}");
-        }
-        for s in [
-            Status::invalid_argument("bad input"),
-            Status::resource_exhausted("queue full"),
-            Status::deadline_exceeded("late"),
-            Status::not_found("no model"),
-            Status::internal("model output does not match its config"),
-            Status::unknown("the model raised"),
-        ] {
-            assert!(!retryable(&s), "{s:?}");
-        }
-    }
-
-    #[test]
-    fn transport_failures_are_told_by_their_cause() {
-        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "peer went away");
-        let s = Status::from_error(Box::new(reset));
-        assert_eq!(failure(&s), Failure::MidCall, "{s:?}");
-        assert_eq!(
-            failure(&Status::unavailable("restarting")),
-            Failure::Refused
-        );
-        assert_eq!(
-            failure(&Status::unknown("the model raised")),
-            Failure::Answer
-        );
-        // The caller gets UNAVAILABLE naming the node, never UNKNOWN.
-        let u = unavailable("m", "n7", &s, true);
-        assert_eq!(u.code(), Code::Unavailable);
-        assert!(u.message().contains("node n7"), "{}", u.message());
-        let u = unavailable("m", "n7", &s, false);
-        assert!(u.message().contains("troupe.idempotent"), "{}", u.message());
-    }
-
-    #[test]
-    fn a_request_may_opt_out_of_being_sent_again() {
-        use troupe_proto::inference::infer_parameter::ParameterChoice;
-        use troupe_proto::inference::{InferParameter, ModelInferRequest};
-        let mut body = ModelInferRequest::default();
-        assert!(Hop::of_infer(&Request::new(body.clone())).resend);
-        body.parameters.insert(
-            troupe_proto::IDEMPOTENT_PARAM.into(),
-            InferParameter {
-                parameter_choice: Some(ParameterChoice::BoolParam(false)),
-            },
-        );
-        assert!(!Hop::of_infer(&Request::new(body)).resend);
     }
 
     #[test]
@@ -613,16 +323,5 @@ mod tests {
         let three = replicas(&["fast", "new"]);
         r.counter("fast").store(0, Ordering::Relaxed);
         assert_eq!(r.pick(&three).node, "new");
-    }
-
-    #[test]
-    fn outstanding_calls_are_counted_while_held() {
-        let r = Router::new(Arc::new(Store::default()), Vec::new());
-        let c = r.counter("n");
-        c.fetch_add(1, Ordering::Relaxed);
-        let held = Outstanding(c);
-        assert_eq!(r.outstanding("n"), 1);
-        drop(held);
-        assert_eq!(r.outstanding("n"), 0);
     }
 }

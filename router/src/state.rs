@@ -12,7 +12,9 @@ use prost::Message;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use troupe_proto::backoff::Backoff;
-use troupe_proto::troupe::ModelSpec;
+use troupe_proto::troupe::{BackendKind, DevicePreference, ModelSpec};
+
+use crate::placement::{self, Assignment, Device};
 
 use crate::records::{
     MODELS, NODES, NodeRecord, PENDING, PLACEMENTS, PendingValue, PlacementValue, ROOT, STATUS,
@@ -287,6 +289,70 @@ async fn session(store: &Store, endpoints: &[String]) -> Result<(), etcd_client:
         store.replace(s, resp.header().map_or(0, |h| h.revision()));
     }
     Err(etcd_client::Error::WatchError("watch stream ended".into()))
+}
+
+impl ClusterState {
+    /// The placement's inputs: live nodes, wanted models (with a backend), and the
+    /// replicas placed now.
+    pub fn placement_inputs(
+        &self,
+    ) -> (
+        Vec<placement::Node>,
+        Vec<placement::ModelSpec>,
+        Vec<Assignment>,
+    ) {
+        let s = self;
+        let nodes: Vec<placement::Node> = s
+            .nodes
+            .iter()
+            .map(|(id, n)| placement::Node {
+                id: id.clone(),
+                cpu_millis: n.capacity.cpu_millis,
+                memory_bytes: n.capacity.memory_bytes,
+                gpus: n
+                    .capacity
+                    .gpus
+                    .iter()
+                    .map(|g| placement::Gpu {
+                        index: g.index,
+                        memory_bytes: g.memory_bytes,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let specs: Vec<placement::ModelSpec> = s
+            .models
+            .iter()
+            .filter(|(_, m)| m.backend != BackendKind::Unspecified as i32)
+            .map(|(name, m)| {
+                let d = ReplicaDemand::of(m);
+                placement::ModelSpec {
+                    key: name.clone(),
+                    replicas: m.replicas.max(1),
+                    cpu_millis: d.cpu_millis,
+                    memory_bytes: d.memory_bytes,
+                    gpu_memory_bytes: d.gpu_memory_bytes,
+                    device: match DevicePreference::try_from(m.device) {
+                        Ok(DevicePreference::Cpu) => Device::Cpu,
+                        Ok(DevicePreference::Gpu) => Device::Gpu,
+                        _ => Device::Any,
+                    },
+                }
+            })
+            .collect();
+        let current: Vec<Assignment> = s
+            .placements
+            .iter()
+            .flat_map(|((model, node), v)| {
+                (0..v.count).map(move |_| Assignment {
+                    model: model.clone(),
+                    node: node.clone(),
+                    gpu: v.gpu,
+                })
+            })
+            .collect();
+        (nodes, specs, current)
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ use tracing::Instrument;
 use crate::error::RouterError;
 
 use super::models::model_status;
-use crate::routing::{Hop, Router, forward};
+use crate::forward::{Hop, forward};
+use crate::routing::Router;
 
 #[derive(Clone)]
 pub struct InferenceService(pub Arc<Router>);
