@@ -342,6 +342,18 @@ async fn a_deposed_leader_cannot_write_placements() {
     .await;
 }
 
+/// Declares `spec` through a router (the admin client the harness gives).
+async fn create(admin: &mut troupe_client::Client, spec: troupe_proto::troupe::ModelSpec) {
+    admin
+        .models()
+        .create(troupe_proto::troupe::CreateModelRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
+        .await
+        .expect("the model is declared");
+}
+
 /// `slow_onnx` (about 10 ms a row) as a cluster spec: calls stay in flight long enough
 /// to be caught by a node's death.
 fn slow_spec(name: &str, replicas: u32) -> troupe_proto::troupe::ModelSpec {
@@ -387,14 +399,7 @@ async fn calls_in_flight_on_a_node_that_dies_are_answered_by_another() {
     .await
     .unwrap();
     let mut admin = router.client().await;
-    admin
-        .models()
-        .create(troupe_proto::troupe::CreateModelRequest {
-            spec: Some(slow_spec("slow", 2)),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create(&mut admin, slow_spec("slow", 2)).await;
     eventually("two ready replicas", Duration::from_secs(60), async || {
         let c = admin
             .cluster()
@@ -496,14 +501,7 @@ async fn replicas_re_spread_when_nodes_join_without_failing_a_call() {
     let mut nodes = vec![cluster_node(&etcd, "n1").await];
     let router = RouterProc::start(&etcd.url(), "r1").await.unwrap();
     let mut admin = router.client().await;
-    admin
-        .models()
-        .create(troupe_proto::troupe::CreateModelRequest {
-            spec: Some(troupe_tests::mlp_spec("mlp", 2, 1 << 28)),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create(&mut admin, troupe_tests::mlp_spec("mlp", 2, 1 << 28)).await;
     eventually(
         "both replicas ready on n1",
         Duration::from_secs(30),
@@ -598,14 +596,7 @@ async fn the_router_sends_fewer_calls_to_a_slow_node() {
     upstream.send(nodes[0].1.addr.clone()).unwrap();
     let router = RouterProc::start(&etcd.url(), "r1").await.unwrap();
     let mut admin = router.client().await;
-    admin
-        .models()
-        .create(troupe_proto::troupe::CreateModelRequest {
-            spec: Some(troupe_tests::mlp_spec("mlp", 2, 1 << 28)),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create(&mut admin, troupe_tests::mlp_spec("mlp", 2, 1 << 28)).await;
     eventually(
         "a ready replica on each node",
         Duration::from_secs(30),
