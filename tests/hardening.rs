@@ -655,3 +655,117 @@ async fn the_router_sends_fewer_calls_to_a_slow_node() {
         "the slow node got {slow} calls against {fast}"
     );
 }
+
+#[tokio::test]
+async fn a_node_cut_off_from_etcd_serves_on_and_the_cluster_recovers_without_a_failed_call() {
+    // Node "na" runs in a network namespace of its own: it reaches etcd at the host's
+    // `service` address, which the test cuts, and is reached by clients and the router
+    // through the host's other address, which stays up.
+    let ns = troupe_tests::NetNs::new(1).unwrap();
+    let etcd = Etcd::start_on(&[&ns.service]).await.unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let etcd_from_ns = format!("http://{}:{}", ns.service, etcd.client_port);
+    let na = Node::start_in(
+        &ns,
+        repo.path(),
+        &[
+            "--etcd",
+            &etcd_from_ns,
+            "--node-id",
+            "na",
+            "--lease-ttl",
+            "2",
+        ],
+    )
+    .await
+    .unwrap();
+    let _nb = cluster_node(&etcd, "nb").await;
+    let router = RouterProc::start(&etcd.url(), "r1").await.unwrap();
+    let mut admin = router.client().await;
+    create(&mut admin, troupe_tests::mlp_spec("mlp", 2, 1 << 28)).await;
+    let spread = async |admin: &mut troupe_client::Client| {
+        let r = replicas_of(admin, "mlp").await;
+        r.len() == 2 && r.iter().all(|(_, n, ready)| *n == 1 && *ready)
+    };
+    eventually(
+        "a ready replica on each node",
+        Duration::from_secs(30),
+        async || spread(&mut admin).await,
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("load.json");
+    let mut load = std::process::Command::new(troupe_tests::binary("troupe-load"));
+    load.args([
+        "--target",
+        &router.addr,
+        "--model",
+        "mlp",
+        "--concurrency",
+        "4",
+        "--warmup",
+        "0s",
+        "--duration",
+        "30s",
+        "--quiet",
+        "--json",
+        &report.display().to_string(),
+    ]);
+    let load = tokio::task::spawn_blocking(move || load.status());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Cut na off etcd: its lease expires, the router stops routing to it, and its
+    // replica is placed again on nb; na itself serves on for clients that reach it.
+    ns.cut(&ns.service, true).unwrap();
+    let cut = std::time::Instant::now();
+    eventually(
+        "na leaves the routing table",
+        Duration::from_secs(20),
+        async || {
+            replicas_of(&mut admin, "mlp")
+                .await
+                .iter()
+                .all(|(node, _, _)| node != "na")
+        },
+    )
+    .await;
+    let left_after = cut.elapsed();
+    let mut direct = troupe_client::Client::connect(&na.addr).await.unwrap();
+    direct
+        .infer(
+            "mlp",
+            vec![InputTensor::f32("input", vec![1, 16], &[0.5; 16])],
+        )
+        .await
+        .expect("na serves its clients while cut off etcd");
+
+    // Mend the link: na registers again, and spread is restored (one move, new before old).
+    ns.cut(&ns.service, false).unwrap();
+    let mended = std::time::Instant::now();
+    eventually("spread again", Duration::from_secs(40), async || {
+        let r = replicas_of(&mut admin, "mlp").await;
+        r.iter().any(|(n, _, _)| n == "na") && spread(&mut admin).await
+    })
+    .await;
+    let recovered_after = mended.elapsed();
+    let status = load.await.unwrap().unwrap();
+    assert!(status.success(), "troupe-load failed");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let step = &r["steps"][0];
+    eprintln!(
+        "na cut off etcd: out of the routing table after {:.1} s; link mended: spread again after {:.1} s; {} calls answered, {} errors {}",
+        left_after.as_secs_f64(),
+        recovered_after.as_secs_f64(),
+        step["answers"],
+        step["errors"],
+        step["errors_by_code"]
+    );
+    assert_eq!(
+        step["errors"].as_u64(),
+        Some(0),
+        "{}",
+        step["error_messages"]
+    );
+}

@@ -299,12 +299,38 @@ impl Node {
         env: &[(&str, String)],
         tls: Option<troupe_client::ClientTls>,
     ) -> Result<Node> {
+        Self::spawn_at(None, "127.0.0.1:0", repository, extra, env, tls).await
+    }
+
+    /// A node inside network namespace `ns`, listening on `listen` (an address of the
+    /// namespace): a host of its own, whose links a test can cut.
+    pub async fn start_in(ns: &NetNs, repository: &Path, extra: &[&str]) -> Result<Node> {
+        let listen = format!("{}:{}", ns.inside, free_port());
+        Self::spawn_at(Some(ns), &listen, repository, extra, &[], None).await
+    }
+
+    async fn spawn_at(
+        ns: Option<&NetNs>,
+        listen: &str,
+        repository: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+        tls: Option<troupe_client::ClientTls>,
+    ) -> Result<Node> {
         let logdir = tempfile::tempdir()?;
         let log = logdir.path().join("node.log");
-        let mut cmd = Command::new(binary("troupe-node"));
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name])
+                    .arg(binary("troupe-node"));
+                c
+            }
+            None => Command::new(binary("troupe-node")),
+        };
         cmd.arg("--model-repository")
             .arg(repository)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(auth_args(extra, env));
         if extra == ["--bare"] {
             for v in [
@@ -488,16 +514,25 @@ pub struct Etcd {
     pub client_port: u16,
     peer_port: u16,
     data: TempDir,
+    /// More addresses it listens on for clients.
+    extra: Vec<String>,
 }
 
 impl Etcd {
     pub async fn start() -> Result<Etcd> {
+        Self::start_on(&[]).await
+    }
+
+    /// As `start`, also listening for clients on the host addresses `extra` (an etcd that
+    /// namespaced nodes reach at `http://EXTRA:client_port`).
+    pub async fn start_on(extra: &[&str]) -> Result<Etcd> {
         let data = tempfile::tempdir()?;
         let mut e = Etcd {
             child: None,
             client_port: free_port(),
             peer_port: free_port(),
             data,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         e.spawn()?;
         e.wait_healthy().await?;
@@ -509,7 +544,14 @@ impl Etcd {
         let child = Command::new("etcd")
             .args(["--name", "t", "--data-dir"])
             .arg(self.data.path().join("etcd"))
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args([
+                "--listen-client-urls",
+                &std::iter::once("127.0.0.1".to_string())
+                    .chain(self.extra.iter().cloned())
+                    .map(|a| format!("http://{a}:{c}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ])
             .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
             .args([
@@ -942,4 +984,94 @@ pub async fn delaying_proxy(delay: Duration) -> (String, tokio::sync::oneshot::S
         }
     });
     (addr, tx)
+}
+
+/// A network namespace joined to the host by a veth pair: a host of its own for fault
+/// tests. The host side has two addresses, `host` (for the router's traffic) and
+/// `service` (where an etcd listens), so a test can cut the namespace off one without
+/// the other (`cut`: a blackhole route inside). Removed when dropped.
+pub struct NetNs {
+    pub name: String,
+    /// The namespace's own address.
+    pub inside: String,
+    pub host: String,
+    pub service: String,
+    veth: String,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output().context("run ip")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+impl NetNs {
+    /// Namespace number `k` (1..=250) of this test process.
+    pub fn new(k: u8) -> Result<NetNs> {
+        let tag = format!("{}{k}", std::process::id() % 10_000);
+        let name = format!("troupe{tag}");
+        let veth = format!("tv{tag}");
+        let net = format!("10.{}.{k}", 200 + (std::process::id() % 50) as u8);
+        let ns = NetNs {
+            name: name.clone(),
+            inside: format!("{net}.2"),
+            host: format!("{net}.1"),
+            service: format!("{net}.3"),
+            veth: veth.clone(),
+        };
+        let peer = format!("{veth}p");
+        ip(&["netns", "add", &name])?;
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer])?;
+        ip(&["link", "set", &peer, "netns", &name])?;
+        ip(&["addr", "add", &format!("{}/24", ns.host), "dev", &veth])?;
+        ip(&["addr", "add", &format!("{}/24", ns.service), "dev", &veth])?;
+        ip(&["link", "set", &veth, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        inside(&["addr", "add", &format!("{}/24", ns.inside), "dev", &peer])?;
+        inside(&["link", "set", &peer, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Cuts the namespace off the host address `addr` both ways (packets from the
+    /// namespace to it, and from it to the namespace, are dropped), or mends it.
+    pub fn cut(&self, addr: &str, cut: bool) -> Result<()> {
+        let verb = if cut { "add" } else { "del" };
+        ip(&[
+            "netns",
+            "exec",
+            &self.name,
+            "ip",
+            "route",
+            verb,
+            "blackhole",
+            &format!("{addr}/32"),
+        ])?;
+        ip(&["rule", verb, "from", addr, "to", &self.inside, "blackhole"])
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = ip(&[
+            "rule",
+            "del",
+            "from",
+            &self.service,
+            "to",
+            &self.inside,
+            "blackhole",
+        ]);
+        let _ = ip(&["link", "del", &self.veth]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
 }
