@@ -495,6 +495,41 @@ async fn replicas_of(c: &mut troupe_client::Client, model: &str) -> Vec<(String,
     .unwrap_or_default()
 }
 
+/// `troupe-load` against `target` in a process of its own, run off the test's runtime
+/// (which serves proxies and clients meanwhile).
+struct Load {
+    _dir: tempfile::TempDir,
+    report: std::path::PathBuf,
+    run: tokio::task::JoinHandle<std::io::Result<std::process::ExitStatus>>,
+}
+
+impl Load {
+    fn start(target: &str, concurrency: u32, warmup: &str, duration: &str) -> Load {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("load.json");
+        let mut cmd = std::process::Command::new(troupe_tests::binary("troupe-load"));
+        cmd.args(["--target", target, "--model", "mlp", "--quiet"])
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--warmup", warmup, "--duration", duration])
+            .arg("--json")
+            .arg(&report);
+        Load {
+            _dir: dir,
+            report,
+            run: tokio::task::spawn_blocking(move || cmd.status()),
+        }
+    }
+
+    /// Waits for the run to end; its one step of the report.
+    async fn finish(self) -> serde_json::Value {
+        let status = self.run.await.unwrap().unwrap();
+        assert!(status.success(), "troupe-load failed");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.report).unwrap()).unwrap();
+        r["steps"][0].clone()
+    }
+}
+
 #[tokio::test]
 async fn replicas_re_spread_when_nodes_join_without_failing_a_call() {
     let etcd = Etcd::start().await.unwrap();
@@ -510,26 +545,7 @@ async fn replicas_re_spread_when_nodes_join_without_failing_a_call() {
     .await;
 
     // Load from another process for the whole test.
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("load.json");
-    let mut load = std::process::Command::new(troupe_tests::binary("troupe-load"))
-        .args([
-            "--target",
-            &router.addr,
-            "--model",
-            "mlp",
-            "--concurrency",
-            "4",
-            "--warmup",
-            "0s",
-            "--duration",
-            "35s",
-            "--quiet",
-            "--json",
-            &report.display().to_string(),
-        ])
-        .spawn()
-        .unwrap();
+    let load = Load::start(&router.addr, 4, "0s", "35s");
 
     // Two nodes join: one replica moves to one of them, made before it breaks.
     nodes.push(cluster_node(&etcd, "n2").await);
@@ -547,14 +563,7 @@ async fn replicas_re_spread_when_nodes_join_without_failing_a_call() {
         .position(|n| *n == victim)
         .unwrap();
     nodes[i].1.kill9();
-    let status = tokio::task::spawn_blocking(move || load.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "troupe-load failed");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let step = &r["steps"][0];
+    let step = &load.finish().await;
     eprintln!(
         "re-spread then kill -9 of {victim} under load: {} answered, {} errors {}",
         step["answers"], step["errors"], step["errors_by_code"]
@@ -607,33 +616,8 @@ async fn the_router_sends_fewer_calls_to_a_slow_node() {
     )
     .await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("load.json");
-    let mut load = std::process::Command::new(troupe_tests::binary("troupe-load"));
-    load.args([
-        "--target",
-        &router.addr,
-        "--model",
-        "mlp",
-        // One call at a time: calls outstanding alone cannot tell the nodes apart.
-        "--concurrency",
-        "1",
-        "--warmup",
-        "1s",
-        "--duration",
-        "4s",
-        "--quiet",
-        "--json",
-        &report.display().to_string(),
-    ]);
-    // Off the test's runtime: the proxy runs on it meanwhile.
-    let status = tokio::task::spawn_blocking(move || load.status())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // One call at a time: calls outstanding alone cannot tell the nodes apart.
+    let step = Load::start(&router.addr, 1, "1s", "4s").finish().await;
     // Calls answered OK by a node (no series yet: none).
     let ok = |port: u16| {
         let series = "troupe_requests_total{model=\"mlp\",version=\"1\",status=\"OK\"}";
@@ -647,9 +631,9 @@ async fn the_router_sends_fewer_calls_to_a_slow_node() {
     let (slow, fast) = (ok(ports[0]), ok(ports[1]));
     eprintln!(
         "slow node (20 ms a chunk): {slow} calls, fast node: {fast}; load errors {}",
-        r["steps"][0]["errors"]
+        step["errors"]
     );
-    assert_eq!(r["steps"][0]["errors"].as_u64(), Some(0));
+    assert_eq!(step["errors"].as_u64(), Some(0));
     assert!(
         slow * 10.0 < fast,
         "the slow node got {slow} calls against {fast}"
@@ -694,25 +678,7 @@ async fn a_node_cut_off_from_etcd_serves_on_and_the_cluster_recovers_without_a_f
     )
     .await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("load.json");
-    let mut load = std::process::Command::new(troupe_tests::binary("troupe-load"));
-    load.args([
-        "--target",
-        &router.addr,
-        "--model",
-        "mlp",
-        "--concurrency",
-        "4",
-        "--warmup",
-        "0s",
-        "--duration",
-        "30s",
-        "--quiet",
-        "--json",
-        &report.display().to_string(),
-    ]);
-    let load = tokio::task::spawn_blocking(move || load.status());
+    let load = Load::start(&router.addr, 4, "0s", "30s");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Cut na off etcd: its lease expires, the router stops routing to it, and its
@@ -749,11 +715,7 @@ async fn a_node_cut_off_from_etcd_serves_on_and_the_cluster_recovers_without_a_f
     })
     .await;
     let recovered_after = mended.elapsed();
-    let status = load.await.unwrap().unwrap();
-    assert!(status.success(), "troupe-load failed");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let step = &r["steps"][0];
+    let step = &load.finish().await;
     eprintln!(
         "na cut off etcd: out of the routing table after {:.1} s; link mended: spread again after {:.1} s; {} calls answered, {} errors {}",
         left_after.as_secs_f64(),
