@@ -120,7 +120,22 @@ async fn a_traced_call_is_linked_from_client_to_backend_in_phoenix() {
     );
     assert_eq!(out["trace_id"], trace, "the answer carries the trace id");
 
-    let spans = phoenix.spans(trace, 9, 30).unwrap();
+    // Each process exports its spans in its own batches: wait until every hop's are in.
+    let hops = [
+        "client.explain",
+        "router.infer",
+        "router.attempt",
+        "node.infer",
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let spans = loop {
+        let spans = phoenix.spans(trace, 9, 30).unwrap();
+        let all_in = hops.iter().all(|h| spans.iter().any(|s| s["name"] == *h));
+        if all_in || std::time::Instant::now() > deadline {
+            break spans;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     let by_id: HashMap<&str, &Value> = spans
         .iter()
         .map(|s| (s["span_id"].as_str().unwrap(), s))
