@@ -583,10 +583,12 @@ async fn the_router_sends_fewer_calls_to_a_slow_node() {
     let etcd = Etcd::start().await.unwrap();
     // n1 is reached through a proxy that holds every chunk towards it 20 ms.
     let (slow_addr, upstream) = troupe_tests::delaying_proxy(Duration::from_millis(20)).await;
-    let ports = [free_port(), free_port()];
+    let mut ports = Vec::new();
     let mut nodes = Vec::new();
     for (i, id) in ["n1", "n2"].iter().enumerate() {
         let repo = tempfile::tempdir().unwrap();
+        // Taken just before the node binds it: other tests pick free ports too.
+        ports.push(free_port());
         let metrics = format!("127.0.0.1:{}", ports[i]);
         let mut args = vec![
             "--etcd",
