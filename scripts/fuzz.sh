@@ -13,7 +13,7 @@ if ! [[ "$MINUTES" =~ ^[0-9]+$ ]] || ((MINUTES < 1)); then
   exit 2
 fi
 scripts/setup.sh
-cargo build -q -p troupe-node --bins
+cargo build -q --workspace --bins
 cargo test -q -p troupe-tests --test fuzz --no-run
 
 OUT=target/fuzz

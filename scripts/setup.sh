@@ -84,6 +84,9 @@ if [[ $BENCH == 1 && ! -f models/bench/resnet18_onnx/1/model.onnx ]]; then
 fi
 if [[ ! -f models/repository/mlp_torch/1/model.pt || ! -f models/repository/linear_torch/1/model.pt || ( -f models/minilm/model.safetensors && ! -f models/repository/minilm_torch/1/model.pt ) || ( $BENCH == 1 && ! -f models/bench/resnet18_torch/1/model.pt ) ]]; then
   log "exporting TorchScript models"
-  cargo run -q -p troupe-backends --example export_torchscript -- models $([[ $BENCH == 1 ]] && echo --bench)
+  # Built with the whole workspace (not `-p troupe-backends`) so that the features, and so
+  # the dependency builds, are the ones every later `cargo build`/`cargo test` reuses.
+  cargo build -q --workspace --bins --examples
+  target/debug/examples/export_torchscript models $([[ $BENCH == 1 ]] && echo --bench)
 fi
 log "setup done"

@@ -520,6 +520,22 @@ impl Load {
         }
     }
 
+    /// Waits for the run to end, prints `figures` with the calls answered and failed,
+    /// and asserts that none failed.
+    async fn finish_without_errors(self, figures: String) {
+        let step = self.finish().await;
+        eprintln!(
+            "{figures}; {} calls answered, {} errors {}",
+            step["answers"], step["errors"], step["errors_by_code"]
+        );
+        assert_eq!(
+            step["errors"].as_u64(),
+            Some(0),
+            "{}",
+            step["error_messages"]
+        );
+    }
+
     /// Waits for the run to end; its one step of the report.
     async fn finish(self) -> serde_json::Value {
         let status = self.run.await.unwrap().unwrap();
@@ -642,44 +658,70 @@ async fn the_router_sends_fewer_calls_to_a_slow_node() {
     );
 }
 
-#[tokio::test]
-async fn a_node_cut_off_from_etcd_serves_on_and_the_cluster_recovers_without_a_failed_call() {
-    // Node "na" runs in a network namespace of its own: it reaches etcd at the host's
-    // `service` address, which the test cuts, and is reached by clients and the router
-    // through the host's other address, which stays up.
-    let ns = troupe_tests::NetNs::new(1).unwrap();
+/// Node "na" in a network namespace of its own, reaching etcd at the host's `service`
+/// address and reached by clients and the router through the host's `host` address (a
+/// test cuts one or the other); node "nb" on the host; a router; `mlp` with a ready
+/// replica on each node.
+struct SplitCluster {
+    ns: troupe_tests::NetNs,
+    _etcd: Etcd,
+    _repo: tempfile::TempDir,
+    na: Node,
+    _nb: (tempfile::TempDir, Node),
+    router: RouterProc,
+    admin: troupe_client::Client,
+}
+
+async fn split_cluster(k: u8, na_extra: &[&str], router_env: &[(&str, String)]) -> SplitCluster {
+    let ns = troupe_tests::NetNs::new(k).unwrap();
     let etcd = Etcd::start_on(&[&ns.service]).await.unwrap();
     let repo = tempfile::tempdir().unwrap();
     let etcd_from_ns = format!("http://{}:{}", ns.service, etcd.client_port);
-    let na = Node::start_in(
-        &ns,
-        repo.path(),
-        &[
-            "--etcd",
-            &etcd_from_ns,
-            "--node-id",
-            "na",
-            "--lease-ttl",
-            "2",
-        ],
-    )
-    .await
-    .unwrap();
-    let _nb = cluster_node(&etcd, "nb").await;
-    let router = RouterProc::start(&etcd.url(), "r1").await.unwrap();
+    let mut args = vec![
+        "--etcd",
+        &etcd_from_ns,
+        "--node-id",
+        "na",
+        "--lease-ttl",
+        "2",
+    ];
+    args.extend_from_slice(na_extra);
+    let na = Node::start_in(&ns, repo.path(), &args).await.unwrap();
+    let nb = cluster_node(&etcd, "nb").await;
+    let router = RouterProc::start_env(&etcd.url(), "r1", router_env)
+        .await
+        .unwrap();
     let mut admin = router.client().await;
     create(&mut admin, troupe_tests::mlp_spec("mlp", 2, 1 << 28)).await;
-    let spread = async |admin: &mut troupe_client::Client| {
-        let r = replicas_of(admin, "mlp").await;
-        r.len() == 2 && r.iter().all(|(_, n, ready)| *n == 1 && *ready)
-    };
     eventually(
         "a ready replica on each node",
         Duration::from_secs(30),
         async || spread(&mut admin).await,
     )
     .await;
+    SplitCluster {
+        ns,
+        _etcd: etcd,
+        _repo: repo,
+        na,
+        _nb: nb,
+        router,
+        admin,
+    }
+}
 
+/// Whether `mlp` has one ready replica on each of two nodes.
+async fn spread(admin: &mut troupe_client::Client) -> bool {
+    let r = replicas_of(admin, "mlp").await;
+    r.len() == 2 && r.iter().all(|(_, n, ready)| *n == 1 && *ready)
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_etcd_serves_on_and_the_cluster_recovers_without_a_failed_call() {
+    // The test cuts na off etcd (the `service` address); clients and the router still
+    // reach it.
+    let c = split_cluster(1, &[], &[]).await;
+    let (ns, na, router, mut admin) = (&c.ns, &c.na, &c.router, c.admin.clone());
     let load = Load::start(&router.addr, 4, "0s", "30s");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -717,19 +759,185 @@ async fn a_node_cut_off_from_etcd_serves_on_and_the_cluster_recovers_without_a_f
     })
     .await;
     let recovered_after = mended.elapsed();
-    let step = &load.finish().await;
-    eprintln!(
-        "na cut off etcd: out of the routing table after {:.1} s; link mended: spread again after {:.1} s; {} calls answered, {} errors {}",
+    load.finish_without_errors(format!(
+        "na cut off etcd: out of the routing table after {:.1} s; link mended: spread again after {:.1} s",
         left_after.as_secs_f64(),
         recovered_after.as_secs_f64(),
-        step["answers"],
-        step["errors"],
-        step["errors_by_code"]
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_cut_off_the_router_is_left_out_of_picking_without_a_failed_call() {
+    // The test cuts na off the router (the `host` address); na still reaches etcd, so its
+    // lease lives and it stays in the routing table: the router must find out by itself
+    // (HTTP/2 keep-alive, connect timeouts) and leave it out of picking.
+    let na_metrics = format!("{}:{}", troupe_tests::NetNs::inside_address(2), free_port());
+    let port = free_port();
+    let c = split_cluster(
+        2,
+        &["--metrics-listen", &na_metrics],
+        &[("TROUPE_METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+    )
+    .await;
+    let (ns, router, mut admin) = (&c.ns, &c.router, c.admin.clone());
+    // Calls na answered (read over the namespace's link, so only while it is up).
+    let na_ok = || {
+        let text = troupe_tests::http_get_at(&na_metrics, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        let series = "troupe_requests_total{model=\"mlp\",version=\"1\",status=\"OK\"}";
+        if text.contains(series) {
+            metric(&text, series)
+        } else {
+            0.0
+        }
+    };
+    let ejections = || {
+        let text = scrape(port);
+        let series = "troupe_router_ejections_total{node=\"na\"}";
+        if text.contains(series) {
+            metric(&text, series)
+        } else {
+            0.0
+        }
+    };
+
+    let load = Load::start(&router.addr, 4, "0s", "30s");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(na_ok() > 0.0, "na served no call before the cut");
+
+    ns.cut(&ns.host, true).unwrap();
+    let cut = std::time::Instant::now();
+    eventually(
+        "the router ejects na",
+        Duration::from_secs(15),
+        async || ejections() >= 1.0,
+    )
+    .await;
+    let ejected_after = cut.elapsed();
+    // Cut for a while: its lease lives on (etcd is reachable), so it stays placed.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        replicas_of(&mut admin, "mlp")
+            .await
+            .iter()
+            .any(|(n, _, _)| n == "na"),
+        "na left the routing table, though its lease lives"
     );
-    assert_eq!(
-        step["errors"].as_u64(),
-        Some(0),
-        "{}",
-        step["error_messages"]
+    let during = ejections();
+
+    ns.cut(&ns.host, false).unwrap();
+    let mended = std::time::Instant::now();
+    let before = na_ok();
+    eventually(
+        "na answers calls again",
+        Duration::from_secs(40),
+        async || na_ok() > before,
+    )
+    .await;
+    let back_after = mended.elapsed();
+    load.finish_without_errors(format!(
+        "na cut off the router: ejected after {:.1} s, {during} ejections while cut (it is tried again after each time out); link mended: answering again after {:.1} s",
+        ejected_after.as_secs_f64(),
+        back_after.as_secs_f64(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_three_member_etcd_loses_one_member_then_quorum_without_a_failed_call() {
+    let mut etcd = Etcd::cluster(3).await.unwrap();
+    let urls = troupe_tests::etcd_urls(&etcd);
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2"] {
+        let repo = tempfile::tempdir().unwrap();
+        let node = Node::start(
+            repo.path(),
+            &["--etcd", &urls, "--node-id", id, "--lease-ttl", "2"],
+        )
+        .await
+        .unwrap();
+        nodes.push((repo, node));
+    }
+    let router = RouterProc::start(&urls, "r1").await.unwrap();
+    let mut admin = router.client().await;
+    create(&mut admin, troupe_tests::mlp_spec("mlp", 2, 1 << 28)).await;
+    let ready = async |admin: &mut troupe_client::Client, model: &str, n: usize| {
+        let r = replicas_of(admin, model).await;
+        r.len() == n && r.iter().all(|(_, _, ready)| *ready)
+    };
+    eventually(
+        "a ready replica on each node",
+        Duration::from_secs(30),
+        async || ready(&mut admin, "mlp", 2).await,
+    )
+    .await;
+
+    let load = Load::start(&router.addr, 4, "0s", "40s");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // One member lost: the cluster goes on, management included.
+    etcd[0].kill();
+    let t = std::time::Instant::now();
+    create(&mut admin, troupe_tests::mlp_spec("mlp_b", 1, 1 << 26)).await;
+    eventually(
+        "a model made with one member down is ready",
+        Duration::from_secs(30),
+        async || ready(&mut admin, "mlp_b", 1).await,
+    )
+    .await;
+    let made_with_two = t.elapsed();
+
+    // Quorum lost: calls go on from what the router and the nodes hold; management is
+    // refused with a status that says why.
+    etcd[1].kill();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mlp_c = troupe_proto::troupe::CreateModelRequest {
+        spec: Some(troupe_tests::mlp_spec("mlp_c", 1, 1 << 26)),
+        ..Default::default()
+    };
+    let refused = admin
+        .models()
+        .create(mlp_c.clone())
+        .await
+        .expect_err("a model made without an etcd quorum");
+    eprintln!("create without quorum: {refused:?}");
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        ),
+        "{refused:?}"
     );
+    assert!(
+        refused.message().contains("etcd"),
+        "the message does not name etcd: {}",
+        refused.message()
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Quorum back, nothing else restarted: management works again.
+    etcd[0].restart().await.unwrap();
+    let back = std::time::Instant::now();
+    etcd[1].restart().await.unwrap();
+    eventually(
+        "a model made after quorum returns is ready",
+        Duration::from_secs(60),
+        async || {
+            let _ = admin.models().create(mlp_c.clone()).await;
+            ready(&mut admin, "mlp_c", 1).await
+        },
+    )
+    .await;
+    let recovered_after = back.elapsed();
+    load.finish_without_errors(format!(
+        "3-member etcd: one member down, a model made and ready in {:.1} s; quorum lost 10 s (Create refused: {:?} \"{}\"); quorum back: a model made and ready {:.1} s after",
+        made_with_two.as_secs_f64(),
+        refused.code(),
+        refused.message(),
+        recovered_after.as_secs_f64(),
+    ))
+    .await;
+    assert!(ready(&mut admin, "mlp", 2).await, "mlp lost a replica");
 }

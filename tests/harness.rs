@@ -516,6 +516,9 @@ pub struct Etcd {
     data: TempDir,
     /// More addresses it listens on for clients.
     extra: Vec<String>,
+    /// Its member name, and the `--initial-cluster` it starts in.
+    name: String,
+    initial_cluster: String,
 }
 
 impl Etcd {
@@ -526,23 +529,50 @@ impl Etcd {
     /// As `start`, also listening for clients on the host addresses `extra` (an etcd that
     /// namespaced nodes reach at `http://EXTRA:client_port`).
     pub async fn start_on(extra: &[&str]) -> Result<Etcd> {
-        let data = tempfile::tempdir()?;
-        let mut e = Etcd {
-            child: None,
-            client_port: free_port(),
-            peer_port: free_port(),
-            data,
-            extra: extra.iter().map(|a| a.to_string()).collect(),
-        };
+        let mut e = Etcd::member("t", extra)?;
+        e.initial_cluster = format!("t=http://127.0.0.1:{}", e.peer_port);
         e.spawn()?;
         e.wait_healthy().await?;
         Ok(e)
     }
 
+    fn member(name: &str, extra: &[&str]) -> Result<Etcd> {
+        Ok(Etcd {
+            child: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            data: tempfile::tempdir()?,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            name: name.to_string(),
+            initial_cluster: String::new(),
+        })
+    }
+
+    /// A cluster of `n` etcd members on loopback (m0, m1, ...), once all are healthy.
+    /// Clients take [`etcd_urls`] of them all.
+    pub async fn cluster(n: usize) -> Result<Vec<Etcd>> {
+        let mut members = (0..n)
+            .map(|i| Etcd::member(&format!("m{i}"), &[]))
+            .collect::<Result<Vec<_>>>()?;
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster = initial.clone();
+            m.spawn()?;
+        }
+        for m in &members {
+            m.wait_healthy().await?;
+        }
+        Ok(members)
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let (c, p) = (self.client_port, self.peer_port);
         let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(self.data.path().join("etcd"))
             .args([
                 "--listen-client-urls",
@@ -560,7 +590,7 @@ impl Etcd {
             ])
             .args([
                 "--initial-cluster",
-                &format!("t=http://127.0.0.1:{p}"),
+                &self.initial_cluster,
                 "--initial-cluster-state",
                 "new",
             ])
@@ -613,6 +643,11 @@ impl Etcd {
         self.spawn()?;
         self.wait_healthy().await
     }
+}
+
+/// The client URLs of etcd `members`, comma-separated (for `--etcd`).
+pub fn etcd_urls(members: &[Etcd]) -> String {
+    members.iter().map(Etcd::url).collect::<Vec<_>>().join(",")
 }
 
 impl Drop for Etcd {
@@ -858,8 +893,15 @@ impl Drop for Phoenix {
 
 /// A plain HTTP/1.1 GET on loopback: (status code, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_at(&format!("127.0.0.1:{port}"), path)
+}
+
+/// A plain HTTP/1.1 GET of `addr` (`IP:PORT`), giving up after 2 s to connect and 5 s
+/// to read: (status code, body).
+pub fn http_get_at(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
@@ -1011,15 +1053,25 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 impl NetNs {
+    /// The subnet of namespace `k` of this test process (`10.X.k`).
+    fn net(k: u8) -> String {
+        format!("10.{}.{k}", 200 + (std::process::id() % 50) as u8)
+    }
+
+    /// The address namespace `k` will have inside, before it is made.
+    pub fn inside_address(k: u8) -> String {
+        format!("{}.2", Self::net(k))
+    }
+
     /// Namespace number `k` (1..=250) of this test process.
     pub fn new(k: u8) -> Result<NetNs> {
         let tag = format!("{}{k}", std::process::id() % 10_000);
         let name = format!("troupe{tag}");
         let veth = format!("tv{tag}");
-        let net = format!("10.{}.{k}", 200 + (std::process::id() % 50) as u8);
+        let net = Self::net(k);
         let ns = NetNs {
             name: name.clone(),
-            inside: format!("{net}.2"),
+            inside: Self::inside_address(k),
             host: format!("{net}.1"),
             service: format!("{net}.3"),
             veth: veth.clone(),
@@ -1062,15 +1114,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = ip(&[
-            "rule",
-            "del",
-            "from",
-            &self.service,
-            "to",
-            &self.inside,
-            "blackhole",
-        ]);
+        for addr in [&self.service, &self.host] {
+            let _ = ip(&["rule", "del", "from", addr, "to", &self.inside, "blackhole"]);
+        }
         let _ = ip(&["link", "del", &self.veth]);
         let _ = ip(&["netns", "del", &self.name]);
     }

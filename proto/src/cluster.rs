@@ -27,17 +27,58 @@ pub const ETCD_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// Connects to etcd the one way node and router do: [`ETCD_CONNECT_TIMEOUT`] to connect,
 /// `request` at most per call, and HTTP/2 keep-alive pings (every 5 s, 3 s to answer), so
 /// a connection to a dead or partitioned member is noticed instead of hanging.
+///
+/// The client talks to one member: the first, from a rotating start, that answers and
+/// knows a leader (one in the quorum; while the members elect one, for up to `request`).
+/// A client balanced over every endpoint sends some calls to a member that is down and
+/// fails them; this one fails over when it connects again (every caller reconnects after
+/// an error).
 #[cfg(feature = "etcd")]
 pub async fn connect_etcd(
     endpoints: &[String],
     request: std::time::Duration,
 ) -> Result<etcd_client::Client, etcd_client::Error> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(ETCD_CONNECT_TIMEOUT)
         .with_timeout(request)
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-    etcd_client::Client::connect(endpoints, Some(opts)).await
+    if endpoints.len() <= 1 {
+        return etcd_client::Client::connect(endpoints, Some(opts)).await;
+    }
+    // Members that answer but know no leader are electing one (a member was lost):
+    // rounds go on, backing off, for up to `request`.
+    let until = std::time::Instant::now() + request;
+    let mut pause = Duration::from_millis(50);
+    let mut last = None;
+    loop {
+        let start = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut electing = false;
+        for i in 0..endpoints.len() {
+            let ep = &endpoints[(start + i) % endpoints.len()];
+            match etcd_client::Client::connect([ep], Some(opts.clone())).await {
+                Ok(mut c) => match c.status().await {
+                    Ok(st) if st.leader() != 0 => return Ok(c),
+                    Ok(_) => {
+                        electing = true;
+                        last = Some(etcd_client::Error::EndpointError(format!(
+                            "etcd member {ep} knows no leader (is the cluster's quorum lost?)"
+                        )));
+                    }
+                    Err(e) => last = Some(e),
+                },
+                Err(e) => last = Some(e),
+            }
+        }
+        if !electing || std::time::Instant::now() + pause > until {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+    Err(last.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no etcd endpoint given".into())))
 }
 
 /// A GPU a node offers.

@@ -50,23 +50,29 @@ pub(crate) fn failure(s: &Status) -> Failure {
 /// For statuses whose cause chain was lost on the way (rebuilt from a message): tonic's
 /// and hyper's words for a broken connection.
 fn transport_words(s: &Status) -> bool {
-    match s.code() {
-        Code::Unknown | Code::Internal => {
-            let m = s.message().to_ascii_lowercase();
-            [
-                "transport",
-                "connection",
-                "connect",
-                "broken pipe",
-                "reset",
-                "h2 protocol",
-                "stream closed",
-                "eof",
-            ]
-            .iter()
-            .any(|w| m.contains(w))
-        }
-        _ => false,
+    let m = s.message().to_ascii_lowercase();
+    [
+        "transport",
+        "connection",
+        "connect",
+        "broken pipe",
+        "reset",
+        "h2 protocol",
+        "stream closed",
+        "eof",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+}
+
+/// Whether the node itself could not be reached (its connection broke, or would not
+/// open), as against a node that answered, even with UNAVAILABLE: such a node is
+/// ejected from picking for a while (`ejection.rs`).
+pub(crate) fn unreachable(s: &Status) -> bool {
+    match failure(s) {
+        Failure::Answer => false,
+        Failure::MidCall => true,
+        Failure::Refused => transport_cause(s) || transport_words(s),
     }
 }
 
@@ -136,5 +142,19 @@ mod tests {
         assert!(u.message().contains("node n7"), "{}", u.message());
         let u = unavailable("m", "n7", &s, false);
         assert!(u.message().contains("troupe.idempotent"), "{}", u.message());
+    }
+
+    #[test]
+    fn only_a_node_that_cannot_be_reached_is_ejected() {
+        let refused = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+        let mut s = Status::unavailable("tcp connect error");
+        s.set_source(std::sync::Arc::new(refused));
+        assert!(unreachable(&s));
+        assert!(unreachable(&Status::unknown("transport error")));
+        // A node that answers UNAVAILABLE itself (a model not ready there) is reachable.
+        assert!(!unreachable(&Status::unavailable(
+            "model 'm' is not ready on this node"
+        )));
+        assert!(!unreachable(&Status::invalid_argument("bad input")));
     }
 }

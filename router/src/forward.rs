@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, debug, warn};
+use tracing::{Instrument, debug, info, warn};
 use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 
 use crate::error::RouterError;
-use crate::failure::{Failure, failure, unavailable};
+use crate::failure::{Failure, failure, unavailable, unreachable};
 use crate::routing::Router;
 use crate::state::Replica;
 
@@ -75,12 +75,17 @@ where
     let mut last: Option<Status> = None;
     for attempt in 0..8 {
         let all = router.store.routes(model);
-        let left: Vec<Replica> = all
+        let mut left: Vec<Replica> = all
             .into_iter()
             .filter(|r| !tried.contains(&r.node))
             .collect();
         if left.is_empty() {
             break;
+        }
+        // Nodes that could not be reached lately are left out while others remain.
+        let now = Instant::now();
+        if left.iter().any(|r| !router.ejections.is_out(&r.node, now)) {
+            left.retain(|r| !router.ejections.is_out(&r.node, now));
         }
         let r = router.pick(&left).clone();
         tried.push(r.node.clone());
@@ -127,6 +132,15 @@ where
             .map_or_else(|s| failure(s) == Failure::Answer, |_| true)
         {
             router.observe_latency(&r.node, sent.elapsed());
+            if router.ejections.restore(&r.node) {
+                info!(node = %r.node, "node answers again; back in replica picking");
+            }
+        } else if let Err(s) = &answer
+            && unreachable(s)
+        {
+            let out = router.ejections.eject(&r.node, Instant::now());
+            warn!(node = %r.node, addr = %r.addr, out_ms = out.as_millis() as u64, error = %s.message(), "node unreachable; out of replica picking for a while");
+            router.metrics.ejection(&r.node);
         }
         match answer {
             Ok(resp) => {

@@ -5,11 +5,13 @@
 //! * [`placement`]: the placement decision, a pure function;
 //! * [`routing`]: the channel pool and picking a replica (latency-aware power of two
 //!   choices); `forward.rs` sends a call and retries on another replica, by what
-//!   `failure.rs` makes of each failure;
+//!   `failure.rs` makes of each failure; `ejection.rs` leaves a node that cannot be
+//!   reached out of picking for a while;
 //! * [`service`]: the gRPC services: inference, `troupe.v1.Models`, `troupe.v1.Cluster` and
 //!   `troupe.v1.Explainer`;
 //! * [`metrics`]: Prometheus metrics (calls, retries, replicas, node resources).
 
+mod ejection;
 pub mod error;
 mod failure;
 mod forward;

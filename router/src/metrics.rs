@@ -19,6 +19,7 @@ use crate::state::ClusterState;
 pub struct RouterMetrics {
     requests: Mutex<BTreeMap<(String, String), u64>>,
     retries: Mutex<BTreeMap<String, u64>>,
+    ejections: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<BTreeMap<String, Arc<Histogram>>>,
 }
 
@@ -46,6 +47,11 @@ impl RouterMetrics {
     /// Counts one retry of a call on another replica.
     pub fn retry(&self, model: &str) {
         *self.retries.lock().entry(model.to_string()).or_default() += 1;
+    }
+
+    /// Counts one ejection of a node from replica picking (it could not be reached).
+    pub fn ejection(&self, node: &str) {
+        *self.ejections.lock().entry(node.to_string()).or_default() += 1;
     }
 }
 
@@ -158,6 +164,19 @@ pub fn render(m: &RouterMetrics, c: &ClusterSample) -> String {
             out,
             "troupe_router_retries_total{{model=\"{}\"}} {n}",
             esc(model)
+        );
+    }
+    family(
+        &mut out,
+        "troupe_router_ejections_total",
+        "counter",
+        "Times a node was left out of replica picking because it could not be reached.",
+    );
+    for (node, n) in m.ejections.lock().iter() {
+        let _ = writeln!(
+            out,
+            "troupe_router_ejections_total{{node=\"{}\"}} {n}",
+            esc(node)
         );
     }
     family(

@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use rand::Rng;
 
+use crate::ejection::Ejections;
 use crate::error::RouterError;
 use crate::metrics::{self, ClusterSample, RouterMetrics};
 use crate::state::{Replica, Store};
@@ -52,6 +53,8 @@ pub struct Router {
     outstanding: RwLock<HashMap<String, Arc<AtomicU64>>>,
     /// Each node's recent answer time, a moving average in µs (0: none yet).
     latency: RwLock<HashMap<String, Arc<AtomicU64>>>,
+    /// Nodes left out of picking for a while after they could not be reached.
+    pub(crate) ejections: Ejections,
     /// Calls, latency and retries (see `metrics.rs`).
     pub metrics: RouterMetrics,
     /// Largest message taken from callers and nodes (`--max-message-bytes`).
@@ -98,6 +101,7 @@ impl Router {
             channels: RwLock::default(),
             outstanding: RwLock::default(),
             latency: RwLock::default(),
+            ejections: Ejections::default(),
             metrics: RouterMetrics::default(),
             node_tls,
             max_message_bytes,

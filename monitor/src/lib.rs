@@ -1,0 +1,20 @@
+//! troupe-monitor: the MLOps loop's store and arithmetic, shared by nodes and routers.
+//!
+//! * [`store`]: the prediction store (SQLite or PostgreSQL through sqlx, the schema in
+//!   `migrations/`): predictions, ground truth joined by request id, windows, retention;
+//! * [`recorder`]: recording off the call path, through a bounded queue whose drops are
+//!   counted;
+//! * [`quality`]: live quality metrics (accuracy, precision/recall/F1, ROC AUC, ECE, MAE,
+//!   RMSE), pure functions;
+//! * [`record`]: what is stored.
+
+pub mod error;
+pub mod quality;
+pub mod record;
+pub mod recorder;
+pub mod store;
+
+pub use error::MonitorError;
+pub use record::{Prediction, Summary, Truth, TruthValue, now_ms};
+pub use recorder::{RECORD_QUEUE, RecordCounts, Recorder};
+pub use store::{Store, Window, WindowRow};
