@@ -36,13 +36,15 @@ say "etcd $ETCD"
 for i in $(seq "$NODES"); do
   mkdir -p "$WORK/repo$i"
   "$BIN/troupe-node" --model-repository "$WORK/repo$i" --listen 127.0.0.1:0 --etcd "$ETCD" --node-id "node$i" \
-    --memory-mb 2048 --auth-tokens "$TOKENS" --model-root "$PWD/models" >"$WORK/node$i.out" 2>"$WORK/node$i.log" &
+    --memory-mb 2048 --auth-tokens "$TOKENS" --model-root "$PWD/models" --store "sqlite://$WORK/store.db" \
+    >"$WORK/node$i.out" 2>"$WORK/node$i.log" &
   PIDS+=($!)
 done
 for i in $(seq "$NODES"); do wait_line "$WORK/node$i.out"; say "node$i $(awk '{print $4}' "$WORK/node$i.out")"; done
 
 TROUPE_NODE_TOKEN=$ROUTER_TOKEN "$BIN/troupe-router" --etcd "$ETCD" --listen 127.0.0.1:0 --router-id router1 \
-  --auth-tokens "$TOKENS" --model-root "$PWD/models" >"$WORK/router.out" 2>"$WORK/router.log" &
+  --auth-tokens "$TOKENS" --model-root "$PWD/models" --store "sqlite://$WORK/store.db" \
+  >"$WORK/router.out" 2>"$WORK/router.log" &
 PIDS+=($!)
 wait_line "$WORK/router.out"
 ROUTER=$(awk '{print $4}' "$WORK/router.out")
@@ -60,6 +62,11 @@ ENCODER=(--input input_ids:INT64:-1 --input attention_mask:INT64:-1 --input toke
 for b in onnx torch candle; do
   $T models create "minilm_$b" --backend "$b" --artifact "$M/minilm_$b/1" "${ENCODER[@]}"
 done
+# A real classifier (scikit-learn's digits MLP) whose answers are recorded in the
+# prediction store ([monitoring] in its config.toml), shared here by nodes and router.
+$T models create digits_onnx --backend onnx --artifact "$M/digits_onnx/1" --input X:FP32:64 \
+  --output label:INT64: --output probabilities:FP32:10 --max-batch-size 64 --replicas 2 \
+  --memory-mb 64 --monitor classifier --monitor-output probabilities
 for _ in $(seq 300); do
   [[ $($T models list --json | python3 -c 'import json,sys; print(all(m["state"]=="READY" and m["ready_replicas"]>=1 for m in json.load(sys.stdin)))') == True ]] && break
   sleep 0.1
@@ -82,6 +89,26 @@ cos = lambda a, b: sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x 
 shape = o["shape"]
 print(f"  embedding FP32 {shape}; cosine(A, B) = {cos(e[0], e[1]):.4f}, cosine(A, C) = {cos(e[0], e[2]):.4f}")'
 done
+say "the monitoring loop: 30 digits through the router, ground truth for 20 of them, live quality"
+.venv/bin/python - "$ROUTER" <<'PY'
+import json, subprocess, sys
+router = sys.argv[1]
+h = json.load(open("models/testing/digits/holdout.json"))
+truths = []
+for i in range(30):
+    row = ",".join(f"{v:g}" for v in h["x"][i])
+    out = subprocess.run(["target/debug/troupe", "--server", router, "infer", "digits_onnx", "--id", f"demo-{i}",
+                          "--input", f"X=1,64:{row}", "--json"], check=True, capture_output=True, text=True).stdout
+    r = json.loads(out)
+    p = next(o for o in r["outputs"] if o["name"] == "probabilities")["data"]
+    if i < 3:
+        print(f"  request {r['id']}: class {max(range(10), key=lambda c: p[c])} (p = {max(p):.3f}), truly {h['y'][i]}")
+    if i < 20:
+        truths.append(f"demo-{i}={h['y'][i]}")
+subprocess.run(["target/debug/troupe", "--server", router, "feedback", *truths], check=True)
+PY
+sleep 1
+$T monitor digits_onnx --once
 if [[ "${1:-}" == "--serve" ]]; then
   say "serving: TROUPE_TOKEN=\$(cat $WORK/admin.token) troupe --server $ROUTER ... (Ctrl-C stops)"
   wait

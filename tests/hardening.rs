@@ -11,7 +11,8 @@ use std::time::Duration;
 use tonic::Code;
 use troupe_client::{CallOptions, ClientError, ExplainOptions, InputTensor};
 use troupe_tests::{
-    Etcd, Node, RouterProc, edit_config, free_port, linked_repository, metric, repository, scrape,
+    Etcd, Node, RouterProc, edit_config, eventually, free_port, linked_repository, metric,
+    repository, scrape,
 };
 
 const FEATURES: usize = 3 * 224 * 224;
@@ -268,15 +269,6 @@ async fn the_router_refuses_messages_over_its_limit() {
         panic!("not a status: {e:?}")
     };
     assert_eq!(s.code(), Code::NotFound, "{}", s.message());
-}
-
-/// Waits until `f` holds, at most `within`.
-async fn eventually(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + within;
-    while !f().await {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -332,6 +332,16 @@ impl Node {
             .arg(repository)
             .args(["--listen", listen])
             .args(auth_args(extra, env));
+        // Each node's prediction store is a SQLite file of its own, unless the test
+        // names one (the default would be a file in the working directory).
+        if !extra.iter().any(|a| a.starts_with("--store"))
+            && !env.iter().any(|(k, _)| *k == "TROUPE_STORE")
+        {
+            cmd.arg("--store").arg(format!(
+                "sqlite://{}",
+                logdir.path().join("store.db").display()
+            ));
+        }
         if extra == ["--bare"] {
             for v in [
                 "ORT_DYLIB_PATH",
@@ -505,6 +515,15 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// Waits until `f` holds, at most `within` (checking every 100 ms).
+pub async fn eventually(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A real etcd server on loopback (the `etcd` binary from Debian's etcd-server), with its
@@ -1119,5 +1138,96 @@ impl Drop for NetNs {
         }
         let _ = ip(&["link", "del", &self.veth]);
         let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// A real PostgreSQL server (Debian's `postgresql`; scripts/setup.sh installs it), run as
+/// the `postgres` user on a temporary data directory and a free loopback port, trust
+/// authentication on loopback only. Stopped when dropped.
+pub struct Postgres {
+    dir: TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl Postgres {
+    pub fn start() -> Result<Postgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .context("PostgreSQL is not installed (scripts/setup.sh installs it)")?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").is_file())
+            .max()
+            .context("no /usr/lib/postgresql/*/bin/initdb")?;
+        let dir = tempfile::tempdir()?;
+        let id = |flag: &str| -> Result<u32> {
+            let out = Command::new("id").args([flag, "postgres"]).output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+        };
+        std::os::unix::fs::chown(dir.path(), Some(id("-u")?), Some(id("-g")?))?;
+        let pg = Postgres {
+            dir,
+            port: free_port(),
+            bin,
+        };
+        pg.run(
+            "initdb",
+            &["-D", &pg.data(), "-A", "trust", "-U", "troupe", "--no-sync"],
+        )?;
+        pg.resume()?;
+        Ok(pg)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .output()
+            .with_context(|| format!("run {tool}"))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{tool} {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn resume(&self) -> Result<()> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-l", &log, "-o", &opts, "-w", "start"],
+        )
+    }
+
+    /// Stops the server at once (`-m fast`: connections are cut).
+    pub fn stop(&self) -> Result<()> {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
+    }
+
+    /// The URL nodes and routers take (`--store`).
+    pub fn url(&self) -> String {
+        format!("postgres://troupe@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
     }
 }

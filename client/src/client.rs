@@ -7,7 +7,9 @@ use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceService
 use troupe_proto::inference::{self as pb};
 use troupe_proto::troupe::cluster_client::ClusterClient;
 use troupe_proto::troupe::explainer_client::ExplainerClient;
+use troupe_proto::troupe::feedback_client::FeedbackClient;
 use troupe_proto::troupe::models_client::ModelsClient;
+use troupe_proto::troupe::monitor_client::MonitorClient;
 
 use crate::wire::request;
 use crate::{
@@ -40,6 +42,8 @@ pub struct Client {
     models: ModelsClient<Transport>,
     cluster: ClusterClient<Transport>,
     explainer: ExplainerClient<Transport>,
+    feedback: FeedbackClient<Transport>,
+    monitor: MonitorClient<Transport>,
 }
 
 impl std::fmt::Debug for Client {
@@ -102,6 +106,8 @@ impl Client {
             explainer: ExplainerClient::new(t.clone())
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
+            feedback: FeedbackClient::new(t.clone()),
+            monitor: MonitorClient::new(t.clone()),
             cluster: ClusterClient::new(t),
             channel,
             bearer,
@@ -134,6 +140,16 @@ impl Client {
     /// The generated `troupe.v1.Explainer` client.
     pub fn explainer(&mut self) -> &mut ExplainerClient<Transport> {
         &mut self.explainer
+    }
+
+    /// The generated `troupe.v1.Feedback` client: ground truth for earlier calls.
+    pub fn feedback(&mut self) -> &mut FeedbackClient<Transport> {
+        &mut self.feedback
+    }
+
+    /// The generated `troupe.v1.Monitor` client: a model's live quality.
+    pub fn monitor(&mut self) -> &mut MonitorClient<Transport> {
+        &mut self.monitor
     }
 
     /// The generated `troupe.v1.Models` client.
@@ -194,7 +210,10 @@ impl Client {
         inputs: Vec<InputTensor>,
         opts: &CallOptions,
     ) -> Result<InferResult, ClientError> {
-        let body = infer_request(model, &opts.version, inputs);
+        let mut body = infer_request(model, &opts.version, inputs);
+        if let Some(id) = &opts.request_id {
+            body.id = id.clone();
+        }
         let mut attempt = 1;
         loop {
             let req = request(body.clone(), opts)?;

@@ -92,6 +92,9 @@ pub struct CallOptions {
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
     pub retry: RetryPolicy,
+    /// The request's `id`, to give ground truth for it later (`Client::feedback`); None:
+    /// a server that records the model's calls makes one (the answer carries it).
+    pub request_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -102,6 +102,9 @@ impl OutputTensor {
 /// The answer to a call.
 #[derive(Debug, Clone)]
 pub struct InferResult {
+    /// The request id the answer carries (the caller's, or one the server made for a
+    /// recorded call; empty otherwise).
+    pub id: String,
     pub model_name: String,
     pub model_version: String,
     pub outputs: Vec<OutputTensor>,
@@ -175,6 +178,7 @@ pub(crate) fn one_output(
     data: Bytes,
 ) -> InferResult {
     InferResult {
+        id: String::new(),
         parameters: Default::default(),
         model_name: "m".into(),
         model_version: "1".into(),

@@ -71,6 +71,7 @@ pub fn decode_response(resp: pb::ModelInferResponse) -> Result<InferResult, Clie
         })
         .collect();
     Ok(InferResult {
+        id: resp.id,
         model_name: resp.model_name,
         model_version: resp.model_version,
         outputs,

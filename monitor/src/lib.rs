@@ -3,18 +3,26 @@
 //! * [`store`]: the prediction store (SQLite or PostgreSQL through sqlx, the schema in
 //!   `migrations/`): predictions, ground truth joined by request id, windows, retention;
 //! * [`recorder`]: recording off the call path, through a bounded queue whose drops are
-//!   counted;
+//!   counted; [`retention`]: by age and by size;
 //! * [`quality`]: live quality metrics (accuracy, precision/recall/F1, ROC AUC, ECE, MAE,
 //!   RMSE), pure functions;
-//! * [`record`]: what is stored.
+//! * [`record`]: what is stored; [`config`]: `[monitoring]` of a model;
+//! * [`report`]: a model's quality over its windows; [`service`]: `troupe.v1.Feedback`
+//!   and `troupe.v1.Monitor`, the same on nodes and routers.
 
+pub mod config;
 pub mod error;
 pub mod quality;
 pub mod record;
 pub mod recorder;
+pub mod report;
+pub mod retention;
+pub mod service;
 pub mod store;
 
+pub use config::MonitorCfg;
 pub use error::MonitorError;
 pub use record::{Prediction, Summary, Truth, TruthValue, now_ms};
 pub use recorder::{RECORD_QUEUE, RecordCounts, Recorder};
+pub use retention::Retention;
 pub use store::{Store, Window, WindowRow};

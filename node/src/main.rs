@@ -74,6 +74,22 @@ struct Args {
     /// Audit file (JSON lines, appended) for models whose config has `[hooks] audit = true`.
     #[arg(long, env = "TROUPE_AUDIT_LOG", default_value = "troupe-audit.jsonl")]
     audit_log: PathBuf,
+    /// The prediction store of models with `[monitoring]` (docs/monitoring.md):
+    /// sqlite://PATH or postgres://USER@HOST:PORT/DB. Given, it is opened at start;
+    /// else sqlite://troupe-<node id>.db is opened at the first such model.
+    #[arg(long, env = "TROUPE_STORE")]
+    store: Option<String>,
+    /// Predictions that may wait for the store's writer; past it they are dropped (and
+    /// counted in troupe_predictions_dropped_total).
+    #[arg(long, env = "TROUPE_STORE_QUEUE", default_value_t = troupe_monitor::RECORD_QUEUE)]
+    store_queue: usize,
+    /// Predictions older than this leave the store (e.g. 7d, 12h; checked every minute).
+    #[arg(long, env = "TROUPE_STORE_MAX_AGE", value_parser = humantime::parse_duration, default_value = "7d")]
+    store_max_age: std::time::Duration,
+    /// The oldest predictions leave the store while it holds more than this many MiB of
+    /// them (0: no limit).
+    #[arg(long, env = "TROUPE_STORE_MAX_MB", default_value_t = 1024)]
+    store_max_mb: u64,
     /// Tokens file (TOML: hashed bearer tokens with scopes; see docs). Without one,
     /// inference is open and admin calls (create, delete, load, unload) are refused.
     #[arg(long, env = "TROUPE_AUTH_TOKENS")]
@@ -180,6 +196,12 @@ fn main() -> anyhow::Result<()> {
                 explain_memory_bytes: args.explain_memory_mb << 20,
                 explain_call_bytes: args.explain_call_memory_mb << 20,
                 model_roots: args.model_roots,
+                store: args.store,
+                store_queue: args.store_queue.max(1),
+                retention: troupe_monitor::Retention {
+                    max_age: Some(args.store_max_age),
+                    max_bytes: (args.store_max_mb > 0).then_some(args.store_max_mb << 20),
+                },
             },
             node_id,
             max_message_bytes: args.max_message_bytes,

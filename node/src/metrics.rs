@@ -82,6 +82,8 @@ pub struct ModelSample<'a> {
     /// Whether the model has a text pipeline (it then counts pooled rows).
     pub text: bool,
     pub drift: Option<DriftSample>,
+    /// The latest quality report of a model with `[monitoring]`.
+    pub quality: Option<troupe_proto::troupe::QualityResponse>,
 }
 
 /// The drift hook's state at a scrape.
@@ -197,7 +199,12 @@ fn labels(m: &ModelSample) -> String {
 
 /// The text exposition of every metric, from the node's counters and one sample per
 /// loaded model version.
-pub fn render(node: &NodeMetrics, audit: Option<&AuditLosses>, models: &[ModelSample]) -> String {
+pub fn render(
+    node: &NodeMetrics,
+    audit: Option<&AuditLosses>,
+    records: Option<&troupe_monitor::RecordCounts>,
+    models: &[ModelSample],
+) -> String {
     let mut out = String::new();
     out.push_str(
         "# HELP troupe_requests_total Inference calls by model, version and gRPC status.\n",
@@ -232,6 +239,10 @@ pub fn render(node: &NodeMetrics, audit: Option<&AuditLosses>, models: &[ModelSa
             );
         }
     }
+    if let Some(r) = records {
+        render_records(&mut out, r);
+    }
+    render_quality(&mut out, models);
     for (name, help, pick) in HISTOGRAM_FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for m in models {
@@ -251,4 +262,154 @@ pub fn render(node: &NodeMetrics, audit: Option<&AuditLosses>, models: &[ModelSa
         }
     }
     out
+}
+/// What became of the predictions handed to the store's writer.
+fn render_records(out: &mut String, r: &troupe_monitor::RecordCounts) {
+    let _ = writeln!(
+        out,
+        "# HELP troupe_predictions_recorded_total Predictions written to the prediction store.\n\
+         # TYPE troupe_predictions_recorded_total counter\n\
+         troupe_predictions_recorded_total {}",
+        r.written.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP troupe_predictions_dropped_total Predictions not stored: the writer was behind (queue_full) or the store refused them (store_error).\n\
+         # TYPE troupe_predictions_dropped_total counter\n\
+         troupe_predictions_dropped_total{{reason=\"queue_full\"}} {}\n\
+         troupe_predictions_dropped_total{{reason=\"store_error\"}} {}",
+        r.dropped_queue_full.load(Ordering::Relaxed),
+        r.dropped_store_error.load(Ordering::Relaxed)
+    );
+}
+
+/// A quality gauge: name, help, and how to read it from one window.
+type QualityGauge = (
+    &'static str,
+    &'static str,
+    fn(&troupe_proto::troupe::QualityWindow) -> Option<f64>,
+);
+
+const QUALITY_GAUGES: [QualityGauge; 10] = [
+    (
+        "troupe_quality_calls",
+        "Calls in the quality window.",
+        |w| Some(w.calls as f64),
+    ),
+    (
+        "troupe_quality_labelled",
+        "Calls of the window with ground truth.",
+        |w| Some(w.labelled as f64),
+    ),
+    (
+        "troupe_quality_label_coverage",
+        "Share of the window's calls with ground truth.",
+        |w| Some(w.coverage),
+    ),
+    (
+        "troupe_quality_label_delay_seconds",
+        "Mean time from a call to its ground truth.",
+        |w| w.label_delay_mean_seconds,
+    ),
+    (
+        "troupe_quality_accuracy",
+        "Classifiers: accuracy over the labelled calls of the window.",
+        |w| w.accuracy,
+    ),
+    (
+        "troupe_quality_roc_auc",
+        "Classifiers: ROC AUC (binary, or one-vs-rest macro average).",
+        |w| w.roc_auc,
+    ),
+    (
+        "troupe_quality_ece",
+        "Classifiers: expected calibration error (10 bins).",
+        |w| w.ece,
+    ),
+    (
+        "troupe_quality_mae",
+        "Regression: mean absolute error.",
+        |w| w.mae,
+    ),
+    (
+        "troupe_quality_rmse",
+        "Regression: root mean squared error.",
+        |w| w.rmse,
+    ),
+    (
+        "troupe_quality_unknown_labels",
+        "Truths of the window naming no class of the model.",
+        |w| Some(w.unknown_labels as f64),
+    ),
+];
+
+/// Per-class quality gauges: name, help, and how to read one class.
+type ClassGauge = (
+    &'static str,
+    &'static str,
+    fn(&troupe_proto::troupe::ClassQuality) -> f64,
+);
+
+const CLASS_GAUGES: [ClassGauge; 3] = [
+    (
+        "troupe_quality_precision",
+        "Classifiers: precision of one class.",
+        |c| c.precision,
+    ),
+    (
+        "troupe_quality_recall",
+        "Classifiers: recall of one class.",
+        |c| c.recall,
+    ),
+    ("troupe_quality_f1", "Classifiers: F1 of one class.", |c| {
+        c.f1
+    }),
+];
+
+/// The window label of the `i`th window of a quality report.
+fn window_label(i: usize) -> &'static str {
+    if i == 0 { "calls" } else { "time" }
+}
+
+/// Live quality gauges of the models with `[monitoring]`, per window.
+fn render_quality(out: &mut String, models: &[ModelSample]) {
+    let reports: Vec<(&ModelSample, &troupe_proto::troupe::QualityResponse)> = models
+        .iter()
+        .filter_map(|m| m.quality.as_ref().map(|q| (m, q)))
+        .collect();
+    if reports.is_empty() {
+        return;
+    }
+    for (name, help, read) in QUALITY_GAUGES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (m, q) in &reports {
+            for (i, w) in q.windows.iter().enumerate() {
+                if let Some(v) = read(w) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{},window=\"{}\"}} {v}",
+                        labels(m),
+                        window_label(i)
+                    );
+                }
+            }
+        }
+    }
+    for (name, help, read) in CLASS_GAUGES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (m, q) in &reports {
+            for (i, w) in q.windows.iter().enumerate() {
+                for c in &w.classes {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{},window=\"{}\",class=\"{}\"}} {}",
+                        labels(m),
+                        window_label(i),
+                        esc(&c.class),
+                        read(c)
+                    );
+                }
+            }
+        }
+    }
 }

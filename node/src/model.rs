@@ -155,6 +155,7 @@ impl LoadedModel {
                 alerting: d.alerting.load(Ordering::Relaxed) != 0,
                 alerts: d.alerts.load(Ordering::Relaxed),
             }),
+            quality: self.hooks.monitor.as_ref().and_then(|m| m.quality()),
         }
     }
 

@@ -19,7 +19,7 @@ use troupe_backends::{BackendError, Device, LoadOptions};
 use crate::actors::{NodeSupervisor, SupervisorMsg};
 use crate::config::{DevicePref, ModelDef, validate_name, validate_version};
 use crate::error::NodeError;
-use crate::hooks::{AuditLog, ExplainMemory, HookSet};
+use crate::hooks::{AuditLog, ExplainMemory, HookSet, MonitorHook, Monitoring};
 use crate::metrics::NodeMetrics;
 use crate::model::LoadedModel;
 use crate::pipeline::TextPipeline;
@@ -43,6 +43,14 @@ pub struct NodeOptions {
     pub explain_call_bytes: usize,
     /// Where artifacts may be loaded from (`--model-root`), besides the repository.
     pub model_roots: Vec<PathBuf>,
+    /// The prediction store (`--store`: `sqlite://PATH` or `postgres://...`); None: a
+    /// SQLite file `troupe-<node id>.db` in the working directory, opened at the first
+    /// model with `[monitoring]`.
+    pub store: Option<String>,
+    /// Predictions that may wait for the store's writer (`--store-queue`).
+    pub store_queue: usize,
+    /// How long and how much the store keeps (`--store-max-age`, `--store-max-mb`).
+    pub retention: troupe_monitor::Retention,
 }
 
 impl Default for NodeOptions {
@@ -58,6 +66,12 @@ impl Default for NodeOptions {
             explain_memory_bytes: crate::hooks::explain::memory::DEFAULT_NODE_BYTES,
             explain_call_bytes: crate::hooks::explain::memory::DEFAULT_CALL_BYTES,
             model_roots: Vec::new(),
+            store: None,
+            store_queue: troupe_monitor::RECORD_QUEUE,
+            retention: troupe_monitor::Retention {
+                max_age: None,
+                max_bytes: None,
+            },
         }
     }
 }
@@ -68,6 +82,9 @@ pub struct Registry {
     /// Node-wide metrics (calls by status).
     pub metrics: NodeMetrics,
     audit: parking_lot::Mutex<Option<Arc<AuditLog>>>,
+    /// The prediction store and its recorder, opened at the first model that monitors
+    /// (or at start, with `--store`).
+    monitoring: tokio::sync::OnceCell<Monitoring>,
     /// The explanation memory budget every model's explain hook shares.
     pub explain_memory: Arc<ExplainMemory>,
     models: RwLock<BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>>,
@@ -90,6 +107,7 @@ impl Registry {
             opts,
             metrics: NodeMetrics::default(),
             audit: parking_lot::Mutex::new(None),
+            monitoring: tokio::sync::OnceCell::new(),
             explain_memory,
             models: RwLock::default(),
             failures: RwLock::default(),
@@ -104,6 +122,44 @@ impl Registry {
         roots.extend(self.opts.repository.clone());
         troupe_proto::auth::check_artifact(&artifact.display().to_string(), &roots)
             .map_err(|s| NodeError::PermissionDenied(s.message().to_string()))
+    }
+
+    /// The URL of the node's prediction store (`--store`, else its default file).
+    pub fn store_url(&self) -> String {
+        self.opts.store.clone().unwrap_or_else(|| {
+            let id = if self.opts.node_id.is_empty() {
+                "node"
+            } else {
+                &self.opts.node_id
+            };
+            format!("sqlite://troupe-{id}.db")
+        })
+    }
+
+    /// The prediction store, opened (and its schema brought up to date) on first use.
+    pub async fn monitoring(&self) -> Result<&Monitoring, NodeError> {
+        self.monitoring
+            .get_or_try_init(|| async {
+                let url = self.store_url();
+                let store = troupe_monitor::Store::open(&url)
+                    .await
+                    .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+                tracing::info!(store = %store.shown(), "prediction store opened");
+                let recorder =
+                    troupe_monitor::Recorder::start(store.clone(), self.opts.store_queue);
+                troupe_monitor::retention::start(
+                    store.clone(),
+                    self.opts.retention,
+                    troupe_monitor::retention::PRUNE_EVERY,
+                );
+                Ok(Monitoring { store, recorder })
+            })
+            .await
+    }
+
+    /// The prediction store, if it is open.
+    pub fn open_monitoring(&self) -> Option<&Monitoring> {
+        self.monitoring.get()
     }
 
     /// The node's audit file, if a model has opened it.
@@ -260,12 +316,23 @@ impl Registry {
         } else {
             None
         };
+        let monitor = match &def.monitoring {
+            Some(cfg) => Some(Arc::new(MonitorHook::new(
+                cfg.clone(),
+                self.monitoring().await?.clone(),
+                &self.opts.node_id,
+                &def.name,
+                &def.version,
+            ))),
+            None => None,
+        };
         let hooks = HookSet::build(
             &def.hooks,
             &def.name,
             &def.version,
             audit.as_ref(),
             &self.explain_memory,
+            monitor,
         )?;
         let pipeline = match &def.text {
             Some(t) => Some(Arc::new(TextPipeline::load(t).map_err(|m| {

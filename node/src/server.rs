@@ -44,6 +44,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let registry = Registry::start(opts.node.clone()).await?;
+    // A store named on the command line is opened now: a bad one stops the start.
+    if opts.node.store.is_some() {
+        registry.monitoring().await?;
+    }
     let ready = Arc::new(AtomicBool::new(false));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -63,6 +67,16 @@ pub async fn serve(
     ))
     .max_decoding_message_size(opts.max_message_bytes)
     .max_encoding_message_size(opts.max_message_bytes);
+    let monitoring = Arc::new(crate::service::feedback::NodeMonitoring(registry.clone()));
+    let feedback = troupe_proto::troupe::feedback_server::FeedbackServer::new(
+        troupe_monitor::service::FeedbackService(monitoring.clone()),
+    );
+    let monitor = troupe_proto::troupe::monitor_server::MonitorServer::new(
+        troupe_monitor::service::MonitorService {
+            stores: monitoring.clone(),
+            configs: monitoring,
+        },
+    );
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(troupe_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -114,6 +128,7 @@ pub async fn serve(
                     crate::metrics::render(
                         &registry.metrics,
                         audit.as_ref().map(|a| a.losses()),
+                        registry.open_monitoring().map(|m| m.recorder.counts()),
                         &samples,
                     )
                 },
@@ -168,6 +183,8 @@ pub async fn serve(
         .add_service(inference)
         .add_service(models)
         .add_service(explainer)
+        .add_service(feedback)
+        .add_service(monitor)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

@@ -15,7 +15,8 @@
 //! scopes = ["infer", "admin"]
 //! ```
 //!
-//! Scopes: `infer` (inference, metadata, statistics, explanations), `admin`
+//! Scopes: `infer` (inference, metadata, statistics, explanations, ground truth and
+//! quality), `admin`
 //! (`Models.Create`/`Delete`, repository load and unload), `relay` (a router: it may
 //! name the caller it forwards for in `troupe-caller`). Without a file, inference is open
 //! and admin calls are refused. Health, reflection, `ServerLive` and `ServerReady` are

@@ -51,6 +51,10 @@ struct Args {
     /// file; give it the scopes infer and relay there).
     #[arg(long, env = "TROUPE_NODE_TOKEN", hide_env_values = true)]
     node_token: Option<String>,
+    /// The prediction store the nodes write to (postgres://USER@HOST:PORT/DB, or
+    /// sqlite://PATH on one machine), for ground truth and quality (docs/monitoring.md).
+    #[arg(long, env = "TROUPE_STORE")]
+    store: Option<String>,
     #[command(flatten)]
     tls: troupe_proto::tls::ServerTlsArgs,
     #[command(flatten)]
@@ -108,6 +112,18 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .map_err(anyhow::Error::msg)?;
+    let store = match &args.store {
+        Some(url) => {
+            let s = troupe_monitor::Store::open(url).await?;
+            info!(store = %s.shown(), "prediction store opened");
+            Some(s)
+        }
+        None => None,
+    };
+    let monitoring = std::sync::Arc::new(troupe_router::service::monitoring::RouterMonitoring {
+        store,
+        router: router.clone(),
+    });
     let metrics = match args.observability.metrics_listen {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a)
@@ -148,6 +164,15 @@ async fn main() -> anyhow::Result<()> {
                 .max_encoding_message_size(args.max_message_bytes),
         )
         .add_service(ClusterServer::new(ClusterService(router)))
+        .add_service(troupe_proto::troupe::feedback_server::FeedbackServer::new(
+            troupe_monitor::service::FeedbackService(monitoring.clone()),
+        ))
+        .add_service(troupe_proto::troupe::monitor_server::MonitorServer::new(
+            troupe_monitor::service::MonitorService {
+                stores: monitoring.clone(),
+                configs: monitoring,
+            },
+        ))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

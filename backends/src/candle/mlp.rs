@@ -26,6 +26,8 @@ pub enum Activation {
     Gelu,
     Tanh,
     Sigmoid,
+    /// Over each row (a classifier's last layer: class probabilities).
+    Softmax,
 }
 
 /// `model.json`.
@@ -150,6 +152,7 @@ impl Mlp {
                 Activation::Sigmoid => {
                     candle_core::Tensor::ones_like(&x)?.broadcast_div(&(x.neg()?.exp()? + 1.0)?)?
                 }
+                Activation::Softmax => candle_nn::ops::softmax_last_dim(&x)?,
             };
         }
         Ok(x)

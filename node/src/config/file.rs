@@ -53,6 +53,9 @@ struct ConfigFile {
     /// A text pipeline: BYTES text in, an embedding out.
     #[serde(default)]
     text: Option<TextCfg>,
+    /// Record every call in the prediction store (docs/monitoring.md).
+    #[serde(default)]
+    monitoring: Option<troupe_monitor::MonitorCfg>,
 }
 
 /// The backend whose default artifact is in `dir` (a folder without config.toml).
@@ -175,6 +178,7 @@ impl ModelDef {
             max_queue_size: f.max_queue_size,
             hooks: f.hooks,
             text: f.text,
+            monitoring: f.monitoring,
         }
         .finish(describe)
     }

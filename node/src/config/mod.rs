@@ -137,6 +137,8 @@ pub struct ModelDef {
     /// A text pipeline around the model; `signature` is then what clients see (text in,
     /// embedding out) and the pipeline holds the model's own.
     pub text: Option<TextDef>,
+    /// What each call leaves in the prediction store (None: nothing).
+    pub monitoring: Option<troupe_monitor::MonitorCfg>,
 }
 
 /// Model names become paths: allow only a safe alphabet (`troupe_proto::names`).
@@ -230,6 +232,7 @@ pub struct Draft {
     pub max_queue_size: Option<usize>,
     pub hooks: HooksCfg,
     pub text: Option<TextCfg>,
+    pub monitoring: Option<troupe_monitor::MonitorCfg>,
 }
 
 impl Draft {
@@ -291,6 +294,22 @@ impl Draft {
         if self.instances == 0 || self.instances > 64 {
             return Err(format!("instances = {}: use 1 to 64", self.instances));
         }
+        if let Some(m) = &self.monitoring {
+            m.validate()?;
+            if let Some(out) = &m.output
+                && !signature.outputs.iter().any(|o| &o.name == out)
+            {
+                return Err(format!(
+                    "[monitoring] output '{out}' is not an output of the model (it has {})",
+                    signature
+                        .outputs
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
         Ok(ModelDef {
             name: self.name,
             version: self.version,
@@ -306,6 +325,7 @@ impl Draft {
             batching,
             hooks: self.hooks,
             text,
+            monitoring: self.monitoring,
         })
     }
 }

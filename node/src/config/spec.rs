@@ -116,6 +116,10 @@ impl ModelDef {
                 .map(HooksCfg::from_spec)
                 .unwrap_or_default(),
             text: spec.text.as_ref().map(TextCfg::from_spec),
+            monitoring: spec
+                .monitoring
+                .as_ref()
+                .and_then(troupe_monitor::MonitorCfg::from_spec),
         }
         .finish(describe)
         .map_err(bad)
@@ -200,6 +204,7 @@ impl ModelDef {
             max_queue_size: self.batching.max_queue_size as u32,
             hooks: Some(self.hooks.to_spec()),
             text: self.text.as_ref().map(|t| t.to_spec()),
+            monitoring: self.monitoring.as_ref().map(|m| m.to_spec()),
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! * [`ExplainHook`]: feature attributions when the call asks with `explain`;
 //! * [`AuditHook`]: one JSON line per call (the provenance trail);
-//! * [`DriftHook`]: running input statistics against a reference.
+//! * [`DriftHook`]: running input statistics against a reference;
+//! * [`MonitorHook`]: each answer recorded in the prediction store (`[monitoring]`).
 //!
 //! A model with no hook configured pays one empty-slice check per call.
 
@@ -11,6 +12,7 @@ pub mod audit;
 pub mod call;
 pub mod drift;
 pub mod explain;
+pub mod monitor;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ pub use audit::{AuditHook, AuditLog};
 pub use call::{CallCtx, CallHook, HookedModel, Outcome};
 pub use drift::DriftHook;
 pub use explain::{ExplainHook, ExplainMemory, ExplainParams, Method};
+pub use monitor::{MonitorHook, Monitoring};
 
 use crate::error::NodeError;
 
@@ -31,6 +34,8 @@ pub struct HookSet {
     hooks: Arc<[Arc<dyn CallHook>]>,
     /// The drift watch, for its metrics.
     pub drift: Option<Arc<DriftHook>>,
+    /// The recording of answers, for its quality metrics.
+    pub monitor: Option<Arc<MonitorHook>>,
     observes: bool,
 }
 
@@ -42,6 +47,7 @@ impl HookSet {
         version: &str,
         audit: Option<&Arc<AuditLog>>,
         explain_memory: &Arc<ExplainMemory>,
+        monitor: Option<Arc<MonitorHook>>,
     ) -> Result<Self, NodeError> {
         let mut v: Vec<Arc<dyn CallHook>> = Vec::new();
         v.push(Arc::new(ExplainHook::new(
@@ -62,12 +68,16 @@ impl HookSet {
             })?;
             v.push(Arc::new(AuditHook::new(log.clone())));
         }
-        // Audit and drift look at every call's outcome (`finished`).
-        let observes = cfg.audit || drift.is_some();
+        if let Some(m) = &monitor {
+            v.push(m.clone());
+        }
+        // Audit, drift and monitoring look at every call's outcome (`finished`).
+        let observes = cfg.audit || drift.is_some() || monitor.is_some();
         Ok(Self {
             observes,
             hooks: v.into(),
             drift,
+            monitor,
         })
     }
 
@@ -75,6 +85,11 @@ impl HookSet {
     /// for it. Explanations alone cost nothing on calls that do not ask for one.
     pub fn observes(&self) -> bool {
         self.observes
+    }
+
+    /// True when the model's answers are recorded: a call without an id gets one.
+    pub fn records(&self) -> bool {
+        self.monitor.is_some()
     }
 
     /// True when some hook runs `before`/`after` for this call (then the call's inputs are

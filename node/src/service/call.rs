@@ -43,8 +43,13 @@ pub(super) async fn infer(
     // Taken out of the request, not copied: no allocation on the call path.
     let caller = req.extensions_mut().remove::<troupe_proto::auth::Caller>();
     let caller = caller.as_ref().map_or("anonymous", |c| c.0.as_str());
-    let req = req.into_inner();
+    let mut req = req.into_inner();
     let model = model?;
+    // A recorded call needs an id to join its ground truth to: one is made if the
+    // client sent none (the answer carries it).
+    if req.id.is_empty() && model.hooks.records() {
+        req.id = uuid::Uuid::new_v4().to_string();
+    }
     let started = Instant::now();
     // The hooks see the model through its `HookedModel` face.
     let hooked_model: Arc<dyn HookedModel> = model.clone();

@@ -29,6 +29,10 @@ pub(crate) struct InferArgs {
     /// Inputs from JSON: {"inputs":[{"name","datatype","shape","data":[...]}]}.
     #[arg(long, value_name = "FILE")]
     data_file: Option<PathBuf>,
+    /// The request id (to give its ground truth later: `troupe feedback ID=LABEL`);
+    /// a server that records the model's calls makes one otherwise.
+    #[arg(long)]
+    id: Option<String>,
 }
 
 /// Runs `troupe infer`, continuing `traceparent` when given.
@@ -46,9 +50,13 @@ pub(crate) async fn run(
     if !a.texts.is_empty() {
         tensors.push(InputTensor::text(&a.text_input, &a.texts));
     }
+    let mut body = troupe_client::infer_request(&a.model, &a.version, tensors);
+    if let Some(id) = a.id {
+        body.id = id;
+    }
     let (req, span) = traced_request(
         traceparent,
-        troupe_client::infer_request(&a.model, &a.version, tensors),
+        body,
         || tracing::info_span!("client.infer", model = %a.model),
     )?;
     let resp = c.inference().model_infer(req).instrument(span).await?;
@@ -61,7 +69,14 @@ pub(crate) async fn run(
     if json {
         print_json(&v);
     } else {
-        println!("{} (version {})", r.model_name, r.model_version);
+        if r.id.is_empty() {
+            println!("{} (version {})", r.model_name, r.model_version);
+        } else {
+            println!(
+                "{} (version {}), request id {}",
+                r.model_name, r.model_version, r.id
+            );
+        }
         for o in v["outputs"].as_array().into_iter().flatten() {
             println!(
                 "  {} {} {}: {}",

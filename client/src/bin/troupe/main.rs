@@ -13,10 +13,12 @@ mod cluster;
 mod connect;
 mod explain;
 mod failure;
+mod feedback;
 mod health;
 mod infer;
 mod inputs;
 mod models;
+mod monitor;
 mod render;
 mod trace;
 
@@ -87,6 +89,10 @@ enum Cmd {
     Infer(InferArgs),
     /// Explain one call: feature attributions of each input (troupe.v1.Explainer).
     Explain(ExplainArgs),
+    /// Give ground truth for earlier calls by request id (troupe.v1.Feedback).
+    Feedback(feedback::FeedbackArgs),
+    /// A model's live quality over its windows, refreshing (troupe.v1.Monitor).
+    Monitor(monitor::MonitorArgs),
 }
 
 /// Connects as the global flags say and runs the subcommand.
@@ -99,6 +105,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Cluster(cmd) => cluster::run(cmd, &mut c, cli.json).await,
         Cmd::Infer(args) => infer::run(args, &mut c, traceparent, cli.json).await,
         Cmd::Explain(args) => explain::run(args, &mut c, traceparent, cli.json).await,
+        Cmd::Feedback(args) => feedback::run(args, &mut c, cli.json).await,
+        Cmd::Monitor(args) => monitor::run(args, &mut c, cli.json).await,
     }
 }
 

@@ -12,6 +12,8 @@ use crate::inputs::tensor_flag;
 use crate::render::{backend_name, print_json, print_table, state_name, status_json};
 
 #[derive(Subcommand, Debug)]
+// Parsed once per run: the size of the Create variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ModelsCmd {
     /// Every model with its state.
     List,
@@ -73,6 +75,16 @@ pub(crate) enum ModelsCmd {
         /// Join calls into batches, waiting at most this long (µs) for more.
         #[arg(long)]
         max_queue_delay_us: Option<u64>,
+        /// Record every answer in the prediction store (docs/monitoring.md): classifier,
+        /// regression or outputs.
+        #[arg(long, value_name = "KIND")]
+        monitor: Option<String>,
+        /// With --monitor: the output recorded (default: the first).
+        #[arg(long, default_value = "", requires = "monitor")]
+        monitor_output: String,
+        /// With --monitor classifier: class names in score order, comma-separated.
+        #[arg(long, value_delimiter = ',', requires = "monitor")]
+        classes: Vec<String>,
     },
     /// Unload a model (all versions unless --version).
     Delete {
@@ -172,7 +184,30 @@ pub(crate) async fn run(cmd: ModelsCmd, c: &mut Client, json: bool) -> Result<()
             max_length,
             refuse_long,
             max_queue_delay_us,
+            monitor,
+            monitor_output,
+            classes,
         } => {
+            let monitoring = monitor
+                .map(|kind| {
+                    let kind = match kind.to_ascii_lowercase().as_str() {
+                        "classifier" => tpb::MonitoredKind::Classifier,
+                        "regression" => tpb::MonitoredKind::Regression,
+                        "outputs" => tpb::MonitoredKind::Outputs,
+                        other => {
+                            return Err(Failure::Usage(anyhow!(
+                                "--monitor {other}: expected classifier, regression or outputs"
+                            )));
+                        }
+                    };
+                    Ok(tpb::Monitoring {
+                        kind: kind as i32,
+                        output: monitor_output,
+                        classes,
+                        ..Default::default()
+                    })
+                })
+                .transpose()?;
             let mut spec = tpb::ModelSpec {
                 name,
                 version,
@@ -188,6 +223,7 @@ pub(crate) async fn run(cmd: ModelsCmd, c: &mut Client, json: bool) -> Result<()
                     max_queue_delay_us: d,
                     preferred_batch_sizes: Vec::new(),
                 }),
+                monitoring,
                 ..Default::default()
             };
             let config_toml = match config {

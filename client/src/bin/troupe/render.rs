@@ -51,6 +51,7 @@ pub(crate) fn decode_values(datatype: &str, data: &[u8]) -> Vec<Value> {
 
 pub(crate) fn result_json(r: &InferResult) -> Value {
     json!({
+        "id": r.id,
         "model_name": r.model_name,
         "model_version": r.model_version,
         "outputs": r.outputs.iter().map(|o| json!({

@@ -1,0 +1,428 @@
+//! The monitoring loop end to end, on a real classifier (scikit-learn's digits MLP, served
+//! by ONNX Runtime and by candle with the same weights): calls through the router are
+//! recorded by the nodes in the prediction store (a SQLite file, or a real PostgreSQL
+//! server the test starts), ground truth is given later through the router, and the live
+//! quality the router reports equals scikit-learn's on the same pairs
+//! (tests/python/quality_check.py). Also: the store going away under load, and bad input.
+
+use std::time::Duration;
+
+use troupe_client::{CallOptions, InputTensor};
+use troupe_proto::troupe as tpb;
+use troupe_tests::{Etcd, Node, Postgres, RouterProc, eventually, metric, scrape};
+
+struct Holdout {
+    x: Vec<Vec<f32>>,
+    y: Vec<i64>,
+}
+
+fn holdout() -> Holdout {
+    let text =
+        std::fs::read_to_string(troupe_tests::root().join("models/testing/digits/holdout.json"))
+            .expect("models/testing/digits/holdout.json (scripts/setup.sh makes it)");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    Holdout {
+        x: serde_json::from_value(v["x"].clone()).unwrap(),
+        y: serde_json::from_value(v["y"].clone()).unwrap(),
+    }
+}
+
+/// The digits classifier on `backend`, recorded by the nodes (class scores in `output`).
+fn digits_spec(name: &str, backend: tpb::BackendKind, output: &str) -> tpb::ModelSpec {
+    let dir = match backend {
+        tpb::BackendKind::Candle => "digits_candle",
+        _ => "digits_onnx",
+    };
+    let t = |name: &str, data_type: &str, dims: Vec<i64>| tpb::TensorSpec {
+        name: name.into(),
+        data_type: data_type.into(),
+        dims,
+    };
+    let (inputs, outputs) = match backend {
+        tpb::BackendKind::Candle => (
+            vec![t("input", "FP32", vec![64])],
+            vec![t("output", "FP32", vec![10])],
+        ),
+        _ => (
+            vec![t("X", "FP32", vec![64])],
+            vec![
+                t("label", "INT64", vec![]),
+                t("probabilities", "FP32", vec![10]),
+            ],
+        ),
+    };
+    tpb::ModelSpec {
+        name: name.into(),
+        backend: backend as i32,
+        inputs,
+        outputs,
+        max_batch_size: 64,
+        artifact_uri: troupe_tests::root()
+            .join("models/repository")
+            .join(dir)
+            .join("1")
+            .display()
+            .to_string(),
+        replicas: 2,
+        resources: Some(tpb::Resources {
+            cpu: 0.25,
+            memory_bytes: 64 << 20,
+            gpu_memory_bytes: 0,
+        }),
+        monitoring: Some(tpb::Monitoring {
+            kind: tpb::MonitoredKind::Classifier as i32,
+            output: output.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The input tensor name of each backend's digits model.
+fn input_name(backend: tpb::BackendKind) -> &'static str {
+    match backend {
+        tpb::BackendKind::Candle => "input",
+        _ => "X",
+    }
+}
+
+/// Calls `model` through the router for every held-out row (ids `<tag>-<i>`), gives the
+/// truth of two calls in three, and checks the router's quality report against
+/// scikit-learn on the same pairs.
+async fn quality_matches_scikit_learn(store_url: &str, tag: &str) {
+    let etcd = Etcd::start().await.unwrap();
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2"] {
+        let repo = tempfile::tempdir().unwrap();
+        let node = Node::start(
+            repo.path(),
+            &["--etcd", &etcd.url(), "--node-id", id, "--store", store_url],
+        )
+        .await
+        .unwrap();
+        nodes.push((repo, node));
+    }
+    let router = RouterProc::start_env(
+        &etcd.url(),
+        "r1",
+        &[("TROUPE_STORE", store_url.to_string())],
+    )
+    .await
+    .unwrap();
+    let mut admin = router.client().await;
+    let h = holdout();
+    for (name, backend, output) in [
+        ("digits_onnx", tpb::BackendKind::Onnx, "probabilities"),
+        ("digits_candle", tpb::BackendKind::Candle, "output"),
+    ] {
+        admin
+            .models()
+            .create(tpb::CreateModelRequest {
+                spec: Some(digits_spec(name, backend, output)),
+                ..Default::default()
+            })
+            .await
+            .expect("the model is declared");
+        eventually("two ready replicas", Duration::from_secs(60), async || {
+            let p = admin
+                .cluster()
+                .placements(tpb::PlacementsRequest { model: name.into() })
+                .await;
+            p.is_ok_and(|p| p.into_inner().placements.iter().filter(|p| p.ready).count() == 2)
+        })
+        .await;
+
+        // Every held-out row, one call each, from four clients.
+        let n = h.x.len();
+        let mut tasks = Vec::new();
+        for part in 0..4 {
+            let addr = router.addr.clone();
+            let rows: Vec<(usize, Vec<f32>)> =
+                h.x.iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % 4 == part)
+                    .map(|(i, r)| (i, r.clone()))
+                    .collect();
+            let (name, tag) = (name.to_string(), tag.to_string());
+            tasks.push(tokio::spawn(async move {
+                let mut c = troupe_client::Client::connect(&addr).await.unwrap();
+                let mut out = Vec::new();
+                for (i, row) in rows {
+                    let opts = CallOptions {
+                        request_id: Some(format!("{tag}-{name}-{i}")),
+                        ..Default::default()
+                    };
+                    let r = c
+                        .infer_with(
+                            &name,
+                            vec![InputTensor::f32(input_name(backend), vec![1, 64], &row)],
+                            &opts,
+                        )
+                        .await
+                        .expect("a call through the router");
+                    assert_eq!(
+                        r.id,
+                        format!("{tag}-{name}-{i}"),
+                        "the answer carries the id"
+                    );
+                    let scores: Vec<f64> = r
+                        .values::<f32>(output)
+                        .unwrap()
+                        .into_iter()
+                        .map(f64::from)
+                        .collect();
+                    out.push((i, scores));
+                }
+                out
+            }));
+        }
+        let mut answers: Vec<(usize, Vec<f64>)> = Vec::new();
+        for t in tasks {
+            answers.extend(t.await.unwrap());
+        }
+        answers.sort_by_key(|(i, _)| *i);
+        assert_eq!(answers.len(), n);
+
+        // Ground truth for two calls in three, later, through the router.
+        let labelled: Vec<usize> = (0..n).filter(|i| i % 3 != 0).collect();
+        let truths = labelled
+            .iter()
+            .map(|&i| tpb::Truth {
+                request_id: format!("{tag}-{name}-{i}"),
+                truth: Some(tpb::truth::Truth::Label(h.y[i].to_string())),
+            })
+            .collect();
+        let fb = admin
+            .feedback()
+            .submit(tpb::FeedbackRequest { truths })
+            .await
+            .expect("feedback through the router")
+            .into_inner();
+        assert_eq!(fb.accepted, labelled.len() as u64);
+
+        // The nodes' writers are asynchronous: wait until every call is in the store.
+        let mut report = tpb::QualityResponse::default();
+        eventually(
+            "every call and truth in the store",
+            Duration::from_secs(30),
+            async || {
+                report = admin
+                    .monitor()
+                    .quality(tpb::QualityRequest {
+                        model: name.into(),
+                        version: String::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+                    .unwrap_or_default();
+                report
+                    .windows
+                    .first()
+                    .is_some_and(|w| w.calls == n as u64 && w.labelled == labelled.len() as u64)
+            },
+        )
+        .await;
+        let w = &report.windows[0];
+        assert!((w.coverage - labelled.len() as f64 / n as f64).abs() < 1e-12);
+        assert_eq!(
+            report.windows[1].calls, n as u64,
+            "the time window holds them too"
+        );
+
+        // The same pairs to scikit-learn.
+        let argmax = |s: &[f64]| {
+            s.iter()
+                .enumerate()
+                .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+                .0
+        };
+        let pairs = serde_json::json!({
+            "classes": 10,
+            "predicted": labelled.iter().map(|&i| argmax(&answers[i].1)).collect::<Vec<_>>(),
+            "truth": labelled.iter().map(|&i| h.y[i]).collect::<Vec<_>>(),
+            "scores": labelled.iter().map(|&i| answers[i].1.clone()).collect::<Vec<_>>(),
+        });
+        let window = serde_json::json!({
+            "accuracy": w.accuracy, "roc_auc": w.roc_auc, "ece": w.ece,
+            "classes": w.classes.iter().map(|c| serde_json::json!({"class": c.class, "precision": c.precision, "recall": c.recall, "f1": c.f1, "support": c.support})).collect::<Vec<_>>(),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let (pp, wp) = (
+            dir.path().join("pairs.json"),
+            dir.path().join("window.json"),
+        );
+        std::fs::write(&pp, pairs.to_string()).unwrap();
+        std::fs::write(&wp, window.to_string()).unwrap();
+        let (ok, out) = troupe_tests::run_python(
+            "tests/python/quality_check.py",
+            &[pp.to_str().unwrap(), wp.to_str().unwrap()],
+        );
+        eprintln!("{name} on {tag}: {out}");
+        assert!(ok, "quality differs from scikit-learn's:\n{out}");
+        assert!(
+            w.accuracy.unwrap() > 0.9,
+            "the digits model is a real classifier"
+        );
+    }
+}
+
+#[tokio::test]
+async fn quality_through_the_router_matches_scikit_learn_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    quality_matches_scikit_learn(&url, "sqlite").await;
+}
+
+#[tokio::test]
+async fn quality_through_the_router_matches_scikit_learn_on_postgres() {
+    let pg = Postgres::start().unwrap();
+    quality_matches_scikit_learn(&pg.url(), "postgres").await;
+}
+
+#[tokio::test]
+async fn postgres_stopped_under_load_serving_goes_on_and_drops_are_counted_exactly() {
+    let pg = Postgres::start().unwrap();
+    let repo = troupe_tests::repository(&[]);
+    // Its config.toml records every answer ([monitoring]).
+    troupe_tests::add_model(repo.path(), "digits_onnx", "digits_onnx");
+    let port = troupe_tests::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let node = Node::start(
+        repo.path(),
+        &["--store", &pg.url(), "--metrics-listen", &metrics],
+    )
+    .await
+    .unwrap();
+    let h = holdout();
+    let x = h.x[0].clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (addr, stop, answered, x) =
+            (node.addr.clone(), stop.clone(), answered.clone(), x.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = troupe_client::Client::connect(&addr).await.unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.infer("digits_onnx", vec![InputTensor::f32("X", vec![1, 64], &x)])
+                    .await
+                    .expect("serving goes on while the store is down");
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.stop().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.resume().unwrap();
+    let resumed = std::time::Instant::now();
+    // Recording resumes: new rows reach the store.
+    let count = || async {
+        troupe_monitor::Store::open(&pg.url())
+            .await
+            .unwrap()
+            .count()
+            .await
+            .unwrap()
+    };
+    let at_resume = count().await;
+    eventually("recording resumes", Duration::from_secs(30), async || {
+        count().await > at_resume
+    })
+    .await;
+    let resumed_after = resumed.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let answered = answered.load(std::sync::atomic::Ordering::Relaxed);
+    // Every answered call is stored or counted as dropped, once the writer is idle.
+    let mut stored = 0;
+    let mut dropped = 0.0;
+    eventually("the writer drains", Duration::from_secs(20), async || {
+        let text = scrape(port);
+        stored = count().await;
+        dropped = metric(
+            &text,
+            "troupe_predictions_dropped_total{reason=\"store_error\"}",
+        ) + metric(
+            &text,
+            "troupe_predictions_dropped_total{reason=\"queue_full\"}",
+        );
+        stored + dropped as u64 == answered
+    })
+    .await;
+    eprintln!(
+        "PostgreSQL stopped 3 s under 2 clients: {answered} calls answered, 0 failed; {stored} stored, {dropped} dropped (counted); recording resumed {:.1} s after the restart",
+        resumed_after.as_secs_f64()
+    );
+    assert!(dropped > 0.0, "no call was made while the store was down");
+}
+
+#[tokio::test]
+async fn an_unwritable_sqlite_store_stops_the_node_at_start_with_a_clear_error() {
+    let repo = troupe_tests::repository(&[]);
+    let out = std::process::Command::new(troupe_tests::binary("troupe-node"))
+        .arg("--model-repository")
+        .arg(repo.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "sqlite:///proc/troupe.db",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("sqlite:///proc/troupe.db") && err.contains("could not be opened"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn feedback_and_quality_refuse_bad_input_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let node = Node::start(
+        troupe_tests::repository(&["mlp_onnx"]).path(),
+        &["--store", &url],
+    )
+    .await
+    .unwrap();
+    let mut c = node.client().await;
+    let e = c
+        .feedback()
+        .submit(tpb::FeedbackRequest { truths: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let quality = |model: &str| tpb::QualityRequest {
+        model: model.into(),
+        version: String::new(),
+    };
+    let e = c.monitor().quality(quality("nope")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e = c.monitor().quality(quality("mlp_onnx")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("no [monitoring]"), "{}", e.message());
+    // A router without --store says what it lacks.
+    let etcd = Etcd::start().await.unwrap();
+    let router = RouterProc::start(&etcd.url(), "r1").await.unwrap();
+    let e = router
+        .client()
+        .await
+        .feedback()
+        .submit(tpb::FeedbackRequest {
+            truths: vec![tpb::Truth {
+                request_id: "a".into(),
+                truth: Some(tpb::truth::Truth::Label("1".into())),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("--store"), "{}", e.message());
+}
