@@ -426,3 +426,167 @@ async fn feedback_and_quality_refuse_bad_input_by_name() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("--store"), "{}", e.message());
 }
+
+#[tokio::test]
+async fn drift_alerts_on_shifted_inputs_and_outliers_score_high_as_scipy_computes() {
+    let repo = troupe_tests::repository(&[]);
+    troupe_tests::add_model(repo.path(), "digits_onnx", "digits_onnx");
+    // Features 20 and 28 (two pixels) are tested as categories.
+    let cfg = repo.path().join("digits_onnx/config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{text}\n[monitoring.drift]\ninput = \"X\"\nreference_calls = 300\nwindow = 150\ncategorical = [20, 28]\noutlier_threshold = 40.0\n"
+        ),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("store.db").display());
+    let port = troupe_tests::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let node = Node::start(
+        repo.path(),
+        &["--store", &store, "--metrics-listen", &metrics],
+    )
+    .await
+    .unwrap();
+    let mut c = node.client().await;
+    let h = holdout();
+    let call = async |c: &mut troupe_client::Client, row: &[f32]| {
+        c.infer("digits_onnx", vec![InputTensor::f32("X", vec![1, 64], row)])
+            .await
+            .expect("a call")
+    };
+    let score = |r: &troupe_client::InferResult| match r
+        .parameters
+        .get("troupe.outlier_score")
+        .and_then(|p| p.parameter_choice.clone())
+    {
+        Some(troupe_proto::inference::infer_parameter::ParameterChoice::DoubleParam(v)) => Some(v),
+        _ => None,
+    };
+    // The reference: the first 300 calls (no score before it is complete).
+    let reference: Vec<Vec<f32>> = h.x[..300].to_vec();
+    for (i, row) in reference.iter().enumerate() {
+        let r = call(&mut c, row).await;
+        if i == 0 {
+            assert!(
+                score(&r).is_none(),
+                "a score before the reference is complete"
+            );
+        }
+    }
+    let drift = async |c: &mut troupe_client::Client, windows: u64| {
+        let mut status = tpb::DriftStatus::default();
+        eventually(
+            "the window is tested and stored",
+            Duration::from_secs(20),
+            async || {
+                let q = c
+                    .monitor()
+                    .quality(tpb::QualityRequest {
+                        model: "digits_onnx".into(),
+                        version: String::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                match q.drift {
+                    Some(d) if d.windows == windows => {
+                        status = d;
+                        true
+                    }
+                    _ => false,
+                }
+            },
+        )
+        .await;
+        status
+    };
+    // A window like the reference (the next held-out rows): no alert; the rows score
+    // below the threshold.
+    let like: Vec<Vec<f32>> = h.x[300..450].to_vec();
+    let mut scored = Vec::new();
+    for row in &like {
+        let r = call(&mut c, row).await;
+        let s = score(&r).expect("a score once the reference is complete");
+        assert!(s < 40.0, "a reference-like row scored {s}");
+        scored.push((row.clone(), s));
+    }
+    let first = drift(&mut c, 1).await;
+    assert!(!first.alerting, "reference-like data alerted: {first:?}");
+    // A shifted window: every pixel brighter by 0.3 (capped at 1): an alert within it.
+    let shifted: Vec<Vec<f32>> = h.x[450..597]
+        .iter()
+        .chain(&h.x[..3])
+        .map(|r| r.iter().map(|v| (v + 0.3).min(1.0)).collect())
+        .collect();
+    let mut above = 0;
+    for row in &shifted {
+        let r = call(&mut c, row).await;
+        above += usize::from(score(&r).unwrap() > 40.0);
+    }
+    let second = drift(&mut c, 2).await;
+    assert!(second.alerting, "shifted data did not alert");
+    // Planted outliers (uniform noise over every pixel) score above the threshold.
+    for k in 0..5u32 {
+        let row: Vec<f32> = (0..64u32)
+            .map(|j| ((j * 7919 + k * 104_729) % 1000) as f32 / 1000.0)
+            .collect();
+        let r = call(&mut c, &row).await;
+        let s = score(&r).unwrap();
+        assert!(s > 40.0, "a planted outlier scored {s}");
+        above += 1;
+        scored.push((row, s));
+    }
+    // Every call above the threshold is counted (the brightened rows are outliers too).
+    let outliers = metric(
+        &scrape(port),
+        "troupe_outliers_total{model=\"digits_onnx\",version=\"1\"}",
+    );
+    assert_eq!(outliers, above as f64);
+
+    // The same windows to scipy.
+    let features = |d: &tpb::DriftStatus| {
+        d.features
+            .iter()
+            .map(|f| serde_json::json!({"feature": f.feature, "test": f.test, "statistic": f.statistic, "p_value": f.p_value, "psi": f.psi}))
+            .collect::<Vec<_>>()
+    };
+    let case = serde_json::json!({
+        "reference": reference,
+        "categorical": [20, 28],
+        "windows": [
+            {"rows": like, "features": features(&first)},
+            {"rows": shifted, "features": features(&second)},
+        ],
+        "scored": {"rows": scored.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(), "scores": scored.iter().map(|(_, s)| *s).collect::<Vec<_>>()},
+    });
+    let path = dir.path().join("case.json");
+    std::fs::write(&path, case.to_string()).unwrap();
+    let (ok, out) =
+        troupe_tests::run_python("tests/python/drift_check.py", &[path.to_str().unwrap()]);
+    eprintln!("drift and outliers against scipy: {out}");
+    assert!(ok, "drift or outlier scores differ from scipy's:\n{out}");
+
+    // The reference was kept in the store: a restarted node tests against it at once.
+    drop(c);
+    drop(node);
+    let node = Node::start(repo.path(), &["--store", &store])
+        .await
+        .unwrap();
+    let mut c = node.client().await;
+    let mut r = call(&mut c, &h.x[0]).await;
+    for _ in 0..50 {
+        if score(&r).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r = call(&mut c, &h.x[0]).await;
+    }
+    assert!(
+        score(&r).is_some(),
+        "the reference did not survive the restart"
+    );
+}

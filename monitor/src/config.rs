@@ -46,6 +46,64 @@ pub struct MonitorCfg {
     pub window_calls: u32,
     #[serde(default = "window_seconds")]
     pub window_seconds: u64,
+    /// Per-feature drift tests of an input against a reference, and a per-call outlier
+    /// score (`[monitoring.drift]`).
+    #[serde(default)]
+    pub drift: Option<DriftTests>,
+}
+
+/// Rows of the reference by default, when it comes from the first calls.
+pub const REFERENCE_CALLS: usize = 500;
+/// Rows per drift window by default.
+pub const DRIFT_WINDOW: usize = 200;
+/// A feature drifts when its test's p-value is below this, over the number of features
+/// tested (Bonferroni).
+pub const DRIFT_P_VALUE: f64 = 0.01;
+/// ... or when its PSI is above this.
+pub const DRIFT_PSI: f64 = 0.25;
+
+/// `[monitoring.drift]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DriftTests {
+    /// The input watched (default: the first); each row of it is one sample of features.
+    #[serde(default)]
+    pub input: Option<String>,
+    /// A `.npy` file of reference rows (a path beside the model's config, or absolute);
+    /// without one, the first `reference_calls` rows become the reference. Either way it
+    /// is kept in the store and survives restarts.
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default = "reference_calls")]
+    pub reference_calls: usize,
+    /// Rows per window (windows follow one another: each is tested once full).
+    #[serde(default = "drift_window")]
+    pub window: usize,
+    #[serde(default = "drift_p_value")]
+    pub p_value: f64,
+    #[serde(default = "drift_psi")]
+    pub psi: f64,
+    /// Features (indices in a row) tested as categories with chi-square; the others
+    /// with Kolmogorov–Smirnov.
+    #[serde(default)]
+    pub categorical: Vec<usize>,
+    /// Calls whose outlier score (Mahalanobis distance to the reference) is above this
+    /// are counted as outliers (none: scored, never counted).
+    #[serde(default)]
+    pub outlier_threshold: Option<f64>,
+}
+
+fn reference_calls() -> usize {
+    REFERENCE_CALLS
+}
+fn drift_window() -> usize {
+    DRIFT_WINDOW
+}
+fn drift_p_value() -> f64 {
+    DRIFT_P_VALUE
+}
+fn drift_psi() -> f64 {
+    DRIFT_PSI
 }
 
 fn max_input_bytes() -> usize {
@@ -72,6 +130,19 @@ impl MonitorCfg {
         }
         if self.classes.iter().any(String::is_empty) {
             return Err("[monitoring] classes must not be empty names".into());
+        }
+        if let Some(d) = &self.drift {
+            let max = crate::drift::MAX_SAMPLE;
+            if d.window < 2 || d.window > max || d.reference_calls < 2 || d.reference_calls > max {
+                return Err(format!(
+                    "[monitoring.drift] window and reference_calls must be within 2 and {max}"
+                ));
+            }
+            if !(d.p_value > 0.0 && d.p_value < 1.0) || d.psi <= 0.0 {
+                return Err(
+                    "[monitoring.drift] p_value must be within 0 and 1, psi above 0".into(),
+                );
+            }
         }
         Ok(())
     }
@@ -121,6 +192,28 @@ impl MonitorCfg {
             } else {
                 WINDOW_SECONDS
             },
+            drift: m.drift.as_ref().map(|d| DriftTests {
+                input: (!d.input.is_empty()).then(|| d.input.clone()),
+                reference: (!d.reference.is_empty()).then(|| d.reference.clone()),
+                reference_calls: if d.reference_calls > 0 {
+                    d.reference_calls as usize
+                } else {
+                    REFERENCE_CALLS
+                },
+                window: if d.window > 0 {
+                    d.window as usize
+                } else {
+                    DRIFT_WINDOW
+                },
+                p_value: if d.p_value > 0.0 {
+                    d.p_value
+                } else {
+                    DRIFT_P_VALUE
+                },
+                psi: if d.psi > 0.0 { d.psi } else { DRIFT_PSI },
+                categorical: d.categorical.iter().map(|&c| c as usize).collect(),
+                outlier_threshold: d.outlier_threshold,
+            }),
         })
     }
 
@@ -138,6 +231,16 @@ impl MonitorCfg {
             max_input_bytes: self.max_input_bytes.min(u32::MAX as usize) as u32,
             window_calls: self.window_calls,
             window_seconds: self.window_seconds.min(u64::from(u32::MAX)) as u32,
+            drift: self.drift.as_ref().map(|d| pb::DriftTests {
+                input: d.input.clone().unwrap_or_default(),
+                reference: d.reference.clone().unwrap_or_default(),
+                reference_calls: d.reference_calls as u32,
+                window: d.window as u32,
+                p_value: d.p_value,
+                psi: d.psi,
+                categorical: d.categorical.iter().map(|&c| c as u32).collect(),
+                outlier_threshold: d.outlier_threshold,
+            }),
         }
     }
 }
@@ -149,9 +252,11 @@ mod tests {
     #[test]
     fn toml_and_wire_agree() {
         let c: MonitorCfg = toml::from_str(
-            "kind = \"classifier\"\noutput = \"probabilities\"\nclasses = [\"a\", \"b\"]\ninput_sample = 0.5\n",
+            "kind = \"classifier\"\noutput = \"probabilities\"\nclasses = [\"a\", \"b\"]\ninput_sample = 0.5\n\
+             [drift]\nwindow = 100\ncategorical = [2]\noutlier_threshold = 9.5\n",
         )
         .unwrap();
+        assert_eq!(c.drift.as_ref().unwrap().reference_calls, REFERENCE_CALLS);
         assert_eq!(c.window_calls, WINDOW_CALLS);
         assert_eq!(MonitorCfg::from_spec(&c.to_spec()), Some(c.clone()));
         assert_eq!(c.class_index("b"), Some(1));

@@ -7,11 +7,15 @@
 //! * [`quality`]: live quality metrics (accuracy, precision/recall/F1, ROC AUC, ECE, MAE,
 //!   RMSE), pure functions;
 //! * [`record`]: what is stored; [`config`]: `[monitoring]` of a model;
+//! * [`drift`]: per-feature two-sample tests (KS, chi-square, PSI); [`outlier`]: the
+//!   Mahalanobis score; [`watch`]: a model's reference, windows and alert;
 //! * [`report`]: a model's quality over its windows; [`service`]: `troupe.v1.Feedback`
 //!   and `troupe.v1.Monitor`, the same on nodes and routers.
 
 pub mod config;
+pub mod drift;
 pub mod error;
+pub mod outlier;
 pub mod quality;
 pub mod record;
 pub mod recorder;
@@ -19,6 +23,7 @@ pub mod report;
 pub mod retention;
 pub mod service;
 pub mod store;
+pub mod watch;
 
 pub use config::MonitorCfg;
 pub use error::MonitorError;

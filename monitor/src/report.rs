@@ -34,12 +34,43 @@ pub async fn quality(
         let rows = store.window(model, version, window, now_ms).await?;
         windows.push(summarize(cfg, label, &rows));
     }
+    let drift = match &cfg.drift {
+        Some(_) => store
+            .latest_window(model, version)
+            .await?
+            .map(|(w, windows)| drift_status(&w, windows)),
+        None => None,
+    };
     Ok(pb::QualityResponse {
         model: model.to_string(),
         version: version.to_string(),
         kind: cfg.to_spec().kind,
         windows,
+        drift,
     })
+}
+
+/// A tested drift window on the wire.
+pub fn drift_status(w: &crate::watch::WindowResult, windows: u64) -> pb::DriftStatus {
+    pb::DriftStatus {
+        alerting: w.alerting,
+        window_rows: w.window_rows as u64,
+        reference_rows: w.reference_rows as u64,
+        time_ms: w.time_ms,
+        windows,
+        features: w
+            .features
+            .iter()
+            .map(|f| pb::FeatureDrift {
+                feature: f.feature as u32,
+                test: f.test.clone(),
+                statistic: f.statistic,
+                p_value: f.p_value,
+                psi: f.psi,
+                drifted: f.drifted,
+            })
+            .collect(),
+    }
 }
 
 /// One window's figures from its rows.

@@ -13,13 +13,22 @@ use crate::record::{Prediction, Summary, Truth, TruthValue};
 
 /// The schema, embedded: a binary needs no files beside it.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "predictions".into(),
-        MigrationType::Simple,
-        SqlStr::from_static(include_str!("../migrations/0001_predictions.sql")),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "predictions".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../migrations/0001_predictions.sql")),
+            false,
+        ),
+        Migration::new(
+            2,
+            "drift".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../migrations/0002_drift.sql")),
+            false,
+        ),
+    ])
 }
 
 /// Rows per INSERT statement (14 parameters each: under both databases' limits).
@@ -355,6 +364,90 @@ impl Store {
             }
         }
         Ok(gone)
+    }
+
+    /// Keeps `rows` as the drift reference of `model`/`version` (replacing any).
+    pub async fn save_reference(
+        &self,
+        model: &str,
+        version: &str,
+        rows: &[Vec<f64>],
+    ) -> Result<(), MonitorError> {
+        let text = serde_json::to_string(rows).unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO drift_references (model, version, rows, time_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (model, version) DO UPDATE SET rows = excluded.rows, time_ms = excluded.time_ms",
+        )
+        .bind(model.to_string())
+        .bind(version.to_string())
+        .bind(text)
+        .bind(crate::record::now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The drift reference of `model`/`version`, if one was kept.
+    pub async fn load_reference(
+        &self,
+        model: &str,
+        version: &str,
+    ) -> Result<Option<Vec<Vec<f64>>>, MonitorError> {
+        let text: Option<String> = sqlx::query_scalar(
+            "SELECT rows FROM drift_references WHERE model = $1 AND version = $2",
+        )
+        .bind(model.to_string())
+        .bind(version.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Records one tested drift window.
+    pub async fn save_window(
+        &self,
+        model: &str,
+        version: &str,
+        node: &str,
+        w: &crate::watch::WindowResult,
+    ) -> Result<(), MonitorError> {
+        sqlx::query(
+            "INSERT INTO drift_windows (model, version, time_ms, node, alerting, result) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(model.to_string())
+        .bind(version.to_string())
+        .bind(w.time_ms)
+        .bind(node.to_string())
+        .bind(i64::from(w.alerting))
+        .bind(serde_json::to_string(w).unwrap_or_default())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest tested drift window of `model`/`version`, and how many were tested.
+    pub async fn latest_window(
+        &self,
+        model: &str,
+        version: &str,
+    ) -> Result<Option<(crate::watch::WindowResult, u64)>, MonitorError> {
+        let text: Option<String> = sqlx::query_scalar(
+            "SELECT result FROM drift_windows WHERE model = $1 AND version = $2 ORDER BY time_ms DESC LIMIT 1",
+        )
+        .bind(model.to_string())
+        .bind(version.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(w) = text.and_then(|t| serde_json::from_str(&t).ok()) else {
+            return Ok(None);
+        };
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM drift_windows WHERE model = $1 AND version = $2",
+        )
+        .bind(model.to_string())
+        .bind(version.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some((w, n.max(0) as u64)))
     }
 
     /// Closes the pool (waits for connections in use).

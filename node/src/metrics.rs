@@ -84,6 +84,16 @@ pub struct ModelSample<'a> {
     pub drift: Option<DriftSample>,
     /// The latest quality report of a model with `[monitoring]`.
     pub quality: Option<troupe_proto::troupe::QualityResponse>,
+    /// The drift watch of a model with `[monitoring.drift]`.
+    pub feature_drift: Option<FeatureDriftSample>,
+}
+
+/// The drift watch's state at a scrape.
+pub struct FeatureDriftSample {
+    pub last: Option<troupe_monitor::watch::WindowResult>,
+    pub windows: u64,
+    pub alerting: bool,
+    pub outliers: u64,
 }
 
 /// The drift hook's state at a scrape.
@@ -243,6 +253,7 @@ pub fn render(
         render_records(&mut out, r);
     }
     render_quality(&mut out, models);
+    render_feature_drift(&mut out, models);
     for (name, help, pick) in HISTOGRAM_FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for m in models {
@@ -365,6 +376,75 @@ const CLASS_GAUGES: [ClassGauge; 3] = [
         c.f1
     }),
 ];
+
+/// Per-feature drift of the latest window, the alert, and outliers counted.
+fn render_feature_drift(out: &mut String, models: &[ModelSample]) {
+    let watched: Vec<(&ModelSample, &FeatureDriftSample)> = models
+        .iter()
+        .filter_map(|m| m.feature_drift.as_ref().map(|d| (m, d)))
+        .collect();
+    if watched.is_empty() {
+        return;
+    }
+    for (name, kind, help, read) in [
+        (
+            "troupe_feature_drift_alert",
+            "gauge",
+            "1 while the latest window of a watched input drifted from the reference.",
+            (|d: &FeatureDriftSample| f64::from(u8::from(d.alerting)))
+                as fn(&FeatureDriftSample) -> f64,
+        ),
+        (
+            "troupe_feature_drift_windows_total",
+            "counter",
+            "Windows of a watched input tested against the reference.",
+            |d| d.windows as f64,
+        ),
+        (
+            "troupe_outliers_total",
+            "counter",
+            "Calls whose outlier score was above the model's threshold.",
+            |d| d.outliers as f64,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (m, d) in &watched {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(m), read(d));
+        }
+    }
+    for (name, help, read) in [
+        (
+            "troupe_feature_drift_statistic",
+            "The latest window's test statistic per feature (KS distance, or chi-square).",
+            (|f: &troupe_monitor::watch::FeatureResult| f.statistic)
+                as fn(&troupe_monitor::watch::FeatureResult) -> f64,
+        ),
+        (
+            "troupe_feature_drift_p_value",
+            "The latest window's p-value per feature.",
+            |f| f.p_value,
+        ),
+        (
+            "troupe_feature_drift_psi",
+            "The latest window's population stability index per feature.",
+            |f| f.psi,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (m, d) in &watched {
+            for f in d.last.iter().flat_map(|w| &w.features) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{},feature=\"{}\",test=\"{}\"}} {}",
+                    labels(m),
+                    f.feature,
+                    f.test,
+                    read(f)
+                );
+            }
+        }
+    }
+}
 
 /// The window label of the `i`th window of a quality report.
 fn window_label(i: usize) -> &'static str {

@@ -156,6 +156,20 @@ impl LoadedModel {
                 alerts: d.alerts.load(Ordering::Relaxed),
             }),
             quality: self.hooks.monitor.as_ref().and_then(|m| m.quality()),
+            feature_drift: self
+                .hooks
+                .monitor
+                .as_ref()
+                .and_then(|m| m.watch.as_ref())
+                .map(|w| {
+                    let (last, windows, alerting, outliers) = w.status();
+                    crate::metrics::FeatureDriftSample {
+                        last,
+                        windows,
+                        alerting,
+                        outliers,
+                    }
+                }),
         }
     }
 

@@ -317,13 +317,27 @@ impl Registry {
             None
         };
         let monitor = match &def.monitoring {
-            Some(cfg) => Some(Arc::new(MonitorHook::new(
-                cfg.clone(),
-                self.monitoring().await?.clone(),
-                &self.opts.node_id,
-                &def.name,
-                &def.version,
-            ))),
+            Some(cfg) => {
+                let inputs: Vec<String> = def
+                    .signature
+                    .inputs
+                    .iter()
+                    .map(|i| i.name.clone())
+                    .collect();
+                let dir = def
+                    .artifact
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
+                Some(Arc::new(MonitorHook::new(
+                    cfg.clone(),
+                    self.monitoring().await?.clone(),
+                    &self.opts.node_id,
+                    (&def.name, &def.version),
+                    &inputs,
+                    &dir,
+                )?))
+            }
             None => None,
         };
         let hooks = HookSet::build(

@@ -90,6 +90,14 @@ pub trait CallHook: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// On an answer about to be sent: may add response parameters (an outlier score).
+    fn annotate(
+        &self,
+        _ctx: &CallCtx<'_>,
+        _resp: &mut troupe_proto::inference::ModelInferResponse,
+    ) {
+    }
+
     /// Once the call's outcome is final, failed calls included.
     fn finished(&self, _ctx: &CallCtx<'_>, _outcome: Outcome<'_>) {}
 }

@@ -121,6 +121,16 @@ impl HookSet {
         Ok(extra)
     }
 
+    pub fn annotate(
+        &self,
+        ctx: &CallCtx<'_>,
+        resp: &mut troupe_proto::inference::ModelInferResponse,
+    ) {
+        for h in self.hooks.iter() {
+            h.annotate(ctx, resp);
+        }
+    }
+
     pub fn finished(&self, ctx: &CallCtx<'_>, outcome: Outcome<'_>) {
         for h in self.hooks.iter() {
             h.finished(ctx, outcome);

@@ -20,6 +20,49 @@ use troupe_proto::inference::ModelInferResponse;
 use troupe_proto::troupe::QualityResponse;
 
 use super::call::{CallCtx, CallHook, Outcome};
+use crate::error::NodeError;
+use std::path::Path;
+use troupe_monitor::watch::{DriftWatch, Event};
+
+/// Reference rows from a `.npy` file: a 2-D array (rows × features) of floats or ints.
+fn read_reference(path: &Path) -> Result<Vec<Vec<f64>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| e.to_string())?;
+    let shape = npy.shape().to_vec();
+    let [rows, features] = shape[..] else {
+        return Err(format!(
+            "expected a 2-D array (rows x features), not shape {shape:?}"
+        ));
+    };
+    let values: Vec<f64> = match npy.dtype() {
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {
+            npy.into_vec::<f32>()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        }
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8 => {
+            npy.into_vec::<f64>().map_err(|e| e.to_string())?
+        }
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Int && t.size_field() == 8 => npy
+            .into_vec::<i64>()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|v| v as f64)
+            .collect(),
+        d => return Err(format!("unsupported data type {}", d.descr())),
+    };
+    if rows < 2 || features == 0 {
+        return Err(format!(
+            "{rows} rows of {features} features: at least 2 rows are needed"
+        ));
+    }
+    Ok(values
+        .chunks(features as usize)
+        .map(<[f64]>::to_vec)
+        .collect())
+}
 
 /// How often the model's quality is read back from the store for the metrics.
 pub const QUALITY_EVERY: Duration = Duration::from_secs(5);
@@ -32,24 +75,85 @@ pub struct Monitoring {
     pub recorder: Recorder,
 }
 
+/// Response parameter: the call's outlier score (the largest of its rows').
+pub const OUTLIER_SCORE_PARAM: &str = "troupe.outlier_score";
+/// Response parameter of calls of more than one row: each row's score, as JSON.
+pub const OUTLIER_SCORES_PARAM: &str = "troupe.outlier_scores";
+
 /// Records every answered call of one model.
 pub struct MonitorHook {
     cfg: MonitorCfg,
     monitoring: Monitoring,
     node: String,
+    model: String,
+    version: String,
+    /// The drift tests and outlier score (`[monitoring.drift]`).
+    pub watch: Option<Arc<DriftWatch>>,
+    /// Index of the watched input.
+    watched: usize,
     /// The latest quality report (None until the first read).
     latest: Arc<Mutex<Option<QualityResponse>>>,
     reader: tokio::task::JoinHandle<()>,
 }
 
 impl MonitorHook {
+    /// The hook of one model version: `inputs` are its input names, `dir` the folder a
+    /// relative drift reference file is read from.
     pub fn new(
         cfg: MonitorCfg,
         monitoring: Monitoring,
         node: &str,
-        model: &str,
-        version: &str,
-    ) -> Self {
+        (model, version): (&str, &str),
+        inputs: &[String],
+        dir: &Path,
+    ) -> Result<Self, NodeError> {
+        let bad = |m: String| NodeError::FailedPrecondition(format!("model '{model}': {m}"));
+        let (watch, watched) = match &cfg.drift {
+            Some(d) => {
+                let watched = match &d.input {
+                    Some(name) => inputs.iter().position(|i| i == name).ok_or_else(|| {
+                        bad(format!(
+                            "[monitoring.drift] input '{name}' is not an input of the model"
+                        ))
+                    })?,
+                    None => 0,
+                };
+                let watch = Arc::new(DriftWatch::new(d.clone()));
+                let store = monitoring.store.clone();
+                let (m, v) = (model.to_string(), version.to_string());
+                match &d.reference {
+                    Some(file) => {
+                        let path = dir.join(file);
+                        let rows = read_reference(&path)
+                            .map_err(|e| bad(format!("drift reference {}: {e}", path.display())))?;
+                        watch.set_reference(rows.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = store.save_reference(&m, &v, &rows).await {
+                                tracing::warn!(model = %m, error = %e, "drift reference not kept in the store");
+                            }
+                        });
+                    }
+                    // A reference made of calls survives restarts in the store.
+                    None => {
+                        let w = watch.clone();
+                        tokio::spawn(async move {
+                            match store.load_reference(&m, &v).await {
+                                Ok(Some(rows)) => {
+                                    tracing::info!(model = %m, version = %v, rows = rows.len(), "drift reference read from the store");
+                                    w.set_reference(rows);
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    tracing::warn!(model = %m, error = %e, "drift reference not read from the store")
+                                }
+                            }
+                        });
+                    }
+                }
+                (Some(watch), watched)
+            }
+            None => (None, 0),
+        };
         let latest = Arc::new(Mutex::new(None));
         let reader = tokio::spawn(read_quality(
             monitoring.store.clone(),
@@ -58,12 +162,67 @@ impl MonitorHook {
             version.to_string(),
             latest.clone(),
         ));
-        Self {
+        Ok(Self {
             cfg,
             monitoring,
             node: node.to_string(),
+            model: model.to_string(),
+            version: version.to_string(),
+            watch,
+            watched,
             latest,
             reader,
+        })
+    }
+
+    /// The watched input's rows of a call, as features (None: no such input).
+    fn watched_rows(&self, ctx: &CallCtx<'_>) -> Option<Vec<Vec<f64>>> {
+        let t = ctx.inputs.get(self.watched)?;
+        let all = t.to_f64_lossy();
+        let rows = ctx.rows.max(1);
+        if all.is_empty() || all.len() % rows != 0 {
+            return None;
+        }
+        Some(all.chunks(all.len() / rows).map(<[f64]>::to_vec).collect())
+    }
+
+    /// Feeds the drift watch one call's rows; stores what it hands back, and says when
+    /// the alert starts or ends (a log line, and an event on the call's span).
+    fn watch(&self, watch: &DriftWatch, ctx: &CallCtx<'_>) {
+        let Some(rows) = self.watched_rows(ctx) else {
+            return;
+        };
+        for event in watch.push(rows) {
+            let store = self.monitoring.store.clone();
+            let (m, v, node) = (self.model.clone(), self.version.clone(), self.node.clone());
+            match event {
+                Event::ReferenceComplete(rows) => {
+                    tracing::info!(model = %m, version = %v, rows = rows.len(), "drift reference made of the first calls");
+                    tokio::spawn(async move {
+                        if let Err(e) = store.save_reference(&m, &v, &rows).await {
+                            tracing::warn!(model = %m, error = %e, "drift reference not kept in the store");
+                        }
+                    });
+                }
+                Event::Window { result, changed } => {
+                    if changed && result.alerting {
+                        let drifted: Vec<usize> = result
+                            .features
+                            .iter()
+                            .filter(|f| f.drifted)
+                            .map(|f| f.feature)
+                            .collect();
+                        tracing::warn!(model = %m, version = %v, features = ?drifted, "input drift: features differ from the reference");
+                    } else if changed {
+                        tracing::info!(model = %m, version = %v, "input drift ended: the window matches the reference");
+                    }
+                    tokio::spawn(async move {
+                        if let Err(e) = store.save_window(&m, &v, &node, &result).await {
+                            tracing::warn!(model = %m, error = %e, "drift window not kept in the store");
+                        }
+                    });
+                }
+            }
         }
     }
 
@@ -178,8 +337,38 @@ impl CallHook for MonitorHook {
         false
     }
 
+    /// The outlier score of the call's rows against the drift reference.
+    fn annotate(&self, ctx: &CallCtx<'_>, resp: &mut ModelInferResponse) {
+        use troupe_proto::inference::InferParameter;
+        use troupe_proto::inference::infer_parameter::ParameterChoice;
+        let Some(watch) = &self.watch else { return };
+        let Some(scores) = self.watched_rows(ctx).and_then(|rows| watch.score(&rows)) else {
+            return;
+        };
+        let top = scores.iter().copied().fold(f64::MIN, f64::max);
+        resp.parameters.insert(
+            OUTLIER_SCORE_PARAM.into(),
+            InferParameter {
+                parameter_choice: Some(ParameterChoice::DoubleParam(top)),
+            },
+        );
+        if scores.len() > 1 {
+            resp.parameters.insert(
+                OUTLIER_SCORES_PARAM.into(),
+                InferParameter {
+                    parameter_choice: Some(ParameterChoice::StringParam(
+                        serde_json::to_string(&scores).unwrap_or_default(),
+                    )),
+                },
+            );
+        }
+    }
+
     fn finished(&self, ctx: &CallCtx<'_>, outcome: Outcome<'_>) {
         let Ok(resp) = outcome else { return };
+        if let Some(w) = &self.watch {
+            self.watch(w, ctx);
+        }
         let Some(out) = self.output(resp) else {
             return;
         };

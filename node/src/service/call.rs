@@ -88,6 +88,9 @@ pub(super) async fn infer(
         ctx.inputs = &kept;
     }
     let mut result = run(&model, &ctx, inputs, fault, hooked).await;
+    if let Ok(resp) = &mut result {
+        model.hooks.annotate(&ctx, resp);
+    }
     model.hooks.finished(&ctx, result.as_ref());
     if let (Ok(resp), Some(t)) = (&mut result, text) {
         // How many of the call's texts were cut to the model's max_length.
