@@ -30,4 +30,4 @@ pub use error::MonitorError;
 pub use record::{Prediction, Summary, Truth, TruthValue, now_ms};
 pub use recorder::{RECORD_QUEUE, RecordCounts, Recorder};
 pub use retention::Retention;
-pub use store::{Store, Window, WindowRow};
+pub use store::{Store, Window, WindowCalls, WindowRow};

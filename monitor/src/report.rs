@@ -31,8 +31,8 @@ pub async fn quality(
             format!("last {} s", cfg.window_seconds),
         ),
     ] {
-        let rows = store.window(model, version, window, now_ms).await?;
-        windows.push(summarize(cfg, label, &rows));
+        let w = store.window(model, version, window, now_ms).await?;
+        windows.push(summarize(cfg, label, w.calls, &w.labelled));
     }
     let drift = match &cfg.drift {
         Some(_) => store
@@ -73,9 +73,14 @@ pub fn drift_status(w: &crate::watch::WindowResult, windows: u64) -> pb::DriftSt
     }
 }
 
-/// One window's figures from its rows.
-pub fn summarize(cfg: &MonitorCfg, label: String, rows: &[WindowRow]) -> pb::QualityWindow {
-    let labelled: Vec<&WindowRow> = rows.iter().filter(|r| r.truth.is_some()).collect();
+/// One window's figures: `calls` in it, `labelled` those with a truth.
+pub fn summarize(
+    cfg: &MonitorCfg,
+    label: String,
+    calls: u64,
+    labelled: &[WindowRow],
+) -> pb::QualityWindow {
+    let labelled: Vec<&WindowRow> = labelled.iter().filter(|r| r.truth.is_some()).collect();
     let mut delays: Vec<f64> = labelled
         .iter()
         .filter_map(|r| {
@@ -86,12 +91,12 @@ pub fn summarize(cfg: &MonitorCfg, label: String, rows: &[WindowRow]) -> pb::Qua
     delays.sort_by(f64::total_cmp);
     let mut w = pb::QualityWindow {
         window: label,
-        calls: rows.len() as u64,
+        calls,
         labelled: labelled.len() as u64,
-        coverage: if rows.is_empty() {
+        coverage: if calls == 0 {
             0.0
         } else {
-            labelled.len() as f64 / rows.len() as f64
+            labelled.len() as f64 / calls as f64
         },
         label_delay_mean_seconds: (!delays.is_empty())
             .then(|| delays.iter().sum::<f64>() / delays.len() as f64),
@@ -197,7 +202,7 @@ mod tests {
             row(0, "dog", &[0.4, 0.6], Some(("bird", 5000))),
             row(0, "cat", &[0.7, 0.3], None),
         ];
-        let w = summarize(&cfg, "w".into(), &rows);
+        let w = summarize(&cfg, "w".into(), rows.len() as u64, &rows);
         assert_eq!((w.calls, w.labelled, w.unknown_labels), (4, 3, 1));
         assert!((w.coverage - 0.75).abs() < 1e-12);
         assert_eq!(w.label_delay_p50_seconds, Some(3.0));

@@ -59,6 +59,14 @@ pub struct WindowRow {
     pub truth_time_ms: Option<i64>,
 }
 
+/// A window: its calls counted, and the labelled ones.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WindowCalls {
+    pub calls: u64,
+    /// The calls with a truth, newest first.
+    pub labelled: Vec<WindowRow>,
+}
+
 /// A stored call and what it got.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
@@ -239,28 +247,42 @@ impl Store {
         Ok(matched)
     }
 
-    /// The calls of `model`/`version` in `window`, newest first, with their truths.
+    /// The calls of `model`/`version` in `window`: how many, and those with a truth
+    /// (newest first). The database counts and joins; only labelled rows are read.
     pub async fn window(
         &self,
         model: &str,
         version: &str,
         window: Window,
         now_ms: i64,
-    ) -> Result<Vec<WindowRow>, MonitorError> {
-        const SELECT: &str = "SELECT p.request_id, p.time_ms, p.class, p.score, p.value, p.scores, f.label, f.value AS truth_value, f.time_ms AS truth_time_ms FROM predictions p LEFT JOIN feedback f ON f.request_id = p.request_id WHERE p.model = $1 AND p.version = $2";
+    ) -> Result<WindowCalls, MonitorError> {
+        const CALLS: &str = "SELECT p.request_id, p.time_ms, p.class, p.score, p.value, p.scores FROM predictions p WHERE p.model = $1 AND p.version = $2 AND p.time_ms >= $3 ORDER BY p.time_ms DESC LIMIT $4";
         let (since, limit) = match window {
             Window::Calls(n) => (i64::MIN, i64::from(n).min(MAX_WINDOW_ROWS)),
             Window::Since(d) => (now_ms.saturating_sub(d.as_millis() as i64), MAX_WINDOW_ROWS),
         };
-        let sql = format!("{SELECT} AND p.time_ms >= $3 ORDER BY p.time_ms DESC LIMIT $4");
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let count = format!("SELECT COUNT(*) FROM ({CALLS}) w");
+        let calls: i64 = sqlx::query_scalar(AssertSqlSafe(count))
+            .bind(model.to_string())
+            .bind(version.to_string())
+            .bind(since)
+            .bind(limit)
+            .fetch_one(&self.pool)
+            .await?;
+        let labelled = format!(
+            "SELECT w.request_id, w.time_ms, w.class, w.score, w.value, w.scores, f.label, f.value AS truth_value, f.time_ms AS truth_time_ms FROM ({CALLS}) w JOIN feedback f ON f.request_id = w.request_id ORDER BY w.time_ms DESC"
+        );
+        let rows = sqlx::query(AssertSqlSafe(labelled))
             .bind(model.to_string())
             .bind(version.to_string())
             .bind(since)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(window_row).collect()
+        Ok(WindowCalls {
+            calls: calls.max(0) as u64,
+            labelled: rows.iter().map(window_row).collect::<Result<_, _>>()?,
+        })
     }
 
     /// The stored call `request_id` and its truth.
@@ -558,10 +580,14 @@ mod tests {
         );
         assert_eq!(s.submit(&[truth("a", "0")]).await.unwrap(), 1);
         let w = s.window("iris", "1", Window::Calls(10), 100).await.unwrap();
-        assert_eq!(w.len(), 2);
-        assert_eq!(w[0].request_id, "b", "newest first");
-        assert_eq!(w[1].truth, Some(TruthValue::Class("0".into())));
-        assert_eq!(w[1].scores, vec![0.75, 0.25]);
+        assert_eq!(w.calls, 2);
+        assert_eq!(w.labelled.len(), 1, "only a has a truth");
+        assert_eq!(w.labelled[0].request_id, "a");
+        assert_eq!(w.labelled[0].truth, Some(TruthValue::Class("0".into())));
+        assert_eq!(w.labelled[0].scores, vec![0.75, 0.25]);
+        // The count window holds the newest calls only: b, not a.
+        let w = s.window("iris", "1", Window::Calls(1), 100).await.unwrap();
+        assert_eq!((w.calls, w.labelled.len()), (1, 0));
         let got = s.get("a").await.unwrap().unwrap();
         assert_eq!(got.prediction, call("a", 1, "0"));
         assert_eq!(got.truth.unwrap().source, "tester");
@@ -575,7 +601,7 @@ mod tests {
             .window("iris", "1", Window::Since(Duration::from_millis(98)), 100)
             .await
             .unwrap();
-        assert_eq!(w.len(), 1, "only b is within 98 ms of t = 100");
+        assert_eq!(w.calls, 1, "only b is within 98 ms of t = 100");
         assert_eq!(
             s.prune(Some(Duration::from_millis(98)), None, 100)
                 .await
@@ -601,11 +627,10 @@ mod tests {
             .window("iris", "1", Window::Calls(1000), 1000)
             .await
             .unwrap();
-        assert_eq!(left.len() as u64, 100 - gone);
-        assert!(
-            left.iter().all(|r| r.time_ms >= gone as i64),
-            "the oldest went first"
-        );
+        assert_eq!(left.calls, 100 - gone);
+        // The oldest went first.
+        assert!(s.get(&format!("r{:03}", gone - 1)).await.unwrap().is_none());
+        assert!(s.get(&format!("r{gone:03}")).await.unwrap().is_some());
     }
 
     #[tokio::test]
