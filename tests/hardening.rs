@@ -869,10 +869,27 @@ async fn a_three_member_etcd_loses_one_member_then_quorum_without_a_failed_call(
     let load = Load::start(&router.addr, 4, "0s", "40s");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    // One member lost: the cluster goes on, management included.
+    // One member lost: the cluster goes on, management included (a Create that lands
+    // while the members elect a new leader may get UNAVAILABLE; a client retries it).
     etcd[0].kill();
     let t = std::time::Instant::now();
-    create(&mut admin, troupe_tests::mlp_spec("mlp_b", 1, 1 << 26)).await;
+    let mlp_b = troupe_proto::troupe::CreateModelRequest {
+        spec: Some(troupe_tests::mlp_spec("mlp_b", 1, 1 << 26)),
+        ..Default::default()
+    };
+    eventually(
+        "a model made with one member down",
+        Duration::from_secs(30),
+        async || match admin.models().create(mlp_b.clone()).await {
+            Ok(_) => true,
+            Err(s) if s.code() == tonic::Code::AlreadyExists => true,
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+                false
+            }
+        },
+    )
+    .await;
     eventually(
         "a model made with one member down is ready",
         Duration::from_secs(30),

@@ -289,7 +289,16 @@ async fn postgres_stopped_under_load_serving_goes_on_and_drops_are_counted_exact
     let metrics = format!("127.0.0.1:{port}");
     let node = Node::start(
         repo.path(),
-        &["--store", &pg.url(), "--metrics-listen", &metrics],
+        // A short queue: the outage overflows it, so drops happen whether the writer
+        // fails fast or waits for the database.
+        &[
+            "--store",
+            &pg.url(),
+            "--metrics-listen",
+            &metrics,
+            "--store-queue",
+            "64",
+        ],
     )
     .await
     .unwrap();
