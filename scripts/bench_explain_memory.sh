@@ -41,7 +41,7 @@ target/release/troupe-load --target "$NODE" --model mlp_onnx --concurrency 1 --d
 LOAD=$!
 PIDS+=($LOAD)
 START=$(date +%s.%N)
-target/release/troupe --server "$NODE" explain resnet18_onnx --method occlusion --window "$WINDOW" \
+target/release/troupe --server "$NODE" --timeout 1800 explain resnet18_onnx --method occlusion --window "$WINDOW" \
   --input "input=@$WORK/x.npy" --json >"$WORK/explain.json" 2>"$WORK/explain.err" &
 EXPLAIN=$!
 PEAK=$BEFORE
