@@ -370,6 +370,50 @@ async fn postgres_stopped_under_load_serving_goes_on_and_drops_are_counted_exact
 }
 
 #[tokio::test]
+async fn a_node_without_store_flags_records_in_its_working_directory() {
+    // As the README starts a standalone node: no --store, a --listen address with a
+    // port (the default node id), the example repository's monitored models.
+    use std::io::BufRead;
+    let repo = troupe_tests::repository(&["digits_onnx"]);
+    let cwd = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(troupe_tests::binary("troupe-node"))
+        .arg("--model-repository")
+        .arg(repo.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(cwd.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    let mut c = troupe_client::Client::connect(&addr).await.unwrap();
+    let h = holdout();
+    let mut answer = None;
+    for _ in 0..300 {
+        if let Ok(r) = c
+            .infer(
+                "digits_onnx",
+                vec![InputTensor::f32("X", vec![1, 64], &h.x[0])],
+            )
+            .await
+        {
+            answer = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let r = answer.expect("the monitored model loads with the default store");
+    assert!(!r.id.is_empty(), "a recorded call gets a request id");
+    assert!(cwd.path().join("troupe-store.db").is_file());
+}
+
+#[tokio::test]
 async fn an_unwritable_sqlite_store_stops_the_node_at_start_with_a_clear_error() {
     let repo = troupe_tests::repository(&[]);
     let out = std::process::Command::new(troupe_tests::binary("troupe-node"))

@@ -14,7 +14,7 @@ use crate::ClientError;
 /// The metadata key a bearer token travels in.
 const AUTHORIZATION: &str = "authorization";
 
-/// What every generated stub of a [`Client`](crate::Client) runs on: its channel, with
+/// What every generated client of a [`Client`](crate::Client) runs on: its channel, with
 /// [`Bearer`] adding the token (when one is set) to each call.
 pub type Transport = InterceptedService<Channel, Bearer>;
 

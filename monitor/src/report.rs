@@ -80,7 +80,6 @@ pub fn summarize(
     calls: u64,
     labelled: &[WindowRow],
 ) -> pb::QualityWindow {
-    let labelled: Vec<&WindowRow> = labelled.iter().filter(|r| r.truth.is_some()).collect();
     let mut delays: Vec<f64> = labelled
         .iter()
         .filter_map(|r| {
@@ -106,7 +105,7 @@ pub fn summarize(
     match cfg.kind {
         Kind::Classifier => {
             let mut pairs = Vec::with_capacity(labelled.len());
-            for r in &labelled {
+            for r in labelled {
                 let truth = match &r.truth {
                     Some(TruthValue::Class(c)) => cfg.class_index(c),
                     // A number given for a classifier: its class index.
@@ -202,7 +201,8 @@ mod tests {
             row(0, "dog", &[0.4, 0.6], Some(("bird", 5000))),
             row(0, "cat", &[0.7, 0.3], None),
         ];
-        let w = summarize(&cfg, "w".into(), rows.len() as u64, &rows);
+        // Four calls in the window, the first three labelled (the store reads those).
+        let w = summarize(&cfg, "w".into(), rows.len() as u64, &rows[..3]);
         assert_eq!((w.calls, w.labelled, w.unknown_labels), (4, 3, 1));
         assert!((w.coverage - 0.75).abs() < 1e-12);
         assert_eq!(w.label_delay_p50_seconds, Some(3.0));

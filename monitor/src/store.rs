@@ -31,6 +31,11 @@ fn migrator() -> Migrator {
     ])
 }
 
+/// The store of a node given no `--store`: a SQLite file in its working directory (one
+/// name, so a restarted node finds its predictions and drift reference again; nodes
+/// started in one folder share it, as SQLite allows).
+pub const DEFAULT_STORE: &str = "sqlite://troupe-store.db";
+
 /// Rows per INSERT statement (14 parameters each: under both databases' limits).
 const ROWS_PER_INSERT: usize = 64;
 /// Parameters per statement for lists of ids.

@@ -76,7 +76,8 @@ struct Args {
     audit_log: PathBuf,
     /// The prediction store of models with `[monitoring]` (docs/monitoring.md):
     /// sqlite://PATH or postgres://USER@HOST:PORT/DB. Given, it is opened at start;
-    /// else sqlite://troupe-<node id>.db is opened at the first such model.
+    /// else sqlite://troupe-store.db (in the working directory) is opened at the first
+    /// such model.
     #[arg(long, env = "TROUPE_STORE")]
     store: Option<String>,
     /// Predictions that may wait for the store's writer; past it they are dropped (and

@@ -44,7 +44,7 @@ pub struct NodeOptions {
     /// Where artifacts may be loaded from (`--model-root`), besides the repository.
     pub model_roots: Vec<PathBuf>,
     /// The prediction store (`--store`: `sqlite://PATH` or `postgres://...`); None: a
-    /// SQLite file `troupe-<node id>.db` in the working directory, opened at the first
+    /// SQLite file `troupe-store.db` in the working directory, opened at the first
     /// model with `[monitoring]`.
     pub store: Option<String>,
     /// Predictions that may wait for the store's writer (`--store-queue`).
@@ -126,14 +126,10 @@ impl Registry {
 
     /// The URL of the node's prediction store (`--store`, else its default file).
     pub fn store_url(&self) -> String {
-        self.opts.store.clone().unwrap_or_else(|| {
-            let id = if self.opts.node_id.is_empty() {
-                "node"
-            } else {
-                &self.opts.node_id
-            };
-            format!("sqlite://troupe-{id}.db")
-        })
+        self.opts
+            .store
+            .clone()
+            .unwrap_or_else(|| troupe_monitor::store::DEFAULT_STORE.to_string())
     }
 
     /// The prediction store, opened (and its schema brought up to date) on first use.
