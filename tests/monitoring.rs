@@ -643,3 +643,76 @@ async fn drift_alerts_on_shifted_inputs_and_outliers_score_high_as_scipy_compute
         "the reference did not survive the restart"
     );
 }
+
+/// A `.npy` (format 1.0) of float32 `rows`, all of one length.
+fn npy_f32(rows: &[Vec<f32>]) -> Vec<u8> {
+    let header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+        rows.len(),
+        rows[0].len()
+    );
+    // Magic, version, header length, header padded with spaces to 64 bytes and a newline.
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    let header = format!("{header}{}\n", " ".repeat(pad % 64));
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in rows.iter().flatten() {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_drift_reference_from_a_npy_file_scores_the_first_call() {
+    let h = holdout();
+    let repo = troupe_tests::repository(&[]);
+    troupe_tests::add_model(repo.path(), "digits_onnx", "digits_onnx");
+    troupe_tests::add_model(repo.path(), "digits_onnx", "digits_flat");
+    let dir = repo.path().join("digits_onnx");
+    std::fs::write(dir.join("1/reference.npy"), npy_f32(&h.x[..300])).unwrap();
+    let drift = "\n[monitoring.drift]\nreference = \"reference.npy\"\nwindow = 50\n";
+    let cfg = dir.join("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}{drift}")).unwrap();
+    // A reference that is not rows x features is refused at load, naming the file.
+    let flat = repo.path().join("digits_flat");
+    let one_row: Vec<Vec<f32>> = vec![h.x[0].clone()];
+    std::fs::write(flat.join("1/reference.npy"), npy_f32(&one_row)).unwrap();
+    let cfg = flat.join("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}{drift}")).unwrap();
+
+    let node = Node::start(repo.path(), &[]).await.unwrap();
+    let mut c = node.client().await;
+    let r = c
+        .infer(
+            "digits_onnx",
+            vec![InputTensor::f32("X", vec![1, 64], &h.x[300])],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            r.parameters
+                .get("troupe.outlier_score")
+                .and_then(|p| p.parameter_choice.clone()),
+            Some(troupe_proto::inference::infer_parameter::ParameterChoice::DoubleParam(_))
+        ),
+        "the first call is scored against the file's reference"
+    );
+    let status = c
+        .models()
+        .get(tpb::GetModelRequest {
+            name: "digits_flat".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.reason.contains("reference.npy") && status.reason.contains("at least 2 rows"),
+        "{}",
+        status.reason
+    );
+}

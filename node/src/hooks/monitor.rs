@@ -24,40 +24,27 @@ use crate::error::NodeError;
 use std::path::Path;
 use troupe_monitor::watch::{DriftWatch, Event};
 
-/// Reference rows from a `.npy` file: a 2-D array (rows × features) of floats or ints.
+/// Reference rows from a `.npy` file: a 2-D array (rows × features) of any numeric
+/// type (read as the CLI reads its inputs, `troupe_client::read_npy`).
 fn read_reference(path: &Path) -> Result<Vec<Vec<f64>>, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| e.to_string())?;
-    let shape = npy.shape().to_vec();
-    let [rows, features] = shape[..] else {
+    let t = troupe_client::read_npy("reference", &bytes).map_err(|e| e.to_string())?;
+    let [rows, features] = t.shape[..] else {
         return Err(format!(
-            "expected a 2-D array (rows x features), not shape {shape:?}"
+            "expected a 2-D array (rows x features), not shape {:?}",
+            t.shape
         ));
     };
-    let values: Vec<f64> = match npy.dtype() {
-        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {
-            npy.into_vec::<f32>()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(f64::from)
-                .collect()
-        }
-        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8 => {
-            npy.into_vec::<f64>().map_err(|e| e.to_string())?
-        }
-        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Int && t.size_field() == 8 => npy
-            .into_vec::<i64>()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|v| v as f64)
-            .collect(),
-        d => return Err(format!("unsupported data type {}", d.descr())),
-    };
-    if rows < 2 || features == 0 {
+    if rows < 2 || features <= 0 {
         return Err(format!(
             "{rows} rows of {features} features: at least 2 rows are needed"
         ));
     }
+    let dtype: DataType = t.datatype.parse().map_err(|_| t.datatype.clone())?;
+    let shape = vec![rows as usize, features as usize];
+    let values = Tensor::new(dtype, shape, t.data)
+        .map_err(|e| e.to_string())?
+        .to_f64_lossy();
     Ok(values
         .chunks(features as usize)
         .map(<[f64]>::to_vec)
