@@ -716,3 +716,34 @@ async fn a_drift_reference_from_a_npy_file_scores_the_first_call() {
         status.reason
     );
 }
+
+#[tokio::test]
+async fn a_stopping_node_writes_its_queued_predictions_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let repo = troupe_tests::repository(&["digits_onnx"]);
+    let mut node = Node::start(repo.path(), &["--store", &url]).await.unwrap();
+    let mut c = node.client().await;
+    let h = holdout();
+    for row in &h.x[..200] {
+        c.infer("digits_onnx", vec![InputTensor::f32("X", vec![1, 64], row)])
+            .await
+            .unwrap();
+    }
+    // SIGTERM at once: the writer has rows queued or in hand. (Waited for off the
+    // test's runtime, which keeps serving the client's connection until the node
+    // closes it.)
+    let status = tokio::task::spawn_blocking(move || node.terminate().map(|s| (s, node)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.0.success());
+    drop(c);
+    let stored = troupe_monitor::Store::open(&url)
+        .await
+        .unwrap()
+        .count()
+        .await
+        .unwrap();
+    assert_eq!(stored, 200);
+}

@@ -40,11 +40,6 @@ impl Mahalanobis {
         })
     }
 
-    /// Features per row.
-    pub fn features(&self) -> usize {
-        self.mean.len()
-    }
-
     /// The distance of `row` (None when its length is not the reference's).
     pub fn score(&self, row: &[f64]) -> Option<f64> {
         if row.len() != self.mean.len() {

@@ -23,6 +23,8 @@ const LINGER: Duration = Duration::from_millis(20);
 /// What became of the calls handed to the recorder.
 #[derive(Debug, Default)]
 pub struct RecordCounts {
+    /// Taken into the queue.
+    pub queued: AtomicU64,
     /// Written to the store.
     pub written: AtomicU64,
     /// Dropped because the queue was full.
@@ -56,7 +58,10 @@ impl Recorder {
 
     /// Hands one call over; never waits.
     pub fn record(&self, p: Prediction) {
+        // Counted before the send, so the writer never writes a row not counted yet.
+        self.counts.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(p).is_err() {
+            self.counts.queued.fetch_sub(1, Ordering::Relaxed);
             let n = self
                 .counts
                 .dropped_queue_full
@@ -76,9 +81,22 @@ impl Recorder {
         &self.counts
     }
 
-    /// Rows waiting for the writer.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+    /// Rows taken into the queue and not yet written or dropped.
+    pub fn pending(&self) -> u64 {
+        let c = &self.counts;
+        c.queued.load(Ordering::Relaxed).saturating_sub(
+            c.written.load(Ordering::Relaxed) + c.dropped_store_error.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Waits (at most `within`) until every queued row is written or dropped, as a node
+    /// does when it stops; the rows still pending then, which are lost.
+    pub async fn drain(&self, within: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.pending() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.pending()
     }
 }
 
@@ -148,11 +166,7 @@ mod tests {
         for i in 0..1000 {
             r.record(call(i));
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while r.queued() > 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(r.drain(Duration::from_secs(10)).await, 0);
         let c = r.counts();
         let written = c.written.load(Ordering::Relaxed);
         assert!(c.dropped_queue_full.load(Ordering::Relaxed) > 0);

@@ -476,11 +476,6 @@ impl Store {
         .await?;
         Ok(Some((w, n.max(0) as u64)))
     }
-
-    /// Closes the pool (waits for connections in use).
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 /// `($1, ..., $cols), ($cols+1, ...)` for `rows` rows.

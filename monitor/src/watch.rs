@@ -94,19 +94,11 @@ impl DriftWatch {
         }
     }
 
-    pub fn cfg(&self) -> &DriftTests {
-        &self.cfg
-    }
-
     /// Sets the reference (from a file or the store); rows collected so far are dropped.
     pub fn set_reference(&self, rows: Vec<Vec<f64>>) {
         let mut s = self.state.lock();
         s.collecting.clear();
         s.reference = Some(Reference::new(rows));
-    }
-
-    pub fn has_reference(&self) -> bool {
-        self.state.lock().reference.is_some()
     }
 
     /// The outlier score of each row (None without a reference), counting outliers.

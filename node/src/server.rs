@@ -209,5 +209,15 @@ pub async fn serve(
     }
     loader.abort();
     registry.shutdown().await;
+    // Predictions still queued for the store are written before the process ends.
+    if let Some(m) = registry.open_monitoring() {
+        let lost = m.recorder.drain(std::time::Duration::from_secs(5)).await;
+        if lost > 0 {
+            warn!(
+                predictions = lost,
+                "predictions not written to the store at shutdown"
+            );
+        }
+    }
     result.map_err(|e| NodeError::Internal(format!("server: {e}")))
 }

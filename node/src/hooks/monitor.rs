@@ -213,10 +213,6 @@ impl MonitorHook {
         }
     }
 
-    pub fn cfg(&self) -> &MonitorCfg {
-        &self.cfg
-    }
-
     /// The latest quality report of the model.
     pub fn quality(&self) -> Option<QualityResponse> {
         self.latest.lock().clone()
