@@ -509,6 +509,46 @@ pub fn run_python(script: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The digits classifier's held-out rows and labels (scripts/make_digits.py writes them).
+pub struct Holdout {
+    pub x: Vec<Vec<f32>>,
+    pub y: Vec<i64>,
+}
+
+pub fn digits_holdout() -> Holdout {
+    let text = std::fs::read_to_string(root().join("models/testing/digits/holdout.json"))
+        .expect("models/testing/digits/holdout.json (scripts/setup.sh makes it)");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("holdout.json is JSON");
+    Holdout {
+        x: serde_json::from_value(v["x"].clone()).expect("x: rows of 64 pixels"),
+        y: serde_json::from_value(v["y"].clone()).expect("y: labels"),
+    }
+}
+
+/// `Monitor.Quality` of a model's served version (the call must succeed).
+pub async fn quality(c: &mut Client, model: &str) -> troupe_proto::troupe::QualityResponse {
+    c.monitor()
+        .quality(troupe_proto::troupe::QualityRequest {
+            model: model.into(),
+            version: String::new(),
+        })
+        .await
+        .expect("Monitor.Quality")
+        .into_inner()
+}
+
+/// An answer's `troupe.outlier_score` parameter.
+pub fn outlier_score(r: &troupe_client::InferResult) -> Option<f64> {
+    match r
+        .parameters
+        .get("troupe.outlier_score")
+        .and_then(|p| p.parameter_choice.clone())
+    {
+        Some(troupe_proto::inference::infer_parameter::ParameterChoice::DoubleParam(v)) => Some(v),
+        _ => None,
+    }
+}
+
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

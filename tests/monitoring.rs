@@ -11,22 +11,6 @@ use troupe_client::{CallOptions, InputTensor};
 use troupe_proto::troupe as tpb;
 use troupe_tests::{Etcd, Node, Postgres, RouterProc, eventually, metric, scrape};
 
-struct Holdout {
-    x: Vec<Vec<f32>>,
-    y: Vec<i64>,
-}
-
-fn holdout() -> Holdout {
-    let text =
-        std::fs::read_to_string(troupe_tests::root().join("models/testing/digits/holdout.json"))
-            .expect("models/testing/digits/holdout.json (scripts/setup.sh makes it)");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    Holdout {
-        x: serde_json::from_value(v["x"].clone()).unwrap(),
-        y: serde_json::from_value(v["y"].clone()).unwrap(),
-    }
-}
-
 /// The digits classifier on `backend`, recorded by the nodes (class scores in `output`).
 fn digits_spec(name: &str, backend: tpb::BackendKind, output: &str) -> tpb::ModelSpec {
     let dir = match backend {
@@ -110,7 +94,7 @@ async fn quality_matches_scikit_learn(store_url: &str, tag: &str) {
     .await
     .unwrap();
     let mut admin = router.client().await;
-    let h = holdout();
+    let h = troupe_tests::digits_holdout();
     for (name, backend, output) in [
         ("digits_onnx", tpb::BackendKind::Onnx, "probabilities"),
         ("digits_candle", tpb::BackendKind::Candle, "output"),
@@ -302,7 +286,7 @@ async fn postgres_stopped_under_load_serving_goes_on_and_drops_are_counted_exact
     )
     .await
     .unwrap();
-    let h = holdout();
+    let h = troupe_tests::digits_holdout();
     let x = h.x[0].clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -391,7 +375,7 @@ async fn a_node_without_store_flags_records_in_its_working_directory() {
         .unwrap();
     let addr = line.trim().rsplit(' ').next().unwrap().to_string();
     let mut c = troupe_client::Client::connect(&addr).await.unwrap();
-    let h = holdout();
+    let h = troupe_tests::digits_holdout();
     let mut answer = None;
     for _ in 0..300 {
         if let Ok(r) = c
@@ -505,20 +489,13 @@ async fn drift_alerts_on_shifted_inputs_and_outliers_score_high_as_scipy_compute
     .await
     .unwrap();
     let mut c = node.client().await;
-    let h = holdout();
+    let h = troupe_tests::digits_holdout();
     let call = async |c: &mut troupe_client::Client, row: &[f32]| {
         c.infer("digits_onnx", vec![InputTensor::f32("X", vec![1, 64], row)])
             .await
             .expect("a call")
     };
-    let score = |r: &troupe_client::InferResult| match r
-        .parameters
-        .get("troupe.outlier_score")
-        .and_then(|p| p.parameter_choice.clone())
-    {
-        Some(troupe_proto::inference::infer_parameter::ParameterChoice::DoubleParam(v)) => Some(v),
-        _ => None,
-    };
+    let score = troupe_tests::outlier_score;
     // The reference: the first 300 calls (no score before it is complete).
     let reference: Vec<Vec<f32>> = h.x[..300].to_vec();
     for (i, row) in reference.iter().enumerate() {
@@ -536,15 +513,7 @@ async fn drift_alerts_on_shifted_inputs_and_outliers_score_high_as_scipy_compute
             "the window is tested and stored",
             Duration::from_secs(20),
             async || {
-                let q = c
-                    .monitor()
-                    .quality(tpb::QualityRequest {
-                        model: "digits_onnx".into(),
-                        version: String::new(),
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
+                let q = troupe_tests::quality(c, "digits_onnx").await;
                 match q.drift {
                     Some(d) if d.windows == windows => {
                         status = d;
@@ -665,7 +634,7 @@ fn npy_f32(rows: &[Vec<f32>]) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_drift_reference_from_a_npy_file_scores_the_first_call() {
-    let h = holdout();
+    let h = troupe_tests::digits_holdout();
     let repo = troupe_tests::repository(&[]);
     troupe_tests::add_model(repo.path(), "digits_onnx", "digits_onnx");
     troupe_tests::add_model(repo.path(), "digits_onnx", "digits_flat");
@@ -724,7 +693,7 @@ async fn a_stopping_node_writes_its_queued_predictions_first() {
     let repo = troupe_tests::repository(&["digits_onnx"]);
     let mut node = Node::start(repo.path(), &["--store", &url]).await.unwrap();
     let mut c = node.client().await;
-    let h = holdout();
+    let h = troupe_tests::digits_holdout();
     for row in &h.x[..200] {
         c.infer("digits_onnx", vec![InputTensor::f32("X", vec![1, 64], row)])
             .await

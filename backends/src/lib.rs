@@ -17,7 +17,6 @@ pub mod tensor;
 pub mod torch;
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -194,25 +193,6 @@ pub fn resolve_artifact(kind: BackendKind, path: &Path) -> Result<PathBuf, Backe
         )));
     }
     Ok(file)
-}
-
-/// Hex SHA-256 of a file.
-pub fn sha256_file(path: &Path) -> Result<String, BackendError> {
-    use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| BackendError::Load(format!("cannot open {}: {e}", path.display())))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| BackendError::Load(format!("cannot read {}: {e}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 /// The inputs and outputs an artifact declares, for configs that leave them out

@@ -10,6 +10,7 @@ use troupe_proto::troupe::explainer_client::ExplainerClient;
 use troupe_proto::troupe::feedback_client::FeedbackClient;
 use troupe_proto::troupe::models_client::ModelsClient;
 use troupe_proto::troupe::monitor_client::MonitorClient;
+use troupe_proto::troupe::review_client::ReviewClient;
 
 use crate::wire::request;
 use crate::{
@@ -43,6 +44,7 @@ pub struct Client {
     cluster: ClusterClient<Transport>,
     explainer: ExplainerClient<Transport>,
     feedback: FeedbackClient<Transport>,
+    review: ReviewClient<Transport>,
     monitor: MonitorClient<Transport>,
 }
 
@@ -107,6 +109,7 @@ impl Client {
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
             feedback: FeedbackClient::new(t.clone()),
+            review: ReviewClient::new(t.clone()),
             monitor: MonitorClient::new(t.clone()),
             cluster: ClusterClient::new(t),
             channel,
@@ -147,7 +150,13 @@ impl Client {
         &mut self.feedback
     }
 
-    /// The generated `troupe.v1.Monitor` client: a model's live quality.
+    /// The generated `troupe.v1.Review` client: the human review queue.
+    pub fn review(&mut self) -> &mut ReviewClient<Transport> {
+        &mut self.review
+    }
+
+    /// The generated `troupe.v1.Monitor` client: a model's live quality, and the lineage
+    /// of an answer.
     pub fn monitor(&mut self) -> &mut MonitorClient<Transport> {
         &mut self.monitor
     }
@@ -211,9 +220,7 @@ impl Client {
         opts: &CallOptions,
     ) -> Result<InferResult, ClientError> {
         let mut body = infer_request(model, &opts.version, inputs);
-        if let Some(id) = &opts.request_id {
-            body.id = id.clone();
-        }
+        opts.set_id(&mut body);
         let mut attempt = 1;
         loop {
             let req = request(body.clone(), opts)?;
@@ -248,7 +255,10 @@ impl Client {
         how: &ExplainOptions,
         opts: &CallOptions,
     ) -> Result<Explanation, ClientError> {
-        let body = explain_request(model, &opts.version, inputs, how);
+        let mut body = explain_request(model, &opts.version, inputs, how);
+        if let Some(r) = body.request.as_mut() {
+            opts.set_id(r);
+        }
         let resp = self.explainer.explain(request(body, opts)?).await?;
         let inner = resp.into_inner().response.unwrap_or_default();
         Ok(Explanation {

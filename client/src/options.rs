@@ -97,6 +97,15 @@ pub struct CallOptions {
     pub request_id: Option<String>,
 }
 
+impl CallOptions {
+    /// Puts the call's request id (if any) on its request.
+    pub fn set_id(&self, req: &mut troupe_proto::inference::ModelInferRequest) {
+        if let Some(id) = &self.request_id {
+            req.id = id.clone();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

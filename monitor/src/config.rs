@@ -50,6 +50,12 @@ pub struct MonitorCfg {
     /// score (`[monitoring.drift]`).
     #[serde(default)]
     pub drift: Option<DriftTests>,
+    /// Which calls are queued for human review (`[monitoring.review]`).
+    #[serde(default)]
+    pub review: Option<crate::review::ReviewRules>,
+    /// Where alerts are posted (`[monitoring.webhook]`).
+    #[serde(default)]
+    pub webhook: Option<crate::alert::WebhookCfg>,
 }
 
 /// Rows of the reference by default, when it comes from the first calls.
@@ -130,6 +136,15 @@ impl MonitorCfg {
         }
         if self.classes.iter().any(String::is_empty) {
             return Err("[monitoring] classes must not be empty names".into());
+        }
+        if let Some(r) = &self.review {
+            r.validate()?;
+            if r.outlier_above.is_some() && self.drift.is_none() {
+                return Err("[monitoring.review] outlier_above needs [monitoring.drift] (the outlier score is measured against its reference)".into());
+            }
+        }
+        if let Some(w) = &self.webhook {
+            w.validate()?;
         }
         if let Some(d) = &self.drift {
             let max = crate::drift::MAX_SAMPLE;
@@ -214,6 +229,18 @@ impl MonitorCfg {
                 categorical: d.categorical.iter().map(|&c| c as usize).collect(),
                 outlier_threshold: d.outlier_threshold,
             }),
+            review: m.review.as_ref().map(|r| crate::review::ReviewRules {
+                outlier_above: r.outlier_above,
+                score_below: r.score_below,
+                while_drifting: r.while_drifting,
+                sample: r.sample,
+                max_queued: if r.max_queued > 0 {
+                    r.max_queued
+                } else {
+                    crate::review::MAX_QUEUED
+                },
+            }),
+            webhook: m.webhook.as_ref().map(crate::alert::WebhookCfg::from_spec),
         })
     }
 
@@ -241,6 +268,14 @@ impl MonitorCfg {
                 categorical: d.categorical.iter().map(|&c| c as u32).collect(),
                 outlier_threshold: d.outlier_threshold,
             }),
+            review: self.review.as_ref().map(|r| pb::ReviewRules {
+                outlier_above: r.outlier_above,
+                score_below: r.score_below,
+                while_drifting: r.while_drifting,
+                sample: r.sample,
+                max_queued: r.max_queued,
+            }),
+            webhook: self.webhook.as_ref().map(crate::alert::WebhookCfg::to_spec),
         }
     }
 }
@@ -253,7 +288,9 @@ mod tests {
     fn toml_and_wire_agree() {
         let c: MonitorCfg = toml::from_str(
             "kind = \"classifier\"\noutput = \"probabilities\"\nclasses = [\"a\", \"b\"]\ninput_sample = 0.5\n\
-             [drift]\nwindow = 100\ncategorical = [2]\noutlier_threshold = 9.5\n",
+             [drift]\nwindow = 100\ncategorical = [2]\noutlier_threshold = 9.5\n\
+             [review]\nscore_below = 0.6\nsample = 0.01\n\
+             [webhook]\nurl = \"http://127.0.0.1:9/hook\"\n",
         )
         .unwrap();
         assert_eq!(c.drift.as_ref().unwrap().reference_calls, REFERENCE_CALLS);

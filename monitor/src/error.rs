@@ -22,6 +22,9 @@ pub enum MonitorError {
     /// Bad input to a store operation (an empty request id, an unknown model).
     #[error("{0}")]
     InvalidArgument(String),
+    /// What was asked for is not in the store (a request id never queued for review).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl MonitorError {

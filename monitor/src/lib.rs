@@ -9,18 +9,24 @@
 //! * [`record`]: what is stored; [`config`]: `[monitoring]` of a model;
 //! * [`drift`]: per-feature two-sample tests (KS, chi-square, PSI); [`outlier`]: the
 //!   Mahalanobis score; [`watch`]: a model's reference, windows and alert;
-//! * [`report`]: a model's quality over its windows; [`service`]: `troupe.v1.Feedback`
-//!   and `troupe.v1.Monitor`, the same on nodes and routers.
+//! * [`report`]: a model's quality over its windows; [`service`]: `troupe.v1.Feedback`,
+//!   `troupe.v1.Monitor` and `troupe.v1.Review`, the same on nodes and routers;
+//! * [`lineage`]: what each loaded model version is (digest, provenance, signature);
+//! * [`review`]: the human review queue and its rules; [`alert`]: thresholds crossed,
+//!   posted to a webhook off the call path.
 
+pub mod alert;
 pub mod config;
 pub mod drift;
 pub mod error;
+pub mod lineage;
 pub mod outlier;
 pub mod quality;
 pub mod record;
 pub mod recorder;
 pub mod report;
 pub mod retention;
+pub mod review;
 pub mod service;
 pub mod store;
 pub mod watch;

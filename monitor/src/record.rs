@@ -38,6 +38,8 @@ pub struct Prediction {
     pub summary: Summary,
     /// JSON of the inputs, when this call was sampled for them (size-capped).
     pub inputs: Option<String>,
+    /// Set when a review rule queued the call.
+    pub review: Option<crate::review::Queued>,
 }
 
 impl Prediction {

@@ -153,6 +153,7 @@ mod tests {
             trace_id: String::new(),
             summary: Summary::Value(i as f64),
             inputs: None,
+            review: None,
         }
     }
 

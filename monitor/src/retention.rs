@@ -67,6 +67,7 @@ mod tests {
             trace_id: String::new(),
             summary: Summary::Value(1.0),
             inputs: None,
+            review: None,
         };
         let new = Prediction {
             request_id: "new".into(),

@@ -28,6 +28,13 @@ fn migrator() -> Migrator {
             SqlStr::from_static(include_str!("../migrations/0002_drift.sql")),
             false,
         ),
+        Migration::new(
+            3,
+            "lineage_review".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../migrations/0003_lineage_review.sql")),
+            false,
+        ),
     ])
 }
 
@@ -158,6 +165,11 @@ impl Store {
         &self.shown
     }
 
+    /// The pool, for the store's other tables (`lineage`, `review`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Stores predictions (a request id already stored keeps its first row). How many
     /// rows were new.
     pub async fn insert(&self, rows: &[Prediction]) -> Result<u64, MonitorError> {
@@ -197,6 +209,22 @@ impl Store {
                     .bind(p.bytes());
             }
             added += q.execute(&mut *tx).await?.rows_affected();
+        }
+        let reviews: Vec<_> = rows
+            .iter()
+            .filter_map(|p| {
+                let q = p.review.as_ref()?;
+                Some((
+                    p.request_id.as_str(),
+                    p.model.as_str(),
+                    p.version.as_str(),
+                    p.time_ms,
+                    q,
+                ))
+            })
+            .collect();
+        if !reviews.is_empty() {
+            Store::queue_reviews(&mut tx, &reviews).await?;
         }
         tx.commit().await?;
         Ok(added)
@@ -324,6 +352,7 @@ impl Store {
             trace_id: r.try_get("trace_id")?,
             summary,
             inputs: r.try_get("inputs")?,
+            review: None,
         };
         let truth = match (w.truth, w.truth_time_ms) {
             (Some(label), Some(time_ms)) => Some(Truth {
@@ -552,6 +581,7 @@ mod tests {
                 scores: vec![0.75, 0.25],
             },
             inputs: None,
+            review: None,
         }
     }
 

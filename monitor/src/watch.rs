@@ -101,6 +101,16 @@ impl DriftWatch {
         s.reference = Some(Reference::new(rows));
     }
 
+    /// Scores above this count as outliers.
+    pub fn outlier_threshold(&self) -> Option<f64> {
+        self.cfg.outlier_threshold
+    }
+
+    /// Whether the latest tested window drifted (the alert holds).
+    pub fn alerting(&self) -> bool {
+        self.state.lock().alerting
+    }
+
     /// The outlier score of each row (None without a reference), counting outliers.
     pub fn score(&self, rows: &[Vec<f64>]) -> Option<Vec<f64>> {
         let mut s = self.state.lock();

@@ -11,6 +11,7 @@ pub mod convert;
 pub mod error;
 pub mod follower;
 pub mod hooks;
+pub mod lineage;
 pub mod membership;
 pub mod metrics;
 pub mod model;

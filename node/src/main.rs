@@ -99,6 +99,10 @@ struct Args {
     /// the model repository always is one).
     #[arg(long = "model-root", env = "TROUPE_MODEL_ROOTS", value_delimiter = ',')]
     model_roots: Vec<PathBuf>,
+    /// Named public keys that model signatures are checked with (TOML: `[keys]` then
+    /// NAME = "PEM, or hex"); a config's `[signing] key = "NAME"` picks one.
+    #[arg(long, env = "TROUPE_TRUST_FILE")]
+    trust_file: Option<PathBuf>,
     #[command(flatten)]
     tls: troupe_proto::tls::ServerTlsArgs,
     #[command(flatten)]
@@ -185,6 +189,10 @@ fn main() -> anyhow::Result<()> {
                 ),
             })
         };
+        let trust = match &args.trust_file {
+            Some(p) => troupe_node::lineage::TrustFile::read(p).map_err(anyhow::Error::msg)?,
+            None => Default::default(),
+        };
         let opts = ServeOptions {
             node: NodeOptions {
                 repository: args.model_repository,
@@ -203,6 +211,7 @@ fn main() -> anyhow::Result<()> {
                     max_age: Some(args.store_max_age),
                     max_bytes: (args.store_max_mb > 0).then_some(args.store_max_mb << 20),
                 },
+                trust,
             },
             node_id,
             max_message_bytes: args.max_message_bytes,

@@ -108,8 +108,10 @@ impl Replica {
 /// A loaded model version.
 pub struct LoadedModel {
     pub def: ModelDef,
-    /// sha256 of the artifact that was loaded.
-    pub sha256: String,
+    /// What the weights are: the artifact's sha256 (`digest`), provenance, signature check.
+    pub lineage: troupe_monitor::lineage::Lineage,
+    /// The lineage as `troupe.lineage.*` pairs (metadata, audit lines, spans).
+    pub lineage_fields: Vec<(String, String)>,
     pub replicas: Vec<Replica>,
     pub stats: Stats,
     /// Prometheus histograms (see `metrics.rs`).
@@ -282,7 +284,7 @@ impl LoadedModel {
     /// A model about to start: its replica slots empty, its queue open.
     pub fn new(
         def: ModelDef,
-        sha256: String,
+        lineage: troupe_monitor::lineage::Lineage,
         hooks: HookSet,
         pipeline: Option<Arc<TextPipeline>>,
         load_opts: LoadOptions,
@@ -291,7 +293,8 @@ impl LoadedModel {
         Arc::new(Self {
             replicas: (0..def.instances).map(|_| Replica::default()).collect(),
             def,
-            sha256,
+            lineage_fields: lineage.fields(),
+            lineage,
             stats: Stats::default(),
             metrics: ModelMetrics::default(),
             hooks,
@@ -403,8 +406,8 @@ impl HookedModel for LoadedModel {
         &self.def
     }
 
-    fn sha256(&self) -> &str {
-        &self.sha256
+    fn lineage(&self) -> &troupe_monitor::lineage::Lineage {
+        &self.lineage
     }
 
     fn pipeline(&self) -> Option<&TextPipeline> {

@@ -51,6 +51,8 @@ pub struct NodeOptions {
     pub store_queue: usize,
     /// How long and how much the store keeps (`--store-max-age`, `--store-max-mb`).
     pub retention: troupe_monitor::Retention,
+    /// Named public keys model signatures are checked with (`--trust-file`).
+    pub trust: crate::lineage::TrustFile,
 }
 
 impl Default for NodeOptions {
@@ -72,6 +74,7 @@ impl Default for NodeOptions {
                 max_age: None,
                 max_bytes: None,
             },
+            trust: crate::lineage::TrustFile::default(),
         }
     }
 }
@@ -290,13 +293,14 @@ impl Registry {
                 source: BackendError::Load(format!("artifact {} not found", artifact.display())),
             });
         }
-        let digest = tokio::task::spawn_blocking(move || troupe_backends::sha256_file(&artifact))
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?
-            .map_err(|source| NodeError::Load {
-                model: def.name.clone(),
-                source,
-            })?;
+        let digest =
+            tokio::task::spawn_blocking(move || troupe_proto::digest::sha256_file(&artifact))
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?
+                .map_err(|m| NodeError::Load {
+                    model: def.name.clone(),
+                    source: BackendError::Load(m),
+                })?;
         if let Some(want) = &def.sha256
             && want != &digest
         {
@@ -306,6 +310,13 @@ impl Registry {
                 actual: digest,
             });
         }
+        let lineage = {
+            let (def, digest) = (def.clone(), digest.clone());
+            let (trust, node) = (self.opts.trust.clone(), self.opts.node_id.clone());
+            tokio::task::spawn_blocking(move || crate::lineage::check(&def, &digest, &trust, &node))
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))??
+        };
         let instances = def.instances;
         let audit = if def.hooks.audit {
             self.audit_log()?
@@ -353,7 +364,16 @@ impl Registry {
             })?)),
             None => None,
         };
-        let model = LoadedModel::new(def, digest, hooks, pipeline, load_opts);
+        if def.monitoring.is_some() {
+            let store = self.monitoring().await?.store.clone();
+            let l = lineage.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.save_lineage(&l).await {
+                    tracing::warn!(model = %l.model, error = %e, "lineage not kept in the store");
+                }
+            });
+        }
+        let model = LoadedModel::new(def, lineage, hooks, pipeline, load_opts);
         // Load every instance first (each its own session), then start the actors.
         let mut backends = Vec::with_capacity(instances);
         for _ in 0..instances {

@@ -71,6 +71,9 @@ pub async fn serve(
     let feedback = troupe_proto::troupe::feedback_server::FeedbackServer::new(
         troupe_monitor::service::FeedbackService(monitoring.clone()),
     );
+    let review = troupe_proto::troupe::review_server::ReviewServer::new(
+        troupe_monitor::service::ReviewService(monitoring.clone()),
+    );
     let monitor = troupe_proto::troupe::monitor_server::MonitorServer::new(
         troupe_monitor::service::MonitorService {
             stores: monitoring.clone(),
@@ -185,6 +188,7 @@ pub async fn serve(
         .add_service(explainer)
         .add_service(feedback)
         .add_service(monitor)
+        .add_service(review)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

@@ -27,9 +27,12 @@ pub mod bytes;
 pub mod cluster;
 pub mod codes;
 pub mod datatype;
+pub mod digest;
 pub mod explain;
 pub mod limits;
 pub mod names;
+#[cfg(feature = "signing")]
+pub mod signing;
 pub mod tls;
 
 pub use datatype::DataType;

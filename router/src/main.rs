@@ -167,6 +167,9 @@ async fn main() -> anyhow::Result<()> {
         .add_service(troupe_proto::troupe::feedback_server::FeedbackServer::new(
             troupe_monitor::service::FeedbackService(monitoring.clone()),
         ))
+        .add_service(troupe_proto::troupe::review_server::ReviewServer::new(
+            troupe_monitor::service::ReviewService(monitoring.clone()),
+        ))
         .add_service(troupe_proto::troupe::monitor_server::MonitorServer::new(
             troupe_monitor::service::MonitorService {
                 stores: monitoring.clone(),

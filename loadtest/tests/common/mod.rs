@@ -204,6 +204,7 @@ impl GrpcInferenceService for Service {
             platform: "test".into(),
             inputs,
             outputs: vec![tensor("output", "FP32", &[-1, 1])],
+            ..Default::default()
         }))
     }
     async fn model_infer(

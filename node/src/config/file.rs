@@ -56,6 +56,12 @@ struct ConfigFile {
     /// Record every call in the prediction store (docs/monitoring.md).
     #[serde(default)]
     monitoring: Option<troupe_monitor::MonitorCfg>,
+    /// Where the weights came from.
+    #[serde(default)]
+    provenance: troupe_monitor::lineage::Provenance,
+    /// The signature the artifact must carry.
+    #[serde(default)]
+    signing: Option<super::SigningCfg>,
 }
 
 /// The backend whose default artifact is in `dir` (a folder without config.toml).
@@ -179,6 +185,8 @@ impl ModelDef {
             hooks: f.hooks,
             text: f.text,
             monitoring: f.monitoring,
+            provenance: f.provenance,
+            signing: f.signing,
         }
         .finish(describe)
     }

@@ -9,6 +9,7 @@
 
 pub mod file;
 pub mod hooks;
+pub mod signing;
 pub mod spec;
 pub mod text;
 
@@ -22,6 +23,7 @@ use troupe_backends::{
 use crate::batcher::BatchConfig;
 use crate::error::NodeError;
 pub use hooks::{DriftCfg, HooksCfg};
+pub use signing::{Policy, SigningCfg};
 pub use text::{Pooling, TextCfg, TextDef};
 
 /// Default bound of a model's queue.
@@ -139,6 +141,10 @@ pub struct ModelDef {
     pub text: Option<TextDef>,
     /// What each call leaves in the prediction store (None: nothing).
     pub monitoring: Option<troupe_monitor::MonitorCfg>,
+    /// Where the weights came from (`[provenance]`).
+    pub provenance: troupe_monitor::lineage::Provenance,
+    /// The signature the artifact must carry (`[signing]`; None: not checked).
+    pub signing: Option<SigningCfg>,
 }
 
 /// Model names become paths: allow only a safe alphabet (`troupe_proto::names`).
@@ -233,6 +239,8 @@ pub struct Draft {
     pub hooks: HooksCfg,
     pub text: Option<TextCfg>,
     pub monitoring: Option<troupe_monitor::MonitorCfg>,
+    pub provenance: troupe_monitor::lineage::Provenance,
+    pub signing: Option<SigningCfg>,
 }
 
 impl Draft {
@@ -294,6 +302,9 @@ impl Draft {
         if self.instances == 0 || self.instances > 64 {
             return Err(format!("instances = {}: use 1 to 64", self.instances));
         }
+        if let Some(sg) = &self.signing {
+            sg.validate()?;
+        }
         if let Some(m) = &self.monitoring {
             m.validate()?;
             if let Some(out) = &m.output
@@ -326,6 +337,8 @@ impl Draft {
             hooks: self.hooks,
             text,
             monitoring: self.monitoring,
+            provenance: self.provenance,
+            signing: self.signing,
         })
     }
 }

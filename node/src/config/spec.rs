@@ -120,6 +120,12 @@ impl ModelDef {
                 .monitoring
                 .as_ref()
                 .and_then(troupe_monitor::MonitorCfg::from_spec),
+            provenance: spec
+                .provenance
+                .as_ref()
+                .map(troupe_monitor::lineage::Provenance::from_spec)
+                .unwrap_or_default(),
+            signing: spec.signing.as_ref().and_then(super::SigningCfg::from_spec),
         }
         .finish(describe)
         .map_err(bad)
@@ -205,6 +211,8 @@ impl ModelDef {
             hooks: Some(self.hooks.to_spec()),
             text: self.text.as_ref().map(|t| t.to_spec()),
             monitoring: self.monitoring.as_ref().map(|m| m.to_spec()),
+            provenance: (!self.provenance.is_empty()).then(|| self.provenance.to_spec()),
+            signing: self.signing.as_ref().map(super::SigningCfg::to_spec),
         }
     }
 }

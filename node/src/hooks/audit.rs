@@ -3,9 +3,11 @@
 //! ```json
 //! {"time":"2026-11-27T07:00:00.123456Z","node":"n1","model":"mlp","version":"1",
 //!  "sha256":"ab12…","trace_id":"4bf9…","inputs_sha256":"…","outputs_sha256":"…",
-//!  "status":"OK","message":"","duration_us":412,"explain":null}
+//!  "status":"OK","message":"","duration_us":412,"explain":null,
+//!  "provenance":{"source":"…","training_run":"run-17",…},"signature":"verified"}
 //! ```
 //!
+//! `sha256`, `provenance` and `signature` are the weights' lineage (`crate::lineage`).
 //! Digests: SHA-256 over each tensor's name, data type, shape and bytes, in order (the
 //! request's as sent; the answer's outputs). Lines are written by one task in the order
 //! calls finished; the file is opened for append, so a restart adds to it.
@@ -43,6 +45,9 @@ pub struct AuditRecord {
     pub message: String,
     pub duration_us: u64,
     pub explain: Option<String>,
+    /// Where the weights came from, and their signature check.
+    pub provenance: Option<troupe_monitor::lineage::Provenance>,
+    pub signature: &'static str,
 }
 
 /// Lines that may wait for the writer; past it, lines are dropped and counted.
@@ -209,7 +214,7 @@ impl CallHook for AuditHook {
             node: self.log.node.clone(),
             model: m.def().name.clone(),
             version: m.def().version.clone(),
-            sha256: m.sha256().to_string(),
+            sha256: m.lineage().digest.clone(),
             trace_id: ctx.trace_id.to_string(),
             caller: ctx.caller.to_string(),
             inputs_sha256: digest_request(ctx.request),
@@ -218,6 +223,9 @@ impl CallHook for AuditHook {
             message,
             duration_us: ctx.started.elapsed().as_micros() as u64,
             explain,
+            provenance: (!m.lineage().provenance.is_empty())
+                .then(|| m.lineage().provenance.clone()),
+            signature: m.lineage().signature.state.as_str(),
         });
     }
 }
@@ -259,6 +267,8 @@ mod tests {
                 message: String::new(),
                 duration_us: 1,
                 explain: None,
+                provenance: None,
+                signature: "unsigned",
             });
             drop(log);
             std::thread::sleep(Duration::from_millis(100));

@@ -19,8 +19,8 @@ use crate::pipeline::TextPipeline;
 #[tonic::async_trait]
 pub trait HookedModel: Send + Sync {
     fn def(&self) -> &ModelDef;
-    /// sha256 of the artifact that was loaded.
-    fn sha256(&self) -> &str;
+    /// What the loaded weights are: their sha256 (`digest`), provenance and signature.
+    fn lineage(&self) -> &troupe_monitor::lineage::Lineage;
     /// The text pipeline of a `[text]` model.
     fn pipeline(&self) -> Option<&TextPipeline>;
     fn metrics(&self) -> &ModelMetrics;

@@ -8,13 +8,15 @@
 //! `<id>#0` ... `<id>#<n-1>`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use troupe_backends::{DataType, Tensor};
+use troupe_monitor::alert::{Alert, Alerter};
 use troupe_monitor::config::{Kind, MAX_VALUES, MonitorCfg};
+use troupe_monitor::review::{Facts, Queued};
 use troupe_monitor::{Prediction, Recorder, Store, Summary, now_ms};
 use troupe_proto::inference::ModelInferResponse;
 use troupe_proto::troupe::QualityResponse;
@@ -67,6 +69,27 @@ pub const OUTLIER_SCORE_PARAM: &str = "troupe.outlier_score";
 /// Response parameter of calls of more than one row: each row's score, as JSON.
 pub const OUTLIER_SCORES_PARAM: &str = "troupe.outlier_scores";
 
+/// Outlier alerts are raised at most this often (each carries the count since the last).
+pub const OUTLIER_ALERT_EVERY: Duration = Duration::from_secs(10);
+
+/// The outlier score of each row of an answer, from its response parameters (NaN where
+/// there is none).
+fn outlier_scores(resp: &ModelInferResponse, rows: usize) -> Vec<f64> {
+    use troupe_proto::inference::infer_parameter::ParameterChoice;
+    let param = |k: &str| {
+        resp.parameters
+            .get(k)
+            .and_then(|p| p.parameter_choice.as_ref())
+    };
+    match (param(OUTLIER_SCORES_PARAM), param(OUTLIER_SCORE_PARAM)) {
+        (Some(ParameterChoice::StringParam(json)), _) => {
+            serde_json::from_str(json).unwrap_or_else(|_| vec![f64::NAN; rows])
+        }
+        (_, Some(ParameterChoice::DoubleParam(s))) => vec![*s; rows],
+        _ => vec![f64::NAN; rows],
+    }
+}
+
 /// Records every answered call of one model.
 pub struct MonitorHook {
     cfg: MonitorCfg,
@@ -81,6 +104,10 @@ pub struct MonitorHook {
     /// The latest quality report (None until the first read).
     latest: Arc<Mutex<Option<QualityResponse>>>,
     reader: tokio::task::JoinHandle<()>,
+    /// Alerts to the model's webhook (`[monitoring.webhook]`).
+    alerter: Option<Alerter>,
+    /// Outliers seen since the last outlier alert was raised, and when that was.
+    outlier_alert: Mutex<(Option<Instant>, u64, f64)>,
 }
 
 impl MonitorHook {
@@ -150,6 +177,7 @@ impl MonitorHook {
             latest.clone(),
         ));
         Ok(Self {
+            alerter: cfg.webhook.clone().map(Alerter::start),
             cfg,
             monitoring,
             node: node.to_string(),
@@ -159,6 +187,7 @@ impl MonitorHook {
             watched,
             latest,
             reader,
+            outlier_alert: Mutex::new((None, 0, 0.0)),
         })
     }
 
@@ -192,6 +221,15 @@ impl MonitorHook {
                     });
                 }
                 Event::Window { result, changed } => {
+                    if changed {
+                        self.alert(
+                            if result.alerting { "drift" } else { "drift_ended" },
+                            serde_json::json!({
+                                "window_rows": result.window_rows,
+                                "features": result.features.iter().filter(|f| f.drifted).collect::<Vec<_>>(),
+                            }),
+                        );
+                    }
                     if changed && result.alerting {
                         let drifted: Vec<usize> = result
                             .features
@@ -210,6 +248,90 @@ impl MonitorHook {
                     });
                 }
             }
+        }
+    }
+
+    /// Posts an alert to the model's webhook, if it has one (off the call path).
+    fn alert(&self, kind: &str, detail: serde_json::Value) {
+        if let Some(a) = &self.alerter {
+            a.raise(Alert {
+                alert: kind.to_string(),
+                model: self.model.clone(),
+                version: self.version.clone(),
+                node: self.node.clone(),
+                time_ms: now_ms(),
+                detail,
+            });
+        }
+    }
+
+    /// Counts a call's outliers toward an `outliers` alert: at most one per
+    /// [`OUTLIER_ALERT_EVERY`], carrying how many came since the last and the top score.
+    fn outliers_seen(&self, n: u64, top: f64) {
+        let mut g = self.outlier_alert.lock();
+        g.1 += n;
+        g.2 = g.2.max(top);
+        if g.0.is_some_and(|t| t.elapsed() < OUTLIER_ALERT_EVERY) {
+            return;
+        }
+        let (count, max) = (g.1, g.2);
+        *g = (Some(Instant::now()), 0, 0.0);
+        drop(g);
+        // An event on the call's span, and the log line.
+        tracing::warn!(model = %self.model, version = %self.version, outliers = count, top_score = max, "outlier scores above the threshold");
+        self.alert(
+            "outliers",
+            serde_json::json!({"outliers": count, "top_score": max}),
+        );
+    }
+
+    /// What a reviewer sees of one row: its inputs (size-capped), outputs, and the
+    /// explanation when the call asked for one (`attribution.*` outputs).
+    fn queued(
+        &self,
+        ctx: &CallCtx<'_>,
+        resp: &ModelInferResponse,
+        reason: troupe_monitor::review::Reason,
+        max_queued: u64,
+        row: usize,
+    ) -> Queued {
+        let rows = ctx.rows.max(1);
+        let row_json = |names_values: Vec<(String, Vec<f64>)>| {
+            let mut map = serde_json::Map::new();
+            for (name, all) in names_values {
+                let per_row = all.len() / rows;
+                let v = all.get(row * per_row..(row + 1) * per_row).unwrap_or(&[]);
+                map.insert(name, serde_json::json!(v));
+            }
+            serde_json::Value::Object(map).to_string()
+        };
+        let inputs = row_json(
+            ctx.inputs
+                .iter()
+                .zip(&ctx.model.def().signature.inputs)
+                .map(|(t, s)| (s.name.clone(), t.to_f64_lossy()))
+                .collect(),
+        );
+        let outs = |explanation: bool| {
+            resp.outputs
+                .iter()
+                .zip(&resp.raw_output_contents)
+                .filter(|(o, _)| o.name.starts_with("attribution.") == explanation)
+                .filter_map(|(o, raw)| {
+                    let dtype: DataType = o.datatype.parse().ok()?;
+                    let shape = o.shape.iter().map(|&d| d.max(0) as usize).collect();
+                    let t = Tensor::new(dtype, shape, raw.clone()).ok()?;
+                    Some((o.name.clone(), t.to_f64_lossy()))
+                })
+                .collect::<Vec<_>>()
+        };
+        let explanation = outs(true);
+        Queued {
+            reason,
+            inputs: Some(inputs).filter(|i| i.len() <= self.cfg.max_input_bytes),
+            outputs: row_json(outs(false)),
+            explanation: (!explanation.is_empty()).then(|| row_json(explanation)),
+            max_queued,
         }
     }
 
@@ -329,6 +451,12 @@ impl CallHook for MonitorHook {
             return;
         };
         let top = scores.iter().copied().fold(f64::MIN, f64::max);
+        if let Some(t) = watch.outlier_threshold() {
+            let n = scores.iter().filter(|&&v| v > t).count() as u64;
+            if n > 0 {
+                self.outliers_seen(n, top);
+            }
+        }
         resp.parameters.insert(
             OUTLIER_SCORE_PARAM.into(),
             InferParameter {
@@ -361,7 +489,27 @@ impl CallHook for MonitorHook {
         }
         let all = out.to_f64_lossy();
         let time_ms = now_ms();
+        let outlier_scores = self
+            .cfg
+            .review
+            .as_ref()
+            .filter(|r| r.outlier_above.is_some())
+            .map(|_| outlier_scores(resp, rows));
+        let drifting = self.watch.as_ref().is_some_and(|w| w.alerting());
         for row in 0..rows {
+            let summary = self.summary(&out, &all, rows, row);
+            let review = self.cfg.review.as_ref().and_then(|rules| {
+                let reason = rules.reason(Facts {
+                    outlier_score: outlier_scores.as_ref().and_then(|s| s.get(row).copied()),
+                    top_score: match &summary {
+                        Summary::Class { score, .. } => *score,
+                        _ => None,
+                    },
+                    drifting,
+                    draw: rand::rng().random(),
+                })?;
+                Some(self.queued(ctx, resp, reason, rules.max_queued, row))
+            });
             let request_id = if rows == 1 {
                 resp.id.clone()
             } else {
@@ -371,12 +519,13 @@ impl CallHook for MonitorHook {
                 request_id,
                 model: resp.model_name.clone(),
                 version: resp.model_version.clone(),
-                digest: ctx.model.sha256().to_string(),
+                digest: ctx.model.lineage().digest.clone(),
                 time_ms,
                 node: self.node.clone(),
                 trace_id: ctx.trace_id.to_string(),
-                summary: self.summary(&out, &all, rows, row),
+                summary,
                 inputs: self.inputs(ctx, row),
+                review,
             });
         }
     }

@@ -125,6 +125,21 @@ impl GrpcInferenceService for InferenceService {
             platform: m.def.backend.triton_platform().into(),
             inputs: tensor_meta(&m, &m.def.signature.inputs),
             outputs: tensor_meta(&m, &m.def.signature.outputs),
+            // The lineage of the weights (`troupe.lineage.*`), as model parameters.
+            parameters: m
+                .lineage_fields
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        pb::InferParameter {
+                            parameter_choice: Some(
+                                pb::infer_parameter::ParameterChoice::StringParam(v.clone()),
+                            ),
+                        },
+                    )
+                })
+                .collect(),
         }))
     }
 
@@ -143,12 +158,21 @@ impl GrpcInferenceService for InferenceService {
         // W3C trace context: the call's span continues the caller's trace, and the trace
         // id goes back on the answer (and the error).
         let trace = troupe_telemetry::TraceContext::from_metadata(req.metadata());
+        // The lineage of the weights that answer goes on the call's span.
+        let lineage = found.as_ref().ok().map(|m| &m.lineage);
+        let of = |f: fn(&troupe_monitor::lineage::Lineage) -> &str| lineage.map_or("", f);
         let span = troupe_telemetry::call_span(req.metadata(), || {
             info_span!(
                 "node.infer",
                 model = %req.get_ref().model_name,
                 version = %req.get_ref().model_version,
                 node = %self.registry.opts.node_id,
+                troupe.lineage.digest = of(|l| &l.digest),
+                troupe.lineage.signature = of(|l| l.signature.state.as_str()),
+                troupe.lineage.source = of(|l| &l.provenance.source),
+                troupe.lineage.training_run = of(|l| &l.provenance.training_run),
+                troupe.lineage.code_commit = of(|l| &l.provenance.code_commit),
+                troupe.lineage.data_digest = of(|l| &l.provenance.data_digest),
             )
         });
         let traced_id = troupe_telemetry::trace_id(&span);

@@ -47,7 +47,7 @@ impl ModelsService {
             .collect();
         let ready = m.is_ready();
         pb::ModelStatus {
-            spec: Some(m.def.to_spec(&m.sha256)),
+            spec: Some(m.def.to_spec(&m.lineage.digest)),
             state: if ready {
                 pb::ModelState::Ready
             } else {
@@ -62,6 +62,7 @@ impl ModelsService {
             desired_replicas: 1,
             replicas,
             queue_length: m.queue.len() as u32,
+            lineage: Some(m.lineage.to_proto()),
         }
     }
 

@@ -88,6 +88,8 @@ pub fn model_status(
                     .map(|m| m.queue_length)
             })
             .sum::<u64>() as u32,
+        // Lineage is a node's (its loaded weights): `troupe lineage` answers it for a call.
+        lineage: None,
     }
 }
 

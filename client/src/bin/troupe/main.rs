@@ -17,9 +17,12 @@ mod feedback;
 mod health;
 mod infer;
 mod inputs;
+mod lineage;
 mod models;
 mod monitor;
 mod render;
+mod review;
+mod sign;
 mod trace;
 
 use cluster::ClusterCmd;
@@ -93,10 +96,23 @@ enum Cmd {
     Feedback(feedback::FeedbackArgs),
     /// A model's live quality over its windows, refreshing (troupe.v1.Monitor).
     Monitor(monitor::MonitorArgs),
+    /// The human review queue: take a call, decide it, export for labelling tools.
+    #[command(subcommand)]
+    Review(review::ReviewCmd),
+    /// Which model and weights, trained on what, gave an answer, and what label it got.
+    Lineage {
+        /// The answer's id (the client's `id`, else the one Troupe gave it).
+        request_id: String,
+    },
+    /// Sign a model's artifact (or version folder) with an ed25519 key; no server needed.
+    Sign(sign::SignArgs),
 }
 
 /// Connects as the global flags say and runs the subcommand.
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Cmd::Sign(args) = cli.cmd {
+        return sign::run(args);
+    }
     let mut c = connect::connect(&cli).await?;
     let traceparent = cli.traceparent.as_deref();
     match cli.cmd {
@@ -107,6 +123,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Explain(args) => explain::run(args, &mut c, traceparent, cli.json).await,
         Cmd::Feedback(args) => feedback::run(args, &mut c, cli.json).await,
         Cmd::Monitor(args) => monitor::run(args, &mut c, cli.json).await,
+        Cmd::Review(cmd) => review::run(cmd, &mut c, cli.json).await,
+        Cmd::Lineage { request_id } => lineage::run(request_id, &mut c, cli.json).await,
+        Cmd::Sign(_) => Ok(()),
     }
 }
 

@@ -163,7 +163,20 @@ pub(crate) async fn run(cmd: ModelsCmd, c: &mut Client, json: bool) -> Result<()
                             [what.to_string(), format!("{name} {datatype} {}", t["dims"])]
                         })
                     });
-                print_table(&[], &[], fields.into_iter().chain(tensors));
+                let l = &v["lineage"];
+                let lineage = [
+                    ("training run", &l["provenance"]["training_run"]),
+                    ("source", &l["provenance"]["source"]),
+                    ("code commit", &l["provenance"]["code_commit"]),
+                    ("data digest", &l["provenance"]["data_digest"]),
+                    ("signature", &l["signature"]["state"]),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let v = v.as_str().filter(|s| !s.is_empty())?;
+                    Some([k.to_string(), v.to_string()])
+                });
+                print_table(&[], &[], fields.into_iter().chain(tensors).chain(lineage));
             }
         }
         ModelsCmd::Create {

@@ -80,6 +80,31 @@ pub(crate) fn backend_name(b: i32) -> &'static str {
     }
 }
 
+/// A truth (a label or a value) as JSON; null when there is none.
+pub(crate) fn truth_json(t: Option<&tpb::Truth>) -> Value {
+    match t.and_then(|t| t.truth.as_ref()) {
+        Some(tpb::truth::Truth::Label(l)) => json!(l),
+        Some(tpb::truth::Truth::Value(v)) => json!(v),
+        None => Value::Null,
+    }
+}
+
+/// A model version's lineage: its weights' digest, provenance and signature check.
+pub(crate) fn lineage_json(l: &tpb::Lineage) -> Value {
+    let p = l.provenance.clone().unwrap_or_default();
+    let s = l.signature.clone().unwrap_or_default();
+    json!({
+        "digest": l.digest,
+        "manifest_digest": (!l.manifest_digest.is_empty()).then_some(&l.manifest_digest),
+        "provenance": {
+            "source": p.source, "training_run": p.training_run, "code_commit": p.code_commit,
+            "data_digest": p.data_digest, "labels": p.labels,
+        },
+        "signature": {"state": s.state, "key": s.key, "covers": s.covers, "signed_digest": s.signed_digest, "reason": s.reason},
+        "loaded_by": l.node, "loaded_ms": l.loaded_ms,
+    })
+}
+
 pub(crate) fn status_json(s: &tpb::ModelStatus) -> Value {
     let spec = s.spec.clone().unwrap_or_default();
     json!({
@@ -94,6 +119,7 @@ pub(crate) fn status_json(s: &tpb::ModelStatus) -> Value {
             "normalize": !t.no_normalize, "truncate": !t.refuse_long, "input": t.input, "output": t.output})),
         "replicas": s.replicas.iter().map(|r| json!({"node": r.node_id, "instance": r.instance, "state": state_name(r.state),
             "in_flight": r.in_flight, "restarts": r.restarts, "reason": r.reason})).collect::<Vec<_>>(),
+        "lineage": s.lineage.as_ref().map(lineage_json),
     })
 }
 
