@@ -147,7 +147,21 @@ impl Store {
                 why: "unknown scheme".into(),
             });
         };
+        let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
+            // SQLite: a write-ahead log, synced at checkpoints rather than at every
+            // commit (a crash of the machine may lose the last commits, never corrupt
+            // the file; a crash of the node loses nothing committed).
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        use sqlx::Executor;
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(&url)

@@ -86,6 +86,10 @@ pub struct ModelSample<'a> {
     pub quality: Option<troupe_proto::troupe::QualityResponse>,
     /// The drift watch of a model with `[monitoring.drift]`.
     pub feature_drift: Option<FeatureDriftSample>,
+    /// Calls queued for review, by reason (outlier, low_score, drift, sample).
+    pub reviews: Option<[u64; 4]>,
+    /// Webhook alerts: posted, failed (every attempt), dropped (queue full).
+    pub alerts: Option<[u64; 3]>,
 }
 
 /// The drift watch's state at a scrape.
@@ -254,6 +258,7 @@ pub fn render(
     }
     render_quality(&mut out, models);
     render_feature_drift(&mut out, models);
+    render_review_and_alerts(&mut out, models);
     for (name, help, pick) in HISTOGRAM_FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for m in models {
@@ -376,6 +381,51 @@ const CLASS_GAUGES: [ClassGauge; 3] = [
         c.f1
     }),
 ];
+
+/// Calls queued for review by each rule, and what became of webhook alerts.
+fn render_review_and_alerts(out: &mut String, models: &[ModelSample]) {
+    use troupe_monitor::review::Reason;
+    let reasons = [
+        Reason::Outlier,
+        Reason::LowScore,
+        Reason::Drift,
+        Reason::Sample,
+    ];
+    if models.iter().any(|m| m.reviews.is_some()) {
+        let _ = writeln!(
+            out,
+            "# HELP troupe_reviews_queued_total Calls a review rule queued for a person (up to the queue's bound).\n# TYPE troupe_reviews_queued_total counter"
+        );
+        for m in models {
+            for (r, n) in reasons.iter().zip(m.reviews.iter().flatten()) {
+                let _ = writeln!(
+                    out,
+                    "troupe_reviews_queued_total{{{},reason=\"{}\"}} {n}",
+                    labels(m),
+                    r.as_str()
+                );
+            }
+        }
+    }
+    if models.iter().any(|m| m.alerts.is_some()) {
+        let _ = writeln!(
+            out,
+            "# HELP troupe_alerts_total Alerts for the model's webhook: posted, failed (every attempt), dropped (alerts came faster than it took them).\n# TYPE troupe_alerts_total counter"
+        );
+        for m in models {
+            for (o, n) in ["posted", "failed", "dropped"]
+                .iter()
+                .zip(m.alerts.iter().flatten())
+            {
+                let _ = writeln!(
+                    out,
+                    "troupe_alerts_total{{{},outcome=\"{o}\"}} {n}",
+                    labels(m)
+                );
+            }
+        }
+    }
+}
 
 /// Per-feature drift of the latest window, the alert, and outliers counted.
 fn render_feature_drift(out: &mut String, models: &[ModelSample]) {

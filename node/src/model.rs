@@ -172,6 +172,8 @@ impl LoadedModel {
                         outliers,
                     }
                 }),
+            reviews: self.hooks.monitor.as_ref().and_then(|m| m.reviews()),
+            alerts: self.hooks.monitor.as_ref().and_then(|m| m.alerts()),
         }
     }
 

@@ -8,6 +8,7 @@
 //! `<id>#0` ... `<id>#<n-1>`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -16,7 +17,7 @@ use sha2::{Digest, Sha256};
 use troupe_backends::{DataType, Tensor};
 use troupe_monitor::alert::{Alert, Alerter};
 use troupe_monitor::config::{Kind, MAX_VALUES, MonitorCfg};
-use troupe_monitor::review::{Facts, Queued};
+use troupe_monitor::review::{Facts, Queued, Reason};
 use troupe_monitor::{Prediction, Recorder, Store, Summary, now_ms};
 use troupe_proto::inference::ModelInferResponse;
 use troupe_proto::troupe::QualityResponse;
@@ -108,6 +109,9 @@ pub struct MonitorHook {
     alerter: Option<Alerter>,
     /// Outliers seen since the last outlier alert was raised, and when that was.
     outlier_alert: Mutex<(Option<Instant>, u64, f64)>,
+    /// Calls queued for review, by reason (in `Reason` order: outlier, low_score, drift,
+    /// sample).
+    reviews_queued: [AtomicU64; 4],
 }
 
 impl MonitorHook {
@@ -188,6 +192,7 @@ impl MonitorHook {
             latest,
             reader,
             outlier_alert: Mutex::new((None, 0, 0.0)),
+            reviews_queued: Default::default(),
         })
     }
 
@@ -291,7 +296,7 @@ impl MonitorHook {
         &self,
         ctx: &CallCtx<'_>,
         resp: &ModelInferResponse,
-        reason: troupe_monitor::review::Reason,
+        reason: Reason,
         max_queued: u64,
         row: usize,
     ) -> Queued {
@@ -333,6 +338,23 @@ impl MonitorHook {
             explanation: (!explanation.is_empty()).then(|| row_json(explanation)),
             max_queued,
         }
+    }
+
+    /// Calls queued for review by each rule (None without `[monitoring.review]`).
+    pub fn reviews(&self) -> Option<[u64; 4]> {
+        self.cfg.review.as_ref().map(|_| {
+            self.reviews_queued
+                .each_ref()
+                .map(|n| n.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Alerts posted, failed and dropped (None without `[monitoring.webhook]`).
+    pub fn alerts(&self) -> Option<[u64; 3]> {
+        self.alerter.as_ref().map(|a| {
+            let c = a.counts();
+            [&c.posted, &c.failed, &c.dropped].map(|n| n.load(Ordering::Relaxed))
+        })
     }
 
     /// The latest quality report of the model.
@@ -508,6 +530,14 @@ impl CallHook for MonitorHook {
                     drifting,
                     draw: rand::rng().random(),
                 })?;
+                let slot = match reason {
+                    Reason::Outlier => 0,
+                    Reason::LowScore => 1,
+                    Reason::Drift => 2,
+                    Reason::Sample => 3,
+                };
+                self.reviews_queued[slot].fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(model = %self.model, request_id = %resp.id, reason = reason.as_str(), "call queued for review");
                 Some(self.queued(ctx, resp, reason, rules.max_queued, row))
             });
             let request_id = if rows == 1 {
