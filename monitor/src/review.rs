@@ -64,16 +64,24 @@ impl ReviewRules {
     }
 }
 
-/// The rule that queued a call.
+/// The rule that queued a call (`as usize` indexes [`Reason::ALL`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    Outlier,
-    LowScore,
-    Drift,
-    Sample,
+    Outlier = 0,
+    LowScore = 1,
+    Drift = 2,
+    Sample = 3,
 }
 
 impl Reason {
+    /// Every reason, in the order of their rules.
+    pub const ALL: [Reason; 4] = [
+        Reason::Outlier,
+        Reason::LowScore,
+        Reason::Drift,
+        Reason::Sample,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Outlier => "outlier",

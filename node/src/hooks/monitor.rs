@@ -109,8 +109,7 @@ pub struct MonitorHook {
     alerter: Option<Alerter>,
     /// Outliers seen since the last outlier alert was raised, and when that was.
     outlier_alert: Mutex<(Option<Instant>, u64, f64)>,
-    /// Calls queued for review, by reason (in `Reason` order: outlier, low_score, drift,
-    /// sample).
+    /// Calls queued for review, by reason (indexed as `Reason::ALL`).
     reviews_queued: [AtomicU64; 4],
 }
 
@@ -517,7 +516,9 @@ impl CallHook for MonitorHook {
             .as_ref()
             .filter(|r| r.outlier_above.is_some())
             .map(|_| outlier_scores(resp, rows));
-        let drifting = self.watch.as_ref().is_some_and(|w| w.alerting());
+        // The watch's lock is taken only for a rule that asks whether drift holds.
+        let drifting = self.cfg.review.as_ref().is_some_and(|r| r.while_drifting)
+            && self.watch.as_ref().is_some_and(|w| w.alerting());
         for row in 0..rows {
             let summary = self.summary(&out, &all, rows, row);
             let review = self.cfg.review.as_ref().and_then(|rules| {
@@ -530,13 +531,7 @@ impl CallHook for MonitorHook {
                     drifting,
                     draw: rand::rng().random(),
                 })?;
-                let slot = match reason {
-                    Reason::Outlier => 0,
-                    Reason::LowScore => 1,
-                    Reason::Drift => 2,
-                    Reason::Sample => 3,
-                };
-                self.reviews_queued[slot].fetch_add(1, Ordering::Relaxed);
+                self.reviews_queued[reason as usize].fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(model = %self.model, request_id = %resp.id, reason = reason.as_str(), "call queued for review");
                 Some(self.queued(ctx, resp, reason, rules.max_queued, row))
             });
