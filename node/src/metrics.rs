@@ -384,13 +384,7 @@ const CLASS_GAUGES: [ClassGauge; 3] = [
 
 /// Calls queued for review by each rule, and what became of webhook alerts.
 fn render_review_and_alerts(out: &mut String, models: &[ModelSample]) {
-    use troupe_monitor::review::Reason;
-    let reasons = [
-        Reason::Outlier,
-        Reason::LowScore,
-        Reason::Drift,
-        Reason::Sample,
-    ];
+    let reasons = troupe_monitor::review::Reason::ALL;
     if models.iter().any(|m| m.reviews.is_some()) {
         let _ = writeln!(
             out,
