@@ -4,13 +4,16 @@
 # [monitoring]) and `digits_onnx` (every answer recorded), measured by troupe-load in
 # another process: calls/s and the node's CPU time per call, with the store on SQLite,
 # then on a real PostgreSQL server (started here as in the tests).
-# Env: DUR (default 10s), CONC (default 8).
+# Env: DUR (default 10s), CONC (default 8), ROUNDS (default 3: off and on alternate, and
+# the summary gives each round's ratio and their median, as this machine's neighbours move
+# the baseline from one round to the next).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release -q -p troupe-node -p troupe-load --bins
 DUR=${DUR:-10s}
 CONC=${CONC:-8}
+ROUNDS=${ROUNDS:-3}
 WORK=$(mktemp -d)
 chown postgres "$WORK"
 PIDS=()
@@ -70,14 +73,14 @@ PY
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); concurrency $CONC, $DUR each"
 run_node "sqlite://$WORK/store.db"
-for round in 1 2; do
-  measure "off-sqlite-node-$round" digits_plain
+for round in $(seq "$ROUNDS"); do
+  measure "off-sqlite-$round" digits_plain
   measure "on-sqlite-$round" digits_onnx
 done
 kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
 run_node "postgres://troupe@127.0.0.1:$PGPORT/postgres"
-for round in 1 2; do
-  measure "off-postgres-node-$round" digits_plain
+for round in $(seq "$ROUNDS"); do
+  measure "off-postgres-$round" digits_plain
   measure "on-postgres-$round" digits_onnx
 done
 sleep 1
@@ -85,4 +88,14 @@ python3 - "$WORK/store.db" <<'PY'
 import sqlite3, sys
 n = sqlite3.connect(sys.argv[1]).execute("select count(*) from predictions").fetchone()[0]
 print(f"rows in the SQLite store: {n}")
+PY
+python3 - "$WORK" "$ROUNDS" <<'PY'
+import json, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+def step(name):
+    return json.load(open(f"{work}/{name}.json"))["steps"][0]["throughput"]
+for store in ("sqlite", "postgres"):
+    ratios = [step(f"on-{store}-{r}") / step(f"off-{store}-{r}") - 1 for r in range(1, rounds + 1)]
+    shown = ", ".join(f"{x:+.1%}" for x in ratios)
+    print(f"throughput with every answer recorded on {store}: {shown} (median {statistics.median(ratios):+.1%})")
 PY

@@ -1,6 +1,7 @@
 //! The prediction store: SQLite (a file, no setup) or PostgreSQL (shared by the nodes and
 //! routers of a cluster), through sqlx's `Any` driver, with the schema in `migrations/`.
-//! Every statement is portable SQL with `$N` placeholders, which both accept.
+//! Statements are portable SQL with `$N` placeholders, which both accept; multi-row
+//! inserts name theirs as each database binds them fastest ([`Params`]).
 
 use std::time::Duration;
 
@@ -90,6 +91,8 @@ pub struct Stored {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// How this database numbers a statement's parameters.
+    params: Params,
     /// The URL as given, for messages (no password: see [`Store::shown`]).
     shown: String,
 }
@@ -151,13 +154,16 @@ impl Store {
         let pool = AnyPoolOptions::new()
             // SQLite: a write-ahead log, synced at checkpoints rather than at every
             // commit (a crash of the machine may lose the last commits, never corrupt
-            // the file; a crash of the node loses nothing committed).
+            // the file; a crash of the node loses nothing committed), and pages read
+            // through a memory map (up to 256 MiB) rather than copied by a read per page.
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if sqlite {
                         use sqlx::Executor;
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL")
-                            .await?;
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 268435456",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -171,7 +177,16 @@ impl Store {
                 source,
             })?;
         migrator().run(&pool).await?;
-        Ok(Store { pool, shown })
+        let params = if sqlite {
+            Params::Anonymous
+        } else {
+            Params::Numbered
+        };
+        Ok(Store {
+            pool,
+            params,
+            shown,
+        })
     }
 
     /// The store's URL, without its password.
@@ -192,7 +207,7 @@ impl Store {
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let sql = format!(
                 "INSERT INTO predictions (request_id, model, version, digest, time_ms, node, trace_id, class, score, value, scores, outputs_sha256, inputs, bytes) VALUES {} ON CONFLICT (request_id) DO NOTHING",
-                placeholders(chunk.len(), 14)
+                self.params.rows(chunk.len(), 14)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for p in chunk {
@@ -258,7 +273,7 @@ impl Store {
         for chunk in truths.chunks(ROWS_PER_INSERT) {
             let sql = format!(
                 "INSERT INTO feedback (request_id, label, value, time_ms, source) VALUES {} ON CONFLICT (request_id) DO UPDATE SET label = excluded.label, value = excluded.value, time_ms = excluded.time_ms, source = excluded.source",
-                placeholders(chunk.len(), 5)
+                self.params.rows(chunk.len(), 5)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for t in chunk {
@@ -279,11 +294,8 @@ impl Store {
         let mut matched = 0;
         for chunk in truths.chunks(IDS_PER_QUERY) {
             let sql = format!(
-                "SELECT COUNT(*) FROM predictions WHERE request_id IN ({})",
-                (1..=chunk.len())
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "SELECT COUNT(*) FROM predictions WHERE request_id IN {}",
+                self.params.rows(1, chunk.len())
             );
             let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
             for t in chunk {
@@ -522,14 +534,34 @@ impl Store {
 }
 
 /// `($1, ..., $cols), ($cols+1, ...)` for `rows` rows.
-fn placeholders(rows: usize, cols: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let row: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
-            format!("({})", row.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// How a multi-row statement names its parameters. PostgreSQL needs `$N`; SQLite takes
+/// `?` too, and sqlx binds `$N` there by asking SQLite each parameter's name, a linear
+/// search per parameter (so a statement of n parameters costs n² steps: 14 columns × 64
+/// rows made it the largest cost of recording), while `?` binds in order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Params {
+    /// `?`, bound in order (SQLite).
+    Anonymous,
+    /// `$1`, `$2`, ... (PostgreSQL).
+    Numbered,
+}
+
+impl Params {
+    /// `(p, p, p), (p, p, p)`: `rows` tuples of `cols` parameters.
+    fn rows(self, rows: usize, cols: usize) -> String {
+        (0..rows)
+            .map(|r| {
+                let row: Vec<String> = (1..=cols)
+                    .map(|c| match self {
+                        Params::Anonymous => "?".to_string(),
+                        Params::Numbered => format!("${}", r * cols + c),
+                    })
+                    .collect();
+                format!("({})", row.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn json(v: &[f64]) -> Option<String> {
@@ -564,7 +596,8 @@ mod tests {
 
     #[test]
     fn placeholders_number_every_parameter() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(Params::Numbered.rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(Params::Anonymous.rows(2, 2), "(?, ?), (?, ?)");
     }
 
     #[test]
