@@ -300,6 +300,18 @@ async fn a_signed_model_answers_with_its_lineage_and_a_tampered_one_is_refused()
         "{got}"
     );
     assert_eq!(got["lineage"]["signature"]["state"], "verified");
+    // And `models get` through the router, which asks a replica's node.
+    let got = run(troupe_cli().args([
+        "--server",
+        &router.addr,
+        "--json",
+        "models",
+        "get",
+        "digits_signed",
+    ]));
+    let got: serde_json::Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(got["lineage"]["digest"], digest.as_str(), "{got}");
+    assert_eq!(got["lineage"]["provenance"]["training_run"], "run-17");
     let line = std::fs::read_to_string(&audit).unwrap();
     let line: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
     assert_eq!(line["sha256"], digest.as_str());

@@ -88,8 +88,35 @@ pub fn model_status(
                     .map(|m| m.queue_length)
             })
             .sum::<u64>() as u32,
-        // Lineage is a node's (its loaded weights): `troupe lineage` answers it for a call.
+        // Lineage is a node's (its loaded weights): `Get` asks a replica's node.
         lineage: None,
+    }
+}
+
+/// How long `Get` waits for a replica's node to say what it loaded.
+const LINEAGE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The lineage of the weights a replica's node loaded for `model` (None when the node
+/// does not answer in time: the status is the cluster's either way).
+async fn node_lineage(router: &Router, replica: &Replica, model: &str) -> Option<tpb::Lineage> {
+    use troupe_proto::troupe::models_client::ModelsClient;
+    let mut req = Request::new(tpb::GetModelRequest {
+        name: model.to_string(),
+        ..Default::default()
+    });
+    router.authorize(req.metadata_mut(), None);
+    req.set_timeout(LINEAGE_WITHIN);
+    let channel = router.channel(&replica.addr).ok()?;
+    match tokio::time::timeout(LINEAGE_WITHIN, ModelsClient::new(channel).get(req)).await {
+        Ok(Ok(resp)) => resp.into_inner().lineage,
+        Ok(Err(e)) => {
+            tracing::debug!(model = %model, node = %replica.node, error = %e.message(), "lineage not read from the node");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(model = %model, node = %replica.node, "lineage not read from the node in time");
+            None
+        }
     }
 }
 
@@ -203,12 +230,12 @@ impl Models for ModelsService {
             .models
             .get(&name)
             .ok_or_else(|| RouterError::ModelNotFound(name.clone()))?;
-        Ok(Response::new(model_status(
-            &s,
-            &name,
-            spec,
-            &self.0.store.routes(&name),
-        )))
+        let routes = self.0.store.routes(&name);
+        let mut status = model_status(&s, &name, spec, &routes);
+        if let Some(r) = routes.first() {
+            status.lineage = node_lineage(&self.0, r, &name).await;
+        }
+        Ok(Response::new(status))
     }
 
     async fn list(
