@@ -11,11 +11,11 @@ BENCH=0
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
-# etcd (cluster membership and its tests; Debian's etcd-server, started by the tests) and
-# protoc (the etcd-client crate's build script runs it).
-if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
-  log "installing etcd and protoc (apt)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client protobuf-compiler >/dev/null
+# etcd (cluster membership and its tests; Debian's etcd-server, started by the tests),
+# protoc (the etcd-client crate's build script runs it) and curl (the REST examples).
+if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null || ! command -v curl >/dev/null; then
+  log "installing etcd, protoc and curl (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client protobuf-compiler curl >/dev/null
   # Debian may start a system etcd on 2379; Troupe's tests start their own on free ports.
 fi
 # PostgreSQL (the shared prediction store of a cluster; the tests start their own server
@@ -40,13 +40,13 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 REQS=(torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 onnxruntime==1.31.1)
-TOOLS=(numpy onnx safetensors "tritonclient[grpc]" grpcio-tools tokenizers scikit-learn==1.9.1 skl2onnx==1.20.0 scipy)
+TOOLS=(numpy onnx safetensors "tritonclient[grpc,http]" grpcio-tools tokenizers scikit-learn==1.9.1 skl2onnx==1.20.0 scipy)
 if ! .venv/bin/python - <<'PY' 2>/dev/null
 import importlib.metadata as m
 want = {"torch": "2.13.0", "onnxruntime": "1.31.1", "nvidia-cuda-runtime": "13.0.96"}
 for k, v in want.items():
     assert m.version(k) == v, k
-import numpy, onnx, safetensors, tritonclient.grpc, grpc_tools, tokenizers, sklearn, skl2onnx, scipy  # noqa
+import numpy, onnx, safetensors, tritonclient.grpc, tritonclient.http, grpc_tools, tokenizers, sklearn, skl2onnx, scipy  # noqa
 PY
 then
   log "installing libtorch (PyPI torch, no CUDA wheels), ONNX Runtime and test tools into .venv (~600 MB download)"

@@ -872,7 +872,17 @@ async fn statistics_count_calls() {
     let st = &s.model_stats[0];
     assert_eq!(st.inference_count, 9, "3 calls of batch 3");
     assert_eq!(st.execution_count, 3);
-    assert_eq!(st.inference_stats.unwrap().success.unwrap().count, 3);
+    let is = st.inference_stats.unwrap();
+    assert_eq!(is.success.unwrap().count, 3);
+    // Each execution has its three compute phases, counted alike (perf_analyzer checks),
+    // and each phase took some time.
+    let (input, infer, output) = (
+        is.compute_input.unwrap(),
+        is.compute_infer.unwrap(),
+        is.compute_output.unwrap(),
+    );
+    assert_eq!((input.count, infer.count, output.count), (3, 3, 3));
+    assert!(input.ns > 0 && infer.ns > 0 && output.ns > 0, "{is:?}");
 }
 
 #[tokio::test]

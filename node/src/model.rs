@@ -34,6 +34,15 @@ impl DurationStat {
     }
 }
 
+/// The executions of one batch size: how many, and the ns of each compute phase.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct BatchStat {
+    pub count: u64,
+    pub input_ns: u64,
+    pub infer_ns: u64,
+    pub output_ns: u64,
+}
+
 /// Per-model counters behind ModelStatistics.
 #[derive(Default)]
 pub struct Stats {
@@ -41,22 +50,44 @@ pub struct Stats {
     pub fail: DurationStat,
     pub queue: DurationStat,
     pub compute: DurationStat,
+    /// Time spent joining a batch's inputs, and splitting its outputs into answers (one
+    /// count each per execution, which is `compute`'s count: Triton's tools check that
+    /// compute_input, compute_infer and compute_output count alike).
+    pub compute_input_ns: AtomicU64,
+    pub compute_output_ns: AtomicU64,
     pub inference_count: AtomicU64,
     pub execution_count: AtomicU64,
     pub last_inference_ms: AtomicU64,
-    /// Executions by batch size (rows): count and compute time.
-    pub batches: Mutex<BTreeMap<usize, (u64, u64)>>,
+    /// Executions by batch size (rows).
+    pub batches: Mutex<BTreeMap<usize, BatchStat>>,
 }
 
 impl Stats {
-    pub fn record_execution(&self, queue: Duration, compute: Duration, rows: usize) {
+    pub fn record_execution(
+        &self,
+        queue: Duration,
+        input: Duration,
+        compute: Duration,
+        rows: usize,
+    ) {
         self.queue.add(queue);
+        self.compute_input_ns
+            .fetch_add(input.as_nanos() as u64, Ordering::Relaxed);
         self.compute.add(compute);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
         let mut b = self.batches.lock();
         let e = b.entry(rows).or_default();
-        e.0 += 1;
-        e.1 += compute.as_nanos() as u64;
+        e.count += 1;
+        e.input_ns += input.as_nanos() as u64;
+        e.infer_ns += compute.as_nanos() as u64;
+    }
+
+    /// The time an execution of `rows` took to split its outputs (counted by
+    /// `record_execution`).
+    pub fn record_output(&self, output: Duration, rows: usize) {
+        let ns = output.as_nanos() as u64;
+        self.compute_output_ns.fetch_add(ns, Ordering::Relaxed);
+        self.batches.lock().entry(rows).or_default().output_ns += ns;
     }
 
     fn record_call(&self, ok: bool, batch: usize, total: Duration) {

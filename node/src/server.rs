@@ -61,6 +61,12 @@ pub async fn serve(
         GrpcInferenceServiceServer::new(InferenceService::new(registry.clone(), ready.clone()))
             .max_decoding_message_size(opts.max_message_bytes)
             .max_encoding_message_size(opts.max_message_bytes);
+    // The Open Inference Protocol over HTTP on the same port, answered by the same
+    // service.
+    let rest = troupe_proto::rest::routes(troupe_proto::rest::Rest {
+        service: Arc::new(InferenceService::new(registry.clone(), ready.clone())),
+        max_body_bytes: opts.max_message_bytes,
+    });
     let models = ModelsServer::new(ModelsService::new(registry.clone(), opts.node_id.clone()));
     let explainer = ExplainerServer::new(troupe_proto::explain::ExplainService(
         InferenceService::new(registry.clone(), ready.clone()),
@@ -176,11 +182,8 @@ pub async fn serve(
             .map_err(|e| NodeError::FailedPrecondition(format!("TLS: {e}")))?;
         info!(mutual = tls.client_ca_pem.is_some(), "serving over TLS");
     }
-    let result = server
-        .layer(troupe_proto::limits::status_fix())
-        .layer(troupe_proto::limits::DeadlineLayer)
-        .layer(troupe_proto::auth::AuthLayer(opts.tokens.clone()))
-        .add_service(health_service)
+    let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(inference)
@@ -188,7 +191,15 @@ pub async fn serve(
         .add_service(explainer)
         .add_service(feedback)
         .add_service(monitor)
-        .add_service(review)
+        .add_service(review);
+    let routes = troupe_proto::rest::with_grpc(grpc.routes(), rest);
+    let result = server
+        // HTTP/1.1 beside HTTP/2 (h2c or TLS): REST clients and probes.
+        .accept_http1(true)
+        .layer(troupe_proto::limits::status_fix())
+        .layer(troupe_proto::limits::DeadlineLayer)
+        .layer(troupe_proto::auth::AuthLayer(opts.tokens.clone()))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

@@ -55,8 +55,12 @@ impl Scope {
     }
 }
 
-/// The scope a gRPC method needs; None for the open ones (probes, reflection).
+/// The scope a gRPC method or REST path needs; None for the open ones (probes,
+/// reflection, the metrics and the dashboard).
 pub fn scope_of(path: &str) -> Option<Scope> {
+    if let Some(rest) = path.strip_prefix("/v2") {
+        return rest_scope(rest);
+    }
     let (service, method) = path.trim_start_matches('/').split_once('/')?;
     match (service, method) {
         ("grpc.health.v1.Health", _)
@@ -70,6 +74,21 @@ pub fn scope_of(path: &str) -> Option<Scope> {
         _ => Some(Scope::Infer),
     }
 }
+
+/// The scope of an Open Inference Protocol REST path (`rest`: what follows `/v2`).
+fn rest_scope(rest: &str) -> Option<Scope> {
+    let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["health", "live" | "ready"] => None,
+        ["repository", "models", _, "load" | "unload"] => Some(Scope::Admin),
+        _ => Some(Scope::Infer),
+    }
+}
+
+/// A REST call the tokens refused, passed on to the REST routes so that they answer
+/// it in HTTP (`rest::routes` does, before any handler runs).
+#[derive(Debug, Clone)]
+pub struct Refused(pub tonic::Status);
 
 /// Who is calling, as the handlers and the audit trail see it (a request extension).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,9 +266,27 @@ where
                 req.extensions_mut().insert(caller);
                 Box::pin(self.inner.call(req))
             }
+            // A REST call goes on marked, to be refused in HTTP by the REST routes;
+            // anything else (gRPC, or a call to a gRPC path in any framing) is refused
+            // here.
+            Err(status) if is_rest(&req) => {
+                req.headers_mut().remove(http::header::AUTHORIZATION);
+                req.extensions_mut().insert(Refused(status));
+                Box::pin(self.inner.call(req))
+            }
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
     }
+}
+
+/// A call to the REST routes (under `/v2`, not in gRPC's framing).
+fn is_rest<B>(req: &http::Request<B>) -> bool {
+    let path = req.uri().path();
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    !grpc && (path == "/v2" || path.starts_with("/v2/"))
 }
 
 /// `path` (a `file://` URL or a path) made absolute and normal: symlinks resolved where
@@ -352,6 +389,11 @@ mod tests {
         assert_eq!(scope_of("/troupe.v1.Explainer/Explain"), Some(Scope::Infer));
         assert_eq!(scope_of("/inference.GRPCInferenceService/ServerLive"), None);
         assert_eq!(scope_of("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(scope_of("/v2/health/ready"), None);
+        assert_eq!(scope_of("/metrics"), None);
+        assert_eq!(scope_of("/v2/models/m/infer"), Some(Scope::Infer));
+        assert_eq!(scope_of("/v2"), Some(Scope::Infer));
+        assert_eq!(scope_of("/v2/repository/models/m/load"), Some(Scope::Admin));
     }
 
     #[test]

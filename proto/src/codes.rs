@@ -25,6 +25,26 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The HTTP status an answer with this gRPC code gets (the mapping of grpc-gateway and
+/// KServe's REST servers): the one place REST answers take their status from.
+pub fn http_status(code: tonic::Code) -> u16 {
+    use tonic::Code::*;
+    match code {
+        Ok => 200,
+        InvalidArgument | FailedPrecondition | OutOfRange => 400,
+        Unauthenticated => 401,
+        PermissionDenied => 403,
+        NotFound => 404,
+        AlreadyExists | Aborted => 409,
+        ResourceExhausted => 429,
+        Cancelled => 499,
+        Unimplemented => 501,
+        Unavailable => 503,
+        DeadlineExceeded => 504,
+        Unknown | Internal | DataLoss => 500,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +59,24 @@ mod tests {
             assert_eq!(squeezed, debug.to_ascii_uppercase(), "{debug}");
         }
         assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
+    }
+
+    #[test]
+    fn the_classes_of_bad_input_get_their_http_status() {
+        use tonic::Code::*;
+        let got: Vec<u16> = [
+            InvalidArgument,
+            NotFound,
+            FailedPrecondition,
+            ResourceExhausted,
+            Unavailable,
+            DeadlineExceeded,
+            Unauthenticated,
+            PermissionDenied,
+        ]
+        .into_iter()
+        .map(http_status)
+        .collect();
+        assert_eq!(got, [400, 404, 400, 429, 503, 504, 401, 403]);
     }
 }

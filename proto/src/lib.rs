@@ -31,6 +31,8 @@ pub mod digest;
 pub mod explain;
 pub mod limits;
 pub mod names;
+#[cfg(feature = "rest")]
+pub mod rest;
 #[cfg(feature = "signing")]
 pub mod signing;
 pub mod tls;

@@ -148,34 +148,44 @@ async fn main() -> anyhow::Result<()> {
         server = server.tls_config(t.server_config()).context("TLS")?;
         info!(mutual = t.client_ca_pem.is_some(), "serving over TLS");
     }
+    // The Open Inference Protocol over HTTP on the same port, answered by the same
+    // service (so forwarded to a replica over gRPC).
+    let rest = troupe_proto::rest::routes(troupe_proto::rest::Rest {
+        service: Arc::new(InferenceService(router.clone())),
+        max_body_bytes: args.max_message_bytes,
+    });
+    let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(
+        GrpcInferenceServiceServer::new(InferenceService(router.clone()))
+            .max_decoding_message_size(args.max_message_bytes)
+            .max_encoding_message_size(args.max_message_bytes),
+    )
+    .add_service(ModelsServer::new(ModelsService(router.clone())))
+    .add_service(
+        ExplainerServer::new(ExplainService(InferenceService(router.clone())))
+            .max_decoding_message_size(args.max_message_bytes)
+            .max_encoding_message_size(args.max_message_bytes),
+    )
+    .add_service(ClusterServer::new(ClusterService(router)))
+    .add_service(troupe_proto::troupe::feedback_server::FeedbackServer::new(
+        troupe_monitor::service::FeedbackService(monitoring.clone()),
+    ))
+    .add_service(troupe_proto::troupe::review_server::ReviewServer::new(
+        troupe_monitor::service::ReviewService(monitoring.clone()),
+    ))
+    .add_service(troupe_proto::troupe::monitor_server::MonitorServer::new(
+        troupe_monitor::service::MonitorService {
+            stores: monitoring.clone(),
+            configs: monitoring,
+        },
+    ));
     server
+        // HTTP/1.1 beside HTTP/2 (h2c or TLS): REST clients and probes.
+        .accept_http1(true)
         .layer(troupe_proto::limits::status_fix())
         .layer(troupe_proto::limits::DeadlineLayer)
         .layer(troupe_proto::auth::AuthLayer(tokens))
-        .add_service(
-            GrpcInferenceServiceServer::new(InferenceService(router.clone()))
-                .max_decoding_message_size(args.max_message_bytes)
-                .max_encoding_message_size(args.max_message_bytes),
-        )
-        .add_service(ModelsServer::new(ModelsService(router.clone())))
-        .add_service(
-            ExplainerServer::new(ExplainService(InferenceService(router.clone())))
-                .max_decoding_message_size(args.max_message_bytes)
-                .max_encoding_message_size(args.max_message_bytes),
-        )
-        .add_service(ClusterServer::new(ClusterService(router)))
-        .add_service(troupe_proto::troupe::feedback_server::FeedbackServer::new(
-            troupe_monitor::service::FeedbackService(monitoring.clone()),
-        ))
-        .add_service(troupe_proto::troupe::review_server::ReviewServer::new(
-            troupe_monitor::service::ReviewService(monitoring.clone()),
-        ))
-        .add_service(troupe_proto::troupe::monitor_server::MonitorServer::new(
-            troupe_monitor::service::MonitorService {
-                stores: monitoring.clone(),
-                configs: monitoring,
-            },
-        ))
+        .add_routes(troupe_proto::rest::with_grpc(grpc.routes(), rest))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

@@ -138,6 +138,7 @@ impl ReplicaState {
             .map(|e| e.enqueued)
             .min()
             .unwrap_or_else(Instant::now);
+        let joining = Instant::now();
         let joined_inputs = match &model.pipeline {
             Some(p) => p.concat(&mut batch),
             None => concat(&mut batch),
@@ -190,13 +191,16 @@ impl ReplicaState {
         let compute = started.elapsed();
         record_compute(&model.compute_ewma_ns, compute);
         drop(spans);
-        model
-            .stats
-            .record_execution(started.duration_since(oldest), compute, rows.iter().sum());
+        model.stats.record_execution(
+            joining.duration_since(oldest),
+            started.duration_since(joining),
+            compute,
+            rows.iter().sum(),
+        );
         model
             .metrics
             .queue
-            .observe_duration(started.duration_since(oldest));
+            .observe_duration(joining.duration_since(oldest));
         model.metrics.compute.observe_duration(compute);
         model
             .metrics
@@ -204,6 +208,8 @@ impl ReplicaState {
             .observe(rows.iter().sum::<usize>() as f64);
         match joined {
             Ok(Ok(outputs)) => {
+                let splitting = Instant::now();
+                let _output = OutputTime(&model.stats, splitting, rows.iter().sum());
                 if let Err(e) = model.def.signature.check_outputs(&outputs) {
                     fail_all(batch, || {
                         NodeError::backend(&name, BackendError::OutputMismatch(e.to_string()))
@@ -244,6 +250,15 @@ impl ReplicaState {
                 Err(msg)
             }
         }
+    }
+}
+
+/// Adds the time since its start to the execution's `compute_output` when dropped (on
+/// every way out of the output step).
+struct OutputTime<'a>(&'a crate::model::Stats, Instant, usize);
+impl Drop for OutputTime<'_> {
+    fn drop(&mut self) {
+        self.0.record_output(self.1.elapsed(), self.2);
     }
 }
 

@@ -1,7 +1,7 @@
 //! `inference.GRPCInferenceService`: the Open Inference Protocol, as Triton serves it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info_span, instrument};
@@ -271,6 +271,16 @@ impl GrpcInferenceService for InferenceService {
             .iter()
             .map(|m| {
                 let s = &m.stats;
+                // One count for the three compute phases, read once: every execution
+                // has each (Triton's perf_analyzer checks that they count alike).
+                let compute = duration(&s.compute);
+                let executions = compute.as_ref().map_or(0, |d| d.count);
+                let phase = |ns: &AtomicU64| {
+                    Some(pb::StatisticDuration {
+                        count: executions,
+                        ns: ns.load(Ordering::Relaxed),
+                    })
+                };
                 pb::ModelStatistics {
                     name: m.def.name.clone(),
                     version: m.def.version.clone(),
@@ -281,19 +291,23 @@ impl GrpcInferenceService for InferenceService {
                         success: duration(&s.success),
                         fail: duration(&s.fail),
                         queue: duration(&s.queue),
-                        compute_infer: duration(&s.compute),
-                        compute_input: Some(pb::StatisticDuration::default()),
-                        compute_output: Some(pb::StatisticDuration::default()),
+                        compute_input: phase(&s.compute_input_ns),
+                        compute_infer: compute,
+                        compute_output: phase(&s.compute_output_ns),
                         ..Default::default()
                     }),
                     batch_stats: s
                         .batches
                         .lock()
                         .iter()
-                        .map(|(&rows, &(count, ns))| pb::InferBatchStatistics {
-                            batch_size: rows as u64,
-                            compute_infer: Some(pb::StatisticDuration { count, ns }),
-                            ..Default::default()
+                        .map(|(&rows, b)| {
+                            let d = |ns| Some(pb::StatisticDuration { count: b.count, ns });
+                            pb::InferBatchStatistics {
+                                batch_size: rows as u64,
+                                compute_input: d(b.input_ns),
+                                compute_infer: d(b.infer_ns),
+                                compute_output: d(b.output_ns),
+                            }
                         })
                         .collect(),
                     ..Default::default()
