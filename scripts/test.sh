@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # A real OpenTelemetry backend for tests/tracing.rs (Arize Phoenix, ~850 MB, once).
 scripts/phoenix.sh install
+# Triton's perf_analyzer for tests/http.rs (PyPI tritonclient 2.41.0, ~30 MB, once).
+scripts/perf_analyzer.sh install
 # What the developers' guide promises: formatted, and clippy-clean with warnings as errors.
 cargo fmt --all -- --check
 cargo clippy -q --workspace --all-targets -- -D warnings

@@ -322,3 +322,42 @@ async fn the_readme_curl_examples_answer_as_shown() {
     }
     assert_eq!(checked, 4, "the README shows four REST examples");
 }
+
+#[tokio::test]
+async fn perf_analyzer_runs_to_the_end_over_grpc_and_http() {
+    let repo = linked_repository(&["mlp_onnx"]);
+    let node = Node::start(repo.path(), &[]).await.expect("node starts");
+    for protocol in ["grpc", "http"] {
+        // Triton's own tool (scripts/perf_analyzer.sh install, run by scripts/test.sh):
+        // it checks that the server's statistics add up, and aborts when they do not.
+        let out = Command::new("timeout")
+            .arg("300")
+            .arg(troupe_tests::root().join("scripts/perf_analyzer.sh"))
+            .args(["-m", "mlp_onnx", "-u", &node.addr, "-i", protocol])
+            .args(["--shape", "input:1,16", "--measurement-interval", "500"])
+            .args([
+                "--concurrency-range",
+                "1:4:3",
+                "--stability-percentage",
+                "50",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("perf_analyzer runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "perf_analyzer over {protocol}:\n{text}"
+        );
+        assert!(
+            text.contains("Concurrency: 1, throughput")
+                && text.contains("Concurrency: 4, throughput"),
+            "{protocol}:\n{text}"
+        );
+        assert!(text.contains("compute input"), "{protocol}:\n{text}");
+    }
+}
