@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# REST against gRPC (docs/benchmarks.md, "HTTP"): in one run, Triton's perf_analyzer on the
-# MLP (ONNX, 1 instance, no batching) of one release troupe-node over gRPC, over HTTP with
-# binary tensors (tritonclient's default) and with JSON tensors, then MLServer's REST
-# (PyPI mlserver, .venv-mlserver, JSON: it lacks the binary extension) on the same .onnx
-# file, at concurrency 1, 8 and 32. Prints one line per step: calls/s, p50, p99.
-# Env: WINDOW_MS (perf_analyzer's measurement interval, default 3000).
+# REST against gRPC (docs/benchmarks.md, "HTTP"): in one run, on the MLP (ONNX, 1
+# instance, no batching) of one release troupe-node, at concurrency 1, 8 and 32:
+#   1. Triton's perf_analyzer over gRPC, over HTTP with binary tensors (tritonclient's
+#      default) and with JSON tensors;
+#   2. troupe-load over REST with JSON tensors against the node and against MLServer's
+#      REST (PyPI mlserver, .venv-mlserver, same .onnx file; JSON, as it lacks the binary
+#      extension, and perf_analyzer cannot drive it: it has no /config endpoint).
+# Prints one line per step: calls/s, p50, p99.
+# Env: WINDOW_MS (perf_analyzer's measurement interval, default 3000), DUR (troupe-load's
+# step, default 8s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
 scripts/perf_analyzer.sh install
 scripts/mlserver/install.sh
-cargo build --release -q -p troupe-node --bins
+# The same package set as the other benchmarks, so their release builds are reused.
+cargo build --release -q -p troupe-node -p troupe-load --bins
 WINDOW_MS=${WINDOW_MS:-3000}
 WORK=$(mktemp -d)
 PIDS=()
@@ -72,5 +77,18 @@ for c in 1 8 32; do
   run troupe-grpc "$NODE" grpc binary "$c"
   run troupe-http-binary "$NODE" http binary "$c"
   run troupe-http-json "$NODE" http json "$c"
-  run mlserver-http-json "127.0.0.1:$HTTP_PORT" http json "$c"
 done
+load() {  # label target
+  target/release/troupe-load --target "$2" --model mlp_onnx --protocol http-json --sweep-concurrency 1,8,32 \
+    --duration "${DUR:-8s}" --warmup 2s --quiet --json "$WORK/$1.json" >/dev/null
+  python3 - "$WORK/$1.json" "$1" <<'PY'
+import json, sys
+for s in json.load(open(sys.argv[1]))["steps"]:
+    l = s["latency"]
+    print(f"{sys.argv[2]:<22} c={s['concurrency']:>2}  {s['throughput']:>8.0f} calls/s  "
+          f"p50 {l['p50_us']:>6} µs  p99 {l['p99_us']:>6} µs  errors {s['errors']}")
+PY
+}
+echo "== troupe-load, REST with JSON tensors, ${DUR:-8s} per step"
+load troupe-load-http-json "$NODE"
+load mlserver-load-http-json "127.0.0.1:$HTTP_PORT"

@@ -40,13 +40,13 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 REQS=(torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 onnxruntime==1.31.1)
-TOOLS=(numpy onnx safetensors "tritonclient[grpc,http]" grpcio-tools tokenizers scikit-learn==1.9.1 skl2onnx==1.20.0 scipy)
+TOOLS=(numpy onnx safetensors "tritonclient[grpc,http]" grpcio-tools tokenizers scikit-learn==1.9.1 skl2onnx==1.20.0 scipy kubernetes-validate==1.37.0)
 if ! .venv/bin/python - <<'PY' 2>/dev/null
 import importlib.metadata as m
 want = {"torch": "2.13.0", "onnxruntime": "1.31.1", "nvidia-cuda-runtime": "13.0.96"}
 for k, v in want.items():
     assert m.version(k) == v, k
-import numpy, onnx, safetensors, tritonclient.grpc, tritonclient.http, grpc_tools, tokenizers, sklearn, skl2onnx, scipy  # noqa
+import numpy, onnx, safetensors, tritonclient.grpc, tritonclient.http, grpc_tools, tokenizers, sklearn, skl2onnx, scipy, kubernetes_validate  # noqa
 PY
 then
   log "installing libtorch (PyPI torch, no CUDA wheels), ONNX Runtime and test tools into .venv (~600 MB download)"

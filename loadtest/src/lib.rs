@@ -54,5 +54,5 @@ pub use runner::{BAD_RESPONSE, DROPPED, Load, Observer, Phase, Progress, RunConf
 pub use scenario::{load_scenario, parse_scenario};
 pub use spec::{InputOptions, ModelSpec};
 pub use stats::{LatencySummary, WindowReport};
-pub use target::{ConnectOptions, Target};
+pub use target::{ConnectOptions, Protocol, Target};
 pub use troupe_proto::codes::code_name;

@@ -16,8 +16,8 @@ use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use troupe_load::{
-    ConnectOptions, InputOptions, Load, LoadError, ModelSpec, Observer, Phase, Progress, Report,
-    RunConfig, StepReport, Stop, Target, Workload,
+    ConnectOptions, InputOptions, Load, LoadError, ModelSpec, Observer, Phase, Progress, Protocol,
+    Report, RunConfig, StepReport, Stop, Target, Workload,
 };
 
 const EXAMPLES: &str = "\
@@ -80,9 +80,13 @@ struct Args {
     /// Open loop: calls in flight beyond which due calls are dropped (counted as errors).
     #[arg(long, default_value_t = 1000)]
     max_outstanding: usize,
-    /// HTTP/2 connections to open (calls are spread round-robin).
+    /// HTTP/2 connections to open (calls are spread round-robin; gRPC only: REST opens
+    /// one connection per call in flight).
     #[arg(long, default_value_t = 1)]
     connections: usize,
+    /// grpc, http (REST with Triton's binary tensors) or http-json (REST, JSON tensors).
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc, env = "TROUPE_LOAD_PROTOCOL")]
+    protocol: Protocol,
     /// Limit on connecting to the target.
     #[arg(long, value_parser = duration, default_value = "5s")]
     connect_timeout: Duration,
@@ -250,6 +254,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = ConnectOptions {
         connect_timeout: args.connect_timeout,
         connections: args.connections,
+        protocol: args.protocol,
     };
     let target = Target::connect(&args.target, &opts).await?;
     let workload = Workload::prepare(

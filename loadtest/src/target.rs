@@ -1,23 +1,75 @@
-//! The server under load.
+//! The server under load, over gRPC or over the Open Inference Protocol's REST API.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
-use troupe_proto::codes::code_name;
+use troupe_proto::codes::{code_name, code_of_http};
 use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use troupe_proto::inference::model_metadata_response::TensorMetadata;
 use troupe_proto::inference::{ModelMetadataRequest, ModelMetadataResponse};
 
 use crate::error::{LoadError, error_chain};
 
-pub(crate) type Client = GrpcInferenceServiceClient<Channel>;
+/// How calls reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Protocol {
+    /// `inference.GRPCInferenceService` over HTTP/2.
+    #[default]
+    Grpc,
+    /// REST with Triton's binary tensor extension (tritonclient.http's default).
+    Http,
+    /// REST with tensors as JSON (what every KServe v2 REST server takes).
+    HttpJson,
+}
+
+/// A REST target: its base URL and a pooled HTTP/1.1 client (a connection per call in
+/// flight, kept alive).
+#[derive(Debug)]
+pub(crate) struct Rest {
+    pub base: String,
+    pub http: reqwest::Client,
+    /// Binary tensors (Triton's extension) rather than JSON.
+    pub binary: bool,
+}
+
+impl Rest {
+    /// The URL of a model's endpoint (`tail`: "" for its metadata, "/infer", ...).
+    pub fn model_url(&self, model: &str, version: &str, tail: &str) -> String {
+        match version {
+            "" => format!("{}/v2/models/{model}{tail}", self.base),
+            v => format!("{}/v2/models/{model}/versions/{v}{tail}", self.base),
+        }
+    }
+}
+
+/// One connection's client.
+#[derive(Clone)]
+pub(crate) enum Client {
+    Grpc(GrpcInferenceServiceClient<Channel>),
+    Rest(Arc<Rest>),
+}
+
+/// A REST error answer as (gRPC code name, message).
+pub(crate) fn rest_failure(status: u16, body: &[u8]) -> (&'static str, String) {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    (
+        code_name(code_of_http(status)),
+        format!("HTTP {status}: {message}"),
+    )
+}
 
 /// How to connect to a [`Target`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     /// Limit on establishing each TCP connection.
     pub connect_timeout: Duration,
-    /// HTTP/2 connections to open; calls are spread over them round-robin.
+    /// HTTP/2 connections to open; calls are spread over them round-robin (gRPC).
     pub connections: usize,
+    pub protocol: Protocol,
 }
 
 impl Default for ConnectOptions {
@@ -25,6 +77,7 @@ impl Default for ConnectOptions {
         Self {
             connect_timeout: Duration::from_secs(5),
             connections: 1,
+            protocol: Protocol::Grpc,
         }
     }
 }
@@ -45,6 +98,9 @@ impl Target {
         } else {
             format!("http://{addr}")
         };
+        if opts.protocol != Protocol::Grpc {
+            return Self::connect_rest(addr, uri, opts).await;
+        }
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| {
                 LoadError::Invalid(format!(
@@ -68,14 +124,56 @@ impl Target {
         Ok(Self::from_channels(addr, channels))
     }
 
+    /// A REST target: checks that `GET /v2/health/live` answers, so that an unreachable
+    /// address fails here.
+    async fn connect_rest(
+        addr: &str,
+        base: String,
+        opts: &ConnectOptions,
+    ) -> Result<Self, LoadError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(usize::MAX)
+            .build()
+            .map_err(|e| LoadError::Invalid(format!("HTTP client: {}", error_chain(&e))))?;
+        let unreachable = |reason: String| LoadError::Unreachable {
+            addr: addr.to_string(),
+            reason,
+        };
+        let live = http
+            .get(format!("{base}/v2/health/live"))
+            .timeout(opts.connect_timeout)
+            .send()
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        if !live.status().is_success() {
+            return Err(unreachable(format!(
+                "GET /v2/health/live answered {}",
+                live.status()
+            )));
+        }
+        let rest = Arc::new(Rest {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            binary: opts.protocol == Protocol::Http,
+        });
+        Ok(Self {
+            addr: addr.to_string(),
+            clients: vec![Client::Rest(rest)],
+        })
+    }
+
     /// Wraps channels that are already set up (at least one).
     pub fn from_channels(addr: impl Into<String>, channels: Vec<Channel>) -> Self {
         let clients = channels
             .into_iter()
             .map(|c| {
-                GrpcInferenceServiceClient::new(c)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX)
+                Client::Grpc(
+                    GrpcInferenceServiceClient::new(c)
+                        .max_decoding_message_size(usize::MAX)
+                        .max_encoding_message_size(usize::MAX),
+                )
             })
             .collect();
         Self {
@@ -110,9 +208,17 @@ impl Target {
             code,
             message,
         };
-        let mut client = self
+        let client = self
             .client(0)
             .ok_or_else(|| LoadError::Invalid("a target needs at least one channel".into()))?;
+        let mut client = match client {
+            Client::Grpc(c) => c,
+            Client::Rest(r) => {
+                return rest_metadata(&r, model, version, timeout)
+                    .await
+                    .map_err(|(c, m)| fail(c, m));
+            }
+        };
         let mut req = tonic::Request::new(ModelMetadataRequest {
             name: model.to_string(),
             version: version.to_string(),
@@ -127,4 +233,67 @@ impl Target {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
         }
     }
+}
+
+/// `GET /v2/models/{model}`: the metadata over REST, as the gRPC answer.
+async fn rest_metadata(
+    rest: &Rest,
+    model: &str,
+    version: &str,
+    timeout: Duration,
+) -> Result<ModelMetadataResponse, (&'static str, String)> {
+    let resp = rest
+        .http
+        .get(rest.model_url(model, version, ""))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| (code_name(tonic::Code::Unavailable), error_chain(&e)))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| (code_name(tonic::Code::Unavailable), error_chain(&e)))?;
+    if status != 200 {
+        return Err(rest_failure(status, &body));
+    }
+    let bad = |e: String| {
+        (
+            code_name(tonic::Code::Internal),
+            format!("model metadata: {e}"),
+        )
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+    let tensors = |key: &str| -> Vec<TensorMetadata> {
+        v[key]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| TensorMetadata {
+                        name: t["name"].as_str().unwrap_or_default().to_string(),
+                        datatype: t["datatype"].as_str().unwrap_or_default().to_string(),
+                        shape: t["shape"]
+                            .as_array()
+                            .map(|d| d.iter().filter_map(serde_json::Value::as_i64).collect())
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(ModelMetadataResponse {
+        name: v["name"].as_str().unwrap_or(model).to_string(),
+        versions: v["versions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        platform: v["platform"].as_str().unwrap_or_default().to_string(),
+        inputs: tensors("inputs"),
+        outputs: tensors("outputs"),
+        parameters: Default::default(),
+    })
 }

@@ -45,6 +45,27 @@ pub fn http_status(code: tonic::Code) -> u16 {
     }
 }
 
+/// The gRPC code a REST answer's HTTP status stands for (the inverse of
+/// [`http_status`] on the statuses it gives; other 4xx are INVALID_ARGUMENT, other 5xx
+/// INTERNAL), as a REST client counts its failures.
+pub fn code_of_http(status: u16) -> tonic::Code {
+    use tonic::Code::*;
+    match status {
+        200..=299 => Ok,
+        401 => Unauthenticated,
+        403 => PermissionDenied,
+        404 => NotFound,
+        409 => Aborted,
+        413 | 429 => ResourceExhausted,
+        499 => Cancelled,
+        501 => Unimplemented,
+        502 | 503 => Unavailable,
+        504 => DeadlineExceeded,
+        400..=499 => InvalidArgument,
+        _ => Internal,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +99,14 @@ mod tests {
         .map(http_status)
         .collect();
         assert_eq!(got, [400, 404, 400, 429, 503, 504, 401, 403]);
+        for code in [
+            NotFound,
+            ResourceExhausted,
+            Unavailable,
+            DeadlineExceeded,
+            Unauthenticated,
+        ] {
+            assert_eq!(code_of_http(http_status(code)), code);
+        }
     }
 }

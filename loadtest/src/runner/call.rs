@@ -5,12 +5,17 @@ use std::time::{Duration, Instant};
 use troupe_proto::codes::code_name;
 use troupe_proto::inference::ModelInferRequest;
 
-use crate::target::Client;
+use tonic::transport::Channel;
+use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+
+use crate::target::{Client, Rest, rest_failure};
 
 /// Error name for an open-loop request not sent because too many were outstanding.
 pub const DROPPED: &str = "dropped";
 /// Error name for an answer whose outputs do not match its raw buffers.
 pub const BAD_RESPONSE: &str = "bad_response";
+/// Error name for a request that could not be written as a REST body.
+pub const BAD_REQUEST: &str = "bad_request";
 
 /// Why a counted call failed: the name it is counted under, and the server's message.
 pub(super) struct Failure {
@@ -32,6 +37,58 @@ pub(super) type Outcome = Result<(), Failure>;
 /// One call.
 pub(super) async fn call(
     client: &mut Client,
+    req: ModelInferRequest,
+    timeout: Duration,
+) -> Outcome {
+    match client {
+        Client::Grpc(c) => call_grpc(c, req, timeout).await,
+        Client::Rest(r) => call_rest(r, req, timeout).await,
+    }
+}
+
+/// One call over REST.
+async fn call_rest(rest: &Rest, req: ModelInferRequest, timeout: Duration) -> Outcome {
+    use troupe_proto::rest::tensor::{HEADER_LENGTH, decode_response, encode_request};
+    let (body, json_length) =
+        encode_request(&req, rest.binary).map_err(|e| Failure::new(BAD_REQUEST, e))?;
+    let mut post = rest
+        .http
+        .post(rest.model_url(&req.model_name, &req.model_version, "/infer"))
+        .timeout(timeout)
+        .body(body);
+    if let Some(n) = json_length {
+        post = post.header(HEADER_LENGTH, n);
+    }
+    let resp = post.send().await.map_err(|e| {
+        let code = if e.is_timeout() {
+            tonic::Code::DeadlineExceeded
+        } else {
+            tonic::Code::Unavailable
+        };
+        Failure::new(code_name(code), e.to_string())
+    })?;
+    let status = resp.status().as_u16();
+    let header = resp
+        .headers()
+        .get(HEADER_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| Failure::new(code_name(tonic::Code::Unavailable), e.to_string()))?;
+    if status != 200 {
+        let (code, message) = rest_failure(status, &body);
+        return Err(Failure::new(code, message));
+    }
+    decode_response(&body, header)
+        .map(|_| ())
+        .map_err(|e| Failure::new(BAD_RESPONSE, e))
+}
+
+/// One call over gRPC.
+async fn call_grpc(
+    client: &mut GrpcInferenceServiceClient<Channel>,
     req: ModelInferRequest,
     timeout: Duration,
 ) -> Outcome {

@@ -468,6 +468,136 @@ fn typed_contents(dtype: DataType, c: Option<&crate::inference::InferTensorConte
     Bytes::from(out)
 }
 
+/// A client's side: an inference request as a REST body, with its tensors in binary
+/// after the JSON (`binary`, Triton's extension; the JSON's length is the second value)
+/// or as JSON `data`. Answers are asked for in the same form.
+pub fn encode_request(
+    req: &ModelInferRequest,
+    binary: bool,
+) -> Result<(Vec<u8>, Option<usize>), BadBody> {
+    let mut tail = Vec::new();
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for (i, t) in req.inputs.iter().enumerate() {
+        let what = format!("input '{}'", t.name);
+        let dtype: DataType = t.datatype.parse().map_err(|e| format!("{what}: {e}"))?;
+        let raw = match req.raw_input_contents.get(i) {
+            Some(r) => r.clone(),
+            None => typed_contents(dtype, t.contents.as_ref()),
+        };
+        let mut parameters = parameters_to_json(&t.parameters);
+        let mut v = serde_json::json!({"name": t.name, "datatype": t.datatype, "shape": t.shape});
+        if binary {
+            parameters.insert(BINARY_DATA_SIZE.into(), Value::from(raw.len()));
+            tail.extend_from_slice(&raw);
+        } else {
+            v["data"] = Value::Array(decode(dtype, &raw).map_err(|e| format!("{what}: {e}"))?);
+        }
+        if !parameters.is_empty() {
+            v["parameters"] = Value::Object(parameters);
+        }
+        inputs.push(v);
+    }
+    let mut parameters = parameters_to_json(&req.parameters);
+    parameters.insert(BINARY_DATA_OUTPUT.into(), Value::from(binary));
+    let mut body = serde_json::json!({"inputs": inputs, "parameters": parameters});
+    if !req.id.is_empty() {
+        body["id"] = Value::from(req.id.clone());
+    }
+    if !req.outputs.is_empty() {
+        body["outputs"] = req
+            .outputs
+            .iter()
+            .map(|o| serde_json::json!({"name": o.name, "parameters": {BINARY_DATA: binary}}))
+            .collect();
+    }
+    let mut out = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+    if !binary {
+        return Ok((out, None));
+    }
+    let n = out.len();
+    out.extend_from_slice(&tail);
+    Ok((out, Some(n)))
+}
+
+#[derive(Deserialize)]
+struct JsonAnswer {
+    model_name: String,
+    #[serde(default)]
+    model_version: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+    #[serde(default)]
+    outputs: Vec<JsonInput>,
+}
+
+/// A client's side: a REST answer (JSON, and the binary outputs after it when
+/// `header_length` says where the JSON ends) as the wire's answer, with raw outputs.
+pub fn decode_response(
+    body: &[u8],
+    header_length: Option<usize>,
+) -> Result<ModelInferResponse, BadBody> {
+    let (json, mut binary) = match header_length {
+        Some(n) if n > body.len() => {
+            return Err(format!(
+                "{HEADER_LENGTH} is {n}, but the answer has {} bytes",
+                body.len()
+            ));
+        }
+        Some(n) => body.split_at(n),
+        None => (body, &[][..]),
+    };
+    let a: JsonAnswer = serde_json::from_slice(json)
+        .map_err(|e| format!("the answer is not an inference answer in JSON: {e}"))?;
+    let mut outputs = Vec::with_capacity(a.outputs.len());
+    let mut raw = Vec::with_capacity(a.outputs.len());
+    for o in a.outputs {
+        let what = format!("output '{}'", o.name);
+        let dtype: DataType = o.datatype.parse().map_err(|e| format!("{what}: {e}"))?;
+        let contents = match (
+            o.parameters.get(BINARY_DATA_SIZE).and_then(Value::as_u64),
+            &o.data,
+        ) {
+            (Some(size), _) => {
+                let size = size as usize;
+                if size > binary.len() {
+                    return Err(format!(
+                        "{what}: {BINARY_DATA_SIZE} {size} overruns the answer"
+                    ));
+                }
+                let (this, rest) = binary.split_at(size);
+                binary = rest;
+                Bytes::copy_from_slice(this)
+            }
+            (None, Some(data)) => {
+                let mut flat = Vec::new();
+                flatten(data, &mut flat);
+                encode(&what, dtype, &flat)?
+            }
+            (None, None) => return Err(format!("{what} has no data")),
+        };
+        let mut parameters = parameters_from_json(&what, &o.parameters)?;
+        parameters.remove(BINARY_DATA_SIZE);
+        outputs.push(crate::inference::model_infer_response::InferOutputTensor {
+            name: o.name,
+            datatype: o.datatype,
+            shape: o.shape,
+            parameters,
+            contents: None,
+        });
+        raw.push(contents);
+    }
+    Ok(ModelInferResponse {
+        model_name: a.model_name,
+        model_version: a.model_version,
+        id: a.id,
+        parameters: parameters_from_json("answer", &a.parameters)?,
+        outputs,
+        raw_output_contents: raw,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,5 +708,43 @@ mod tests {
         assert!(v["outputs"][0].get("data").is_none());
         assert_eq!(v["outputs"][1]["data"], serde_json::json!([3]));
         assert_eq!(body.len() - n, 8);
+    }
+
+    #[test]
+    fn a_client_body_is_what_the_server_reads_both_ways() {
+        let body = br#"{"id": "q", "parameters": {"explain": "saliency"},
+            "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2.5, -3]},
+                       {"name": "t", "shape": [2], "datatype": "BYTES", "data": ["a", "bc"]}]}"#;
+        let (req, _) = decode_request("m", "", body, None).unwrap();
+        for binary in [false, true] {
+            let (bytes, n) = encode_request(&req, binary).unwrap();
+            assert_eq!(n.is_some(), binary);
+            let (again, form) = decode_request("m", "", &bytes, n).unwrap();
+            assert_eq!(again.raw_input_contents, req.raw_input_contents);
+            assert_eq!(again.parameters, req.parameters);
+            assert_eq!(form.all_binary, binary);
+        }
+        // And the answer: the server's encoding read back by the client.
+        let resp = ModelInferResponse {
+            model_name: "m".into(),
+            outputs: vec![crate::inference::model_infer_response::InferOutputTensor {
+                name: "y".into(),
+                datatype: "INT32".into(),
+                shape: vec![2],
+                ..Default::default()
+            }],
+            raw_output_contents: vec![[4i32.to_le_bytes(), (-5i32).to_le_bytes()].concat().into()],
+            ..Default::default()
+        };
+        for all_binary in [false, true] {
+            let form = OutputForm {
+                all_binary,
+                binary: HashMap::new(),
+            };
+            let (bytes, n) = encode_response(resp.clone(), &form).unwrap();
+            let back = decode_response(&bytes, n).unwrap();
+            assert_eq!(back.raw_output_contents, resp.raw_output_contents);
+            assert_eq!(back.outputs[0].shape, vec![2]);
+        }
     }
 }
