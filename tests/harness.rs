@@ -846,14 +846,10 @@ pub fn mlp_spec(name: &str, replicas: u32, memory_bytes: u64) -> troupe_proto::t
 
 /// GET /metrics from a Prometheus endpoint on loopback.
 pub fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
+    match http_get(port, "/metrics") {
+        Some((200, body)) => body,
+        other => panic!("GET /metrics on port {port}: {other:?}"),
+    }
 }
 
 /// The value of one series (`name{labels}`) in a scrape.

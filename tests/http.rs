@@ -215,6 +215,13 @@ async fn bad_rest_calls_get_json_errors_with_the_status_of_their_code() {
     .await
     .expect("gRPC still answers");
     assert_eq!(post(&good).0, 200);
+    // Prometheus metrics on the same port (and stack), without a token.
+    let (code, text) = curl(&[&format!("{base}/metrics")]);
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("troupe_requests_total{model=\"mlp_onnx\""),
+        "{text}"
+    );
     // Statistics over HTTP count the compute phases alike.
     let (code, body) = curl(&[&format!("{base}/v2/models/mlp_onnx/stats")]);
     assert_eq!(code, 200);
@@ -257,6 +264,9 @@ async fn the_router_serves_rest_on_its_grpc_port() {
     assert!(ok, "tritonclient.http through the router failed:\n{out}");
     let (code, body) = curl(&[&format!("{base}/v2/models/nope/ready")]);
     assert_eq!(code, 400, "{body}");
+    let (code, text) = curl(&[&format!("{base}/metrics")]);
+    assert_eq!(code, 200);
+    assert!(text.contains("troupe_router_requests_total"), "{text}");
 }
 
 /// `want` holds in `got`: objects key by key (a key `got` has beyond `want`'s is fine when
@@ -360,4 +370,63 @@ async fn perf_analyzer_runs_to_the_end_over_grpc_and_http() {
         );
         assert!(text.contains("compute input"), "{protocol}:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn troupe_load_drives_rest_with_binary_and_json_tensors() {
+    let repo = linked_repository(&["mlp_onnx"]);
+    let node = Node::start(repo.path(), &[]).await.expect("node starts");
+    for protocol in ["http", "http-json"] {
+        let report = repo.path().join(format!("{protocol}.json"));
+        let out = Command::new(troupe_tests::binary("troupe-load"))
+            .args([
+                "--target",
+                &node.addr,
+                "--model",
+                "mlp_onnx",
+                "--protocol",
+                protocol,
+            ])
+            .args([
+                "--concurrency",
+                "4",
+                "--requests",
+                "200",
+                "--warmup",
+                "0s",
+                "--quiet",
+            ])
+            .arg("--json")
+            .arg(&report)
+            .stdin(Stdio::null())
+            .output()
+            .expect("troupe-load runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let step = &r["steps"][0];
+        assert_eq!(step["answers"], 200, "{protocol}: {step}");
+        assert_eq!(step["errors"], 0, "{protocol}: {step}");
+    }
+    // A model the server lacks: named with the gRPC code its HTTP status stands for.
+    let out = Command::new(troupe_tests::binary("troupe-load"))
+        .args([
+            "--target",
+            &node.addr,
+            "--model",
+            "nope",
+            "--protocol",
+            "http",
+        ])
+        .args(["--requests", "1", "--quiet"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("troupe-load runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOT_FOUND") && err.contains("nope"), "{err}");
 }

@@ -124,15 +124,19 @@ async fn main() -> anyhow::Result<()> {
         store,
         router: router.clone(),
     });
+    // GET /metrics: on the router's own port, and alone on --metrics-listen.
+    let render: troupe_telemetry::metrics::Render = {
+        let (r, leader) = (router.clone(), is_leader.clone());
+        Arc::new(move || r.metrics_text(leader.load(std::sync::atomic::Ordering::Acquire)))
+    };
     let metrics = match args.observability.metrics_listen {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a)
                 .await
                 .with_context(|| format!("cannot listen for metrics on {a}"))?;
-            let (r, leader) = (router.clone(), is_leader.clone());
             Some(tokio::spawn(troupe_telemetry::metrics::serve(
                 l,
-                move || r.metrics_text(leader.load(std::sync::atomic::Ordering::Acquire)),
+                render.clone(),
             )))
         }
         None => None,
@@ -153,7 +157,8 @@ async fn main() -> anyhow::Result<()> {
     let rest = troupe_proto::rest::routes(troupe_proto::rest::Rest {
         service: Arc::new(InferenceService(router.clone())),
         max_body_bytes: args.max_message_bytes,
-    });
+    })
+    .merge(troupe_telemetry::metrics::routes(render));
     let mut grpc = tonic::service::Routes::builder();
     grpc.add_service(
         GrpcInferenceServiceServer::new(InferenceService(router.clone()))

@@ -1,11 +1,12 @@
-//! Prometheus text exposition: lock-free histograms and a tiny GET /metrics server,
+//! Prometheus text exposition: lock-free histograms, and the `GET /metrics` route (axum,
+//! the HTTP stack of the servers' own port, also served alone on `--metrics-listen`),
 //! shared by the node and the router.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -78,38 +79,33 @@ pub fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves GET /metrics until the process ends.
-pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + Sync + 'static) {
-    let render = std::sync::Arc::new(render);
-    info!(addr = ?listener.local_addr().ok(), "metrics endpoint");
-    loop {
-        let (mut sock, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+/// What a scrape answers: the metrics as Prometheus text, rendered at each scrape.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The `GET /metrics` route (merged into a server's own routes, or served alone).
+pub fn routes(render: Render) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let render = render.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    render(),
+                )
             }
-        };
-        let render = render.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if req.starts_with("GET /metrics") {
-                ("200 OK", render())
-            } else {
-                ("404 Not Found", "try GET /metrics\n".to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        });
+        }),
+    )
+}
+
+/// Serves [`routes`] on `listener` (`--metrics-listen`) until the process ends.
+pub async fn serve(listener: TcpListener, render: Render) {
+    info!(addr = ?listener.local_addr().ok(), "metrics endpoint");
+    if let Err(e) = axum::serve(listener, routes(render)).await {
+        warn!(error = %e, "metrics endpoint stopped");
     }
 }
 
