@@ -109,6 +109,42 @@ async fn bad_rest_calls_get_json_errors_with_the_status_of_their_code() {
         .collect();
     assert!(troupe_tests::max_abs_diff(&got, &case.output) <= 1e-5);
 
+    // An explanation, asked for by the request parameter, comes back as outputs.
+    let explained = serde_json::json!({
+        "parameters": {"explain": "occlusion"},
+        "inputs": [{"name": "input", "shape": case.shape, "datatype": "FP32", "data": case.input}]
+    })
+    .to_string();
+    let (code, body) = post(&explained);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    assert!(names.contains(&"attribution.input"), "{names:?}");
+    // Answers are compressed when the client accepts it (curl decompresses them).
+    let (code, body) = curl(&["--compressed", "-X", "POST", &infer, "-d", &good]);
+    assert_eq!(code, 200);
+    assert!(body.contains("\"id\":\"r1\""), "{body}");
+    let (_, headers) = curl(&[
+        "-H",
+        "Accept-Encoding: gzip",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("{base}/v2/models/mlp_onnx/stats"),
+    ]);
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-encoding: gzip"),
+        "{headers}"
+    );
+
     // NOT_FOUND: 404.
     let (code, body) = curl(&[&format!("{base}/v2/models/nope")]);
     assert_eq!(code, 404);
