@@ -9,6 +9,8 @@ scripts/setup.sh
 scripts/phoenix.sh install
 # Triton's perf_analyzer for tests/http.rs (PyPI tritonclient 2.41.0, ~30 MB, once).
 scripts/perf_analyzer.sh install
+# Debian's Chromium, headless, for the dashboard test (tests/dashboard.rs).
+command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 # What the developers' guide promises: formatted, and clippy-clean with warnings as errors.
 cargo fmt --all -- --check
 cargo clippy -q --workspace --all-targets -- -D warnings

@@ -1267,3 +1267,46 @@ impl Drop for Postgres {
         );
     }
 }
+
+/// A cluster of one: etcd, a node (`n1`, empty repository) following placements, and a
+/// router, with the example MLP declared through the router as `model` and ready.
+pub struct OneNodeCluster {
+    pub router: RouterProc,
+    pub node: Node,
+    _repo: TempDir,
+    _etcd: Etcd,
+}
+
+impl OneNodeCluster {
+    pub async fn start(model: &str) -> OneNodeCluster {
+        let etcd = Etcd::start().await.expect("etcd starts");
+        let repo = linked_repository(&[]);
+        let url = etcd.url();
+        let node = Node::start(
+            repo.path(),
+            &["--etcd", &url, "--node-id", "n1", "--lease-ttl", "2"],
+        )
+        .await
+        .expect("node starts");
+        let router = RouterProc::start(&url, "r1").await.expect("router starts");
+        let mut c = router.client().await;
+        c.models()
+            .create(troupe_proto::troupe::CreateModelRequest {
+                spec: Some(mlp_spec(model, 1, 1 << 28)),
+                ..Default::default()
+            })
+            .await
+            .expect("declared");
+        let ready = format!("/v2/models/{model}/ready");
+        eventually("the model is ready", Duration::from_secs(60), async || {
+            http_get_at(&router.addr, &ready).is_some_and(|(code, _)| code == 200)
+        })
+        .await;
+        OneNodeCluster {
+            router,
+            node,
+            _repo: repo,
+            _etcd: etcd,
+        }
+    }
+}

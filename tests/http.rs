@@ -3,14 +3,9 @@
 //! `{"error": ...}` and the HTTP status of its gRPC code (curl, as users call it).
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use troupe_client::InputTensor;
-use troupe_client::troupe_proto::troupe as tpb;
-use troupe_tests::{
-    ADMIN_TOKEN, Etcd, Node, RouterProc, eventually, linked_repository, mlp_spec, reference,
-    run_python,
-};
+use troupe_tests::{ADMIN_TOKEN, Node, OneNodeCluster, linked_repository, reference, run_python};
 
 /// Every model of the example repository (models/repository).
 const EXAMPLES: [&str; 11] = [
@@ -269,29 +264,9 @@ async fn bad_rest_calls_get_json_errors_with_the_status_of_their_code() {
 
 #[tokio::test]
 async fn the_router_serves_rest_on_its_grpc_port() {
-    let etcd = Etcd::start().await.unwrap();
-    let repo = linked_repository(&[]);
-    let url = etcd.url();
-    let _node = Node::start(
-        repo.path(),
-        &["--etcd", &url, "--node-id", "n1", "--lease-ttl", "2"],
-    )
-    .await
-    .expect("node starts");
-    let router = RouterProc::start(&url, "r1").await.unwrap();
-    let mut c = router.client().await;
-    c.models()
-        .create(tpb::CreateModelRequest {
-            spec: Some(mlp_spec("mlp_rest", 1, 1 << 28)),
-            ..Default::default()
-        })
-        .await
-        .expect("declared");
+    let cluster = OneNodeCluster::start("mlp_rest").await;
+    let router = &cluster.router;
     let base = format!("http://{}", router.addr);
-    eventually("the model is ready", Duration::from_secs(60), async || {
-        curl(&[&format!("{base}/v2/models/mlp_rest/ready")]).0 == 200
-    })
-    .await;
     assert_eq!(curl(&[&format!("{base}/v2/health/ready")]).0, 200);
     let (ok, out) = run_python(
         "tests/python/tritonclient_http_check.py",

@@ -143,6 +143,17 @@ pub struct StatusRecord {
     pub failed: Vec<FailedModel>,
 }
 
+impl StatusRecord {
+    /// The names of the models this node reports ready.
+    pub fn ready_models(&self) -> Vec<String> {
+        self.models
+            .iter()
+            .filter(|m| m.ready)
+            .map(|m| m.name.clone())
+            .collect()
+    }
+}
+
 /// Run `count` replicas of a model on a node (on `gpu`, if set).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacementValue {

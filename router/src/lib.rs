@@ -11,6 +11,7 @@
 //!   `troupe.v1.Explainer`;
 //! * [`metrics`]: Prometheus metrics (calls, retries, replicas, node resources).
 
+pub mod dashboard;
 mod ejection;
 pub mod error;
 mod failure;

@@ -55,6 +55,10 @@ struct Args {
     /// sqlite://PATH on one machine), for ground truth and quality (docs/monitoring.md).
     #[arg(long, env = "TROUPE_STORE")]
     store: Option<String>,
+    /// The tracing UI's URL for a trace: the dashboard links each recent trace id as this
+    /// prefix followed by the id (e.g. http://jaeger:16686/trace/).
+    #[arg(long, env = "TROUPE_TRACE_UI_URL")]
+    trace_ui_url: Option<String>,
     #[command(flatten)]
     tls: troupe_proto::tls::ServerTlsArgs,
     #[command(flatten)]
@@ -158,7 +162,15 @@ async fn main() -> anyhow::Result<()> {
         service: Arc::new(InferenceService(router.clone())),
         max_body_bytes: args.max_message_bytes,
     })
-    .merge(troupe_telemetry::metrics::routes(render));
+    .merge(troupe_telemetry::metrics::routes(render))
+    .merge(troupe_router::dashboard::routes(
+        troupe_router::dashboard::Dashboard {
+            router: router.clone(),
+            router_id: id.clone(),
+            leader: is_leader.clone(),
+            trace_ui: args.trace_ui_url.clone(),
+        },
+    ));
     let mut grpc = tonic::service::Routes::builder();
     grpc.add_service(
         GrpcInferenceServiceServer::new(InferenceService(router.clone()))

@@ -21,7 +21,12 @@ pub struct RouterMetrics {
     retries: Mutex<BTreeMap<String, u64>>,
     ejections: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    /// The latest traced calls (ms since the epoch, model, trace id), newest last.
+    traces: Mutex<std::collections::VecDeque<(u64, String, String)>>,
 }
+
+/// Traced calls the dashboard lists.
+pub const RECENT_TRACES: usize = 20;
 
 impl RouterMetrics {
     /// Counts one call and its latency. Unknown models count under model="".
@@ -42,6 +47,23 @@ impl RouterMetrics {
             .or_insert_with(|| Arc::new(Histogram::new(&LATENCY_BUCKETS)))
             .clone();
         h.observe(secs);
+    }
+
+    /// Notes a traced call for the dashboard's list (the last [`RECENT_TRACES`]).
+    pub fn traced(&self, model: &str, trace_id: &str) {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut t = self.traces.lock();
+        if t.len() == RECENT_TRACES {
+            t.pop_front();
+        }
+        t.push_back((ms, model.to_string(), trace_id.to_string()));
+    }
+
+    /// The latest traced calls, newest first.
+    pub fn recent_traces(&self) -> Vec<(u64, String, String)> {
+        self.traces.lock().iter().rev().cloned().collect()
     }
 
     /// Counts one retry of a call on another replica.

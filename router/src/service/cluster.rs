@@ -52,15 +52,7 @@ impl Cluster for ClusterService {
                     queue_length: st
                         .map(|st| st.models.iter().map(|m| m.queue_length).sum())
                         .unwrap_or(0),
-                    ready_models: st
-                        .map(|st| {
-                            st.models
-                                .iter()
-                                .filter(|m| m.ready)
-                                .map(|m| m.name.clone())
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                    ready_models: st.map(|st| st.ready_models()).unwrap_or_default(),
                 }
             })
             .collect();
