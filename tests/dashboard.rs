@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use troupe_tests::{OneNodeCluster, binary, root};
+use troupe_tests::{OneNodeCluster, binary, eventually, http_get_at, root};
 
 /// A child process killed when dropped.
 struct Killed(Child);
@@ -79,7 +79,22 @@ async fn the_dashboard_shows_the_cluster_and_live_calls_in_chromium() {
             .spawn()
             .expect("troupe-load starts"),
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The load is flowing before the page opens (on a busy machine troupe-load may take
+    // a while to start).
+    let answered = |text: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("troupe_router_requests_total{model=\"mlp_dash\",status=\"OK\"} ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    eventually(
+        "calls flow through the router",
+        Duration::from_secs(60),
+        async || http_get_at(&router.addr, "/metrics").is_some_and(|(_, t)| answered(&t) >= 100),
+    )
+    .await;
     let page = format!("http://{}/", router.addr);
     let dom = chromium(&page, &["--dump-dom"]);
     // The tables: the model, its state and replicas; the node with its capacity; the placement.

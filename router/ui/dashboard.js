@@ -5,11 +5,12 @@
 "use strict";
 
 const KEEP = 120; // seconds of history shown
+const SMOOTH = 5; // each figure is over the last SMOOTH seconds, as Prometheus' rate[5s]
 const models = [...document.querySelectorAll("#models tr[data-model]")].map(r => r.dataset.model);
 const times = [];
 const series = { rate: {}, p50: {}, p99: {}, errors: {} };
 for (const m of models) for (const k in series) series[k][m] = [];
-let last = null;
+const recent = []; // the last SMOOTH + 1 samples
 
 // Prometheus text: {name: [{labels, value}]}
 function parse(text) {
@@ -76,6 +77,9 @@ async function tick() {
     return;
   }
   const now = { t: Date.now() / 1000, s: sample(parse(text)) };
+  const last = recent[0];
+  recent.push(now);
+  if (recent.length > SMOOTH + 1) recent.shift();
   if (last) {
     const dt = Math.max(now.t - last.t, 1e-3);
     times.push(now.t);
@@ -102,7 +106,6 @@ async function tick() {
       charts.errors.setData([times, ...models.map(m => series.errors[m])]);
     }
   }
-  last = now;
 }
 
 tick();
