@@ -51,6 +51,12 @@ ROUTER=$(awk '{print $4}' "$WORK/router.out")
 say "router $ROUTER"
 T="$BIN/troupe --server $ROUTER"
 for _ in $(seq 100); do $T health >/dev/null 2>&1 && break; sleep 0.1; done
+# Every node registered before models are declared: a leader that places onto the first
+# node alone fills it, and then spreads the replicas one move at a time.
+for _ in $(seq 300); do
+  [[ $($T --json cluster nodes 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null) == "$NODES" ]] && break
+  sleep 0.1
+done
 
 M=$PWD/models/repository
 $T models create mlp_onnx --backend onnx --artifact "$M/mlp_onnx/1" --input input:FP32:16 --output output:FP32:4 --max-batch-size 64 --replicas 2
