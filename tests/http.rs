@@ -221,6 +221,23 @@ async fn bad_rest_calls_get_json_errors_with_the_status_of_their_code() {
     assert_eq!(code, 429, "{got}");
     assert!(error_of(&got).contains("65536"), "{got}");
 
+    // And JSON over what a server parses, even under the message limit.
+    let node_json = Node::start(repo.path(), &[]).await.expect("node starts");
+    let huge = format!(
+        r#"{{"inputs": [{{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": [{}]}}]}}"#,
+        vec!["0"; 9_000_000].join(",")
+    );
+    std::fs::write(&file, huge).unwrap();
+    let (code, got) = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{}/v2/models/mlp_onnx/infer", node_json.addr),
+        "--data-binary",
+        &format!("@{}", file.display()),
+    ]);
+    assert_eq!(code, 429, "{got}");
+    assert!(error_of(&got).contains("binary"), "{got}");
+
     // UNAUTHENTICATED (401) and PERMISSION_DENIED (403): admin calls need the admin token.
     let load = format!("{base}/v2/repository/models/mlp_onnx/load");
     let (code, got) = curl(&["-X", "POST", &load]);

@@ -70,6 +70,10 @@ impl IntoResponse for RestError {
 
 type Answer = Result<Response, RestError>;
 
+/// The most JSON an inference request may carry (its binary tensors aside): parsed, each
+/// number takes some 20 times its text, so this bounds the memory a request can take.
+pub const MAX_JSON_BYTES: usize = 16 << 20;
+
 /// The REST routes of the Open Inference Protocol, answered by `rest.service`.
 pub fn routes<S: GrpcInferenceService>(rest: Rest<S>) -> Router {
     let model = |tail: &str| {
@@ -353,6 +357,14 @@ async fn infer<S: GrpcInferenceService>(
         ),
     };
     let bytes = read_body(body, s.max_body_bytes).await?;
+    let json = header_length.unwrap_or(bytes.len());
+    if json > MAX_JSON_BYTES {
+        return Err(RestError(Status::resource_exhausted(format!(
+            "the request's JSON is {json} bytes, over the {MAX_JSON_BYTES} a server parses \
+             (a parsed JSON number takes ~20 times its text): send large tensors in binary \
+             (binary_data_size, as tritonclient.http does by default)"
+        ))));
+    }
     let (msg, form) = tensor::decode_request(&name, &version, &bytes, header_length)
         .map_err(Status::invalid_argument)?;
     drop(bytes);

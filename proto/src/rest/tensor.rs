@@ -175,7 +175,8 @@ pub fn decode_request(
                 ));
             }
             (None, Some(data)) => {
-                let mut flat = Vec::with_capacity(numel);
+                // The shape is the client's word: room for what the body can hold, at most.
+                let mut flat = Vec::with_capacity(numel.min(json.len()));
                 flatten(data, &mut flat);
                 if flat.len() != numel {
                     return Err(format!(
