@@ -2,9 +2,9 @@
 //! against the Kubernetes schemas (PyPI kubernetes-validate, offline, strict: an unknown
 //! field fails), and say what docs/cluster.md says they do.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use troupe_tests::root;
+use troupe_tests::{root, run_command};
 
 #[test]
 fn the_kubernetes_manifests_validate() {
@@ -16,18 +16,12 @@ fn the_kubernetes_manifests_validate() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 3, "{files:?}");
-    let out = Command::new(root().join(".venv/bin/kubernetes-validate"))
-        .arg("--strict")
-        .args(&files)
-        .stdin(Stdio::null())
-        .output()
-        .expect("kubernetes-validate runs (scripts/setup.sh installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = run_command(
+        Command::new(root().join(".venv/bin/kubernetes-validate"))
+            .arg("--strict")
+            .args(&files),
     );
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     for resource in [
         "statefulset/etcd",
         "deployment/troupe-router",

@@ -496,11 +496,15 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn run_python(script: &str, args: &[&str]) -> (bool, String) {
     let python = std::env::var("TROUPE_PYTHON")
         .unwrap_or_else(|_| root().join(".venv/bin/python").display().to_string());
-    let out = Command::new(&python)
-        .arg(root().join(script))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} (run scripts/setup.sh): {e}"));
+    run_command(Command::new(&python).arg(root().join(script)).args(args))
+}
+
+/// Runs a command to its end with no stdin: whether it succeeded, and its stdout then
+/// stderr as text.
+pub fn run_command(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?} (scripts/setup.sh installs the tools): {e}")
+    });
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -5,7 +5,9 @@
 use std::process::{Command, Stdio};
 
 use troupe_client::InputTensor;
-use troupe_tests::{ADMIN_TOKEN, Node, OneNodeCluster, linked_repository, reference, run_python};
+use troupe_tests::{
+    ADMIN_TOKEN, Node, OneNodeCluster, linked_repository, reference, run_command, run_python,
+};
 
 /// Every model of the example repository (models/repository).
 const EXAMPLES: [&str; 11] = [
@@ -368,29 +370,20 @@ async fn perf_analyzer_runs_to_the_end_over_grpc_and_http() {
     for protocol in ["grpc", "http"] {
         // Triton's own tool (scripts/perf_analyzer.sh install, run by scripts/test.sh):
         // it checks that the server's statistics add up, and aborts when they do not.
-        let out = Command::new("timeout")
-            .arg("300")
-            .arg(troupe_tests::root().join("scripts/perf_analyzer.sh"))
-            .args(["-m", "mlp_onnx", "-u", &node.addr, "-i", protocol])
-            .args(["--shape", "input:1,16", "--measurement-interval", "500"])
-            .args([
-                "--concurrency-range",
-                "1:4:3",
-                "--stability-percentage",
-                "50",
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .expect("perf_analyzer runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (ok, text) = run_command(
+            Command::new("timeout")
+                .arg("300")
+                .arg(troupe_tests::root().join("scripts/perf_analyzer.sh"))
+                .args(["-m", "mlp_onnx", "-u", &node.addr, "-i", protocol])
+                .args(["--shape", "input:1,16", "--measurement-interval", "500"])
+                .args([
+                    "--concurrency-range",
+                    "1:4:3",
+                    "--stability-percentage",
+                    "50",
+                ]),
         );
-        assert!(
-            out.status.success(),
-            "perf_analyzer over {protocol}:\n{text}"
-        );
+        assert!(ok, "perf_analyzer over {protocol}:\n{text}");
         assert!(
             text.contains("Concurrency: 1, throughput")
                 && text.contains("Concurrency: 4, throughput"),

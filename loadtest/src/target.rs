@@ -6,7 +6,6 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use troupe_proto::codes::{code_name, code_of_http};
 use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use troupe_proto::inference::model_metadata_response::TensorMetadata;
 use troupe_proto::inference::{ModelMetadataRequest, ModelMetadataResponse};
 
 use crate::error::{LoadError, error_chain};
@@ -257,43 +256,13 @@ async fn rest_metadata(
     if status != 200 {
         return Err(rest_failure(status, &body));
     }
-    let bad = |e: String| {
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         (
             code_name(tonic::Code::Internal),
             format!("model metadata: {e}"),
         )
-    };
-    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-    let tensors = |key: &str| -> Vec<TensorMetadata> {
-        v[key]
-            .as_array()
-            .map(|ts| {
-                ts.iter()
-                    .map(|t| TensorMetadata {
-                        name: t["name"].as_str().unwrap_or_default().to_string(),
-                        datatype: t["datatype"].as_str().unwrap_or_default().to_string(),
-                        shape: t["shape"]
-                            .as_array()
-                            .map(|d| d.iter().filter_map(serde_json::Value::as_i64).collect())
-                            .unwrap_or_default(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    Ok(ModelMetadataResponse {
-        name: v["name"].as_str().unwrap_or(model).to_string(),
-        versions: v["versions"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        platform: v["platform"].as_str().unwrap_or_default().to_string(),
-        inputs: tensors("inputs"),
-        outputs: tensors("outputs"),
-        parameters: Default::default(),
-    })
+    })?;
+    Ok(troupe_proto::rest::json::model_metadata_from_json(
+        &v, model,
+    ))
 }

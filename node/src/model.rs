@@ -34,6 +34,16 @@ impl DurationStat {
     }
 }
 
+/// How long one execution took in each phase: waiting (its oldest call), joining the
+/// inputs, the backend, and checking and sending out the answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    pub queue: Duration,
+    pub input: Duration,
+    pub infer: Duration,
+    pub output: Duration,
+}
+
 /// The executions of one batch size: how many, and the ns of each compute phase.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct BatchStat {
@@ -49,12 +59,6 @@ pub struct Stats {
     pub success: DurationStat,
     pub fail: DurationStat,
     pub queue: DurationStat,
-    pub compute: DurationStat,
-    /// Time spent joining a batch's inputs, and splitting its outputs into answers (one
-    /// count each per execution, which is `compute`'s count: Triton's tools check that
-    /// compute_input, compute_infer and compute_output count alike).
-    pub compute_input_ns: AtomicU64,
-    pub compute_output_ns: AtomicU64,
     pub inference_count: AtomicU64,
     pub execution_count: AtomicU64,
     pub last_inference_ms: AtomicU64,
@@ -63,31 +67,31 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn record_execution(
-        &self,
-        queue: Duration,
-        input: Duration,
-        compute: Duration,
-        rows: usize,
-    ) {
-        self.queue.add(queue);
-        self.compute_input_ns
-            .fetch_add(input.as_nanos() as u64, Ordering::Relaxed);
-        self.compute.add(compute);
+    /// Counts one execution of `rows` rows with the time of each phase.
+    pub fn record_execution(&self, p: Phases, rows: usize) {
+        self.queue.add(p.queue);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
         let mut b = self.batches.lock();
         let e = b.entry(rows).or_default();
         e.count += 1;
-        e.input_ns += input.as_nanos() as u64;
-        e.infer_ns += compute.as_nanos() as u64;
+        e.input_ns += p.input.as_nanos() as u64;
+        e.infer_ns += p.infer.as_nanos() as u64;
+        e.output_ns += p.output.as_nanos() as u64;
     }
 
-    /// The time an execution of `rows` took to split its outputs (counted by
-    /// `record_execution`).
-    pub fn record_output(&self, output: Duration, rows: usize) {
-        let ns = output.as_nanos() as u64;
-        self.compute_output_ns.fetch_add(ns, Ordering::Relaxed);
-        self.batches.lock().entry(rows).or_default().output_ns += ns;
+    /// The executions of every batch size together (ModelStatistics' compute phases:
+    /// one count, as Triton's tools check that compute_input, compute_infer and
+    /// compute_output count alike).
+    pub fn all_batches(&self) -> BatchStat {
+        self.batches
+            .lock()
+            .values()
+            .fold(BatchStat::default(), |a, b| BatchStat {
+                count: a.count + b.count,
+                input_ns: a.input_ns + b.input_ns,
+                infer_ns: a.infer_ns + b.infer_ns,
+                output_ns: a.output_ns + b.output_ns,
+            })
     }
 
     fn record_call(&self, ok: bool, batch: usize, total: Duration) {

@@ -191,12 +191,6 @@ impl ReplicaState {
         let compute = started.elapsed();
         record_compute(&model.compute_ewma_ns, compute);
         drop(spans);
-        model.stats.record_execution(
-            joining.duration_since(oldest),
-            started.duration_since(joining),
-            compute,
-            rows.iter().sum(),
-        );
         model
             .metrics
             .queue
@@ -206,26 +200,12 @@ impl ReplicaState {
             .metrics
             .batch
             .observe(rows.iter().sum::<usize>() as f64);
-        match joined {
+        // The answers (or the failure) go out, then the execution is counted with the time
+        // of each of its phases at once.
+        let answering = Instant::now();
+        let result = match joined {
             Ok(Ok(outputs)) => {
-                let splitting = Instant::now();
-                let _output = OutputTime(&model.stats, splitting, rows.iter().sum());
-                if let Err(e) = model.def.signature.check_outputs(&outputs) {
-                    fail_all(batch, || {
-                        NodeError::backend(&name, BackendError::OutputMismatch(e.to_string()))
-                    });
-                    return Ok(());
-                }
-                match split(outputs, &rows) {
-                    Ok(parts) => {
-                        for (e, out) in batch.into_iter().zip(parts) {
-                            let _ = e.reply.send(Ok(out));
-                        }
-                    }
-                    Err(e) => fail_all(batch, || {
-                        NodeError::backend(&name, BackendError::OutputMismatch(e.to_string()))
-                    }),
-                }
+                answer(&model, &name, batch, outputs, &rows);
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -249,16 +229,43 @@ impl ReplicaState {
                 });
                 Err(msg)
             }
-        }
+        };
+        model.stats.record_execution(
+            crate::model::Phases {
+                queue: joining.duration_since(oldest),
+                input: started.duration_since(joining),
+                infer: compute,
+                output: answering.elapsed(),
+            },
+            rows.iter().sum(),
+        );
+        result
     }
 }
 
-/// Adds the time since its start to the execution's `compute_output` when dropped (on
-/// every way out of the output step).
-struct OutputTime<'a>(&'a crate::model::Stats, Instant, usize);
-impl Drop for OutputTime<'_> {
-    fn drop(&mut self) {
-        self.0.record_output(self.1.elapsed(), self.2);
+/// Checks a batch's outputs and sends each call its part of them (or the failure).
+fn answer(
+    model: &LoadedModel,
+    name: &str,
+    batch: Vec<Entry>,
+    outputs: Vec<Tensor>,
+    rows: &[usize],
+) {
+    if let Err(e) = model.def.signature.check_outputs(&outputs) {
+        fail_all(batch, || {
+            NodeError::backend(name, BackendError::OutputMismatch(e.to_string()))
+        });
+        return;
+    }
+    match split(outputs, rows) {
+        Ok(parts) => {
+            for (e, out) in batch.into_iter().zip(parts) {
+                let _ = e.reply.send(Ok(out));
+            }
+        }
+        Err(e) => fail_all(batch, || {
+            NodeError::backend(name, BackendError::OutputMismatch(e.to_string()))
+        }),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `inference.GRPCInferenceService`: the Open Inference Protocol, as Triton serves it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info_span, instrument};
@@ -271,14 +271,13 @@ impl GrpcInferenceService for InferenceService {
             .iter()
             .map(|m| {
                 let s = &m.stats;
-                // One count for the three compute phases, read once: every execution
-                // has each (Triton's perf_analyzer checks that they count alike).
-                let compute = duration(&s.compute);
-                let executions = compute.as_ref().map_or(0, |d| d.count);
-                let phase = |ns: &AtomicU64| {
+                // The three compute phases from one read: every execution has each
+                // (Triton's perf_analyzer checks that they count alike).
+                let all = s.all_batches();
+                let phase = |ns| {
                     Some(pb::StatisticDuration {
-                        count: executions,
-                        ns: ns.load(Ordering::Relaxed),
+                        count: all.count,
+                        ns,
                     })
                 };
                 pb::ModelStatistics {
@@ -291,9 +290,9 @@ impl GrpcInferenceService for InferenceService {
                         success: duration(&s.success),
                         fail: duration(&s.fail),
                         queue: duration(&s.queue),
-                        compute_input: phase(&s.compute_input_ns),
-                        compute_infer: compute,
-                        compute_output: phase(&s.compute_output_ns),
+                        compute_input: phase(all.input_ns),
+                        compute_infer: phase(all.infer_ns),
+                        compute_output: phase(all.output_ns),
                         ..Default::default()
                     }),
                     batch_stats: s

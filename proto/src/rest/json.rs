@@ -32,6 +32,45 @@ pub fn model_metadata(m: &pb::ModelMetadataResponse) -> Value {
     v
 }
 
+/// A REST client's side: model metadata JSON as the gRPC answer (`model`: the name when
+/// the JSON lacks one; missing fields are empty).
+pub fn model_metadata_from_json(v: &Value, model: &str) -> pb::ModelMetadataResponse {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let tensors = |key: &str| -> Vec<pb::model_metadata_response::TensorMetadata> {
+        v[key]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| pb::model_metadata_response::TensorMetadata {
+                        name: t["name"].as_str().unwrap_or_default().to_string(),
+                        datatype: t["datatype"].as_str().unwrap_or_default().to_string(),
+                        shape: t["shape"]
+                            .as_array()
+                            .map(|d| d.iter().filter_map(Value::as_i64).collect())
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    pb::ModelMetadataResponse {
+        name: v["name"].as_str().unwrap_or(model).to_string(),
+        versions: strings(&v["versions"]),
+        platform: v["platform"].as_str().unwrap_or_default().to_string(),
+        inputs: tensors("inputs"),
+        outputs: tensors("outputs"),
+        parameters: Default::default(),
+    }
+}
+
 fn data_type(t: i32) -> &'static str {
     pb::DataType::try_from(t).map_or("TYPE_INVALID", |d| d.as_str_name())
 }
@@ -128,6 +167,22 @@ mod tests {
         let st = &v["model_stats"][0]["inference_stats"];
         assert_eq!(st["compute_infer"], json!({"count": 3, "ns": 9}));
         assert_eq!(st["compute_input"], json!({"count": 0, "ns": 0}));
+    }
+
+    #[test]
+    fn metadata_reads_back_as_written() {
+        let m = pb::ModelMetadataResponse {
+            name: "m".into(),
+            versions: vec!["1".into()],
+            platform: "onnxruntime_onnx".into(),
+            inputs: vec![pb::model_metadata_response::TensorMetadata {
+                name: "x".into(),
+                datatype: "FP32".into(),
+                shape: vec![-1, 16],
+            }],
+            ..Default::default()
+        };
+        assert_eq!(model_metadata_from_json(&model_metadata(&m), "other"), m);
     }
 
     #[test]

@@ -88,8 +88,14 @@ pub fn routes<S: GrpcInferenceService>(rest: Rest<S>) -> Router {
         .route("/v2", get(server_metadata::<S>))
         .route("/v2/models/stats", get(statistics::<S>))
         .route("/v2/repository/index", post(repository_index::<S>))
-        .route("/v2/repository/models/{model}/load", post(load::<S>))
-        .route("/v2/repository/models/{model}/unload", post(unload::<S>));
+        .route(
+            "/v2/repository/models/{model}/load",
+            post(|State(s), Path(p), req| repository_model::<S>(s, p, req, true)),
+        )
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(|State(s), Path(p), req| repository_model::<S>(s, p, req, false)),
+        );
     for p in model("") {
         r = r.route(&p, get(model_metadata::<S>));
     }
@@ -301,38 +307,34 @@ async fn repository_index<S: GrpcInferenceService>(
     .await
 }
 
-async fn load<S: GrpcInferenceService>(
-    State(s): State<Rest<S>>,
-    Path(p): ModelPath,
-    req: Request,
-) -> Answer {
-    let (parts, body) = req.into_parts();
-    json_body(body, s.max_body_bytes).await?;
-    let msg = pb::RepositoryModelLoadRequest {
-        model_name: path_model(&p).0,
-        ..Default::default()
-    };
-    json_answer(s.service.repository_model_load(grpc(parts, msg)), |_| {
-        Value::Object(Default::default())
-    })
-    .await
+/// The `{}` of an answer without content.
+fn empty<T>(_: &T) -> Value {
+    Value::Object(Default::default())
 }
 
-async fn unload<S: GrpcInferenceService>(
-    State(s): State<Rest<S>>,
-    Path(p): ModelPath,
+/// `/v2/repository/models/{model}/load` (`load`) or `.../unload`.
+async fn repository_model<S: GrpcInferenceService>(
+    s: Rest<S>,
+    p: HashMap<String, String>,
     req: Request,
+    load: bool,
 ) -> Answer {
     let (parts, body) = req.into_parts();
     json_body(body, s.max_body_bytes).await?;
-    let msg = pb::RepositoryModelUnloadRequest {
-        model_name: path_model(&p).0,
-        ..Default::default()
-    };
-    json_answer(s.service.repository_model_unload(grpc(parts, msg)), |_| {
-        Value::Object(Default::default())
-    })
-    .await
+    let model_name = path_model(&p).0;
+    if load {
+        let msg = pb::RepositoryModelLoadRequest {
+            model_name,
+            ..Default::default()
+        };
+        json_answer(s.service.repository_model_load(grpc(parts, msg)), empty).await
+    } else {
+        let msg = pb::RepositoryModelUnloadRequest {
+            model_name,
+            ..Default::default()
+        };
+        json_answer(s.service.repository_model_unload(grpc(parts, msg)), empty).await
+    }
 }
 
 async fn infer<S: GrpcInferenceService>(

@@ -33,13 +33,14 @@ struct JsonRequest {
     id: String,
     #[serde(default)]
     parameters: serde_json::Map<String, Value>,
-    inputs: Vec<JsonInput>,
+    inputs: Vec<JsonTensor>,
     #[serde(default)]
     outputs: Vec<JsonRequested>,
 }
 
+/// A tensor in a REST body: a request's input, or an answer's output.
 #[derive(Deserialize)]
-struct JsonInput {
+struct JsonTensor {
     name: String,
     shape: Vec<i64>,
     datatype: String,
@@ -125,6 +126,74 @@ fn flag(map: &serde_json::Map<String, Value>, key: &str) -> bool {
     map.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
+/// A body's JSON and the binary tensors after it (`header_length`, the
+/// `Inference-Header-Content-Length`, says where the JSON ends; None: all JSON).
+fn split_body(body: &[u8], header_length: Option<usize>) -> Result<(&[u8], &[u8]), BadBody> {
+    match header_length {
+        Some(n) if n > body.len() => Err(format!(
+            "{HEADER_LENGTH} is {n}, but the body has only {} bytes",
+            body.len()
+        )),
+        Some(n) => Ok(body.split_at(n)),
+        None => Ok((body, &[][..])),
+    }
+}
+
+/// One tensor of a body (a request's input or an answer's output): its raw contents,
+/// cut from `binary` when it says `binary_data_size`, else from its JSON `data`
+/// (checked against its shape), and its other parameters. `json_len` bounds what its
+/// shape may make room for.
+fn read_tensor(
+    what: &str,
+    dtype: DataType,
+    t: &JsonTensor,
+    json_len: usize,
+    binary: &mut &[u8],
+) -> Result<(Bytes, HashMap<String, InferParameter>), BadBody> {
+    let shape = dims(what, &t.shape)?;
+    let numel = crate::datatype::checked_numel(&shape)
+        .ok_or_else(|| format!("{what}: shape {:?} is too large", t.shape))?;
+    let contents = match (t.parameters.get(BINARY_DATA_SIZE), &t.data) {
+        (Some(size), None) => {
+            let size = size
+                .as_u64()
+                .ok_or_else(|| format!("{what}: {BINARY_DATA_SIZE} must be a byte count"))?
+                as usize;
+            if size > binary.len() {
+                return Err(format!(
+                    "{what}: {BINARY_DATA_SIZE} is {size}, but only {} binary bytes are left",
+                    binary.len()
+                ));
+            }
+            let (this, rest) = binary.split_at(size);
+            *binary = rest;
+            Bytes::copy_from_slice(this)
+        }
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "{what} has both '{BINARY_DATA_SIZE}' and 'data': give one"
+            ));
+        }
+        (None, Some(data)) => {
+            // The shape is the sender's word: room for what the body can hold, at most.
+            let mut flat = Vec::with_capacity(numel.min(json_len));
+            flatten(data, &mut flat);
+            if flat.len() != numel {
+                return Err(format!(
+                    "{what}: shape {:?} holds {numel} elements, but 'data' has {}",
+                    t.shape,
+                    flat.len()
+                ));
+            }
+            encode(what, dtype, &flat)?
+        }
+        (None, None) => return Err(format!("{what} has no 'data'")),
+    };
+    let mut parameters = parameters_from_json(what, &t.parameters)?;
+    parameters.remove(BINARY_DATA_SIZE);
+    Ok((contents, parameters))
+}
+
 /// Reads an inference request's body: JSON, or (with `header_length`, the
 /// `Inference-Header-Content-Length`) JSON followed by the binary tensors it announces.
 pub fn decode_request(
@@ -133,16 +202,7 @@ pub fn decode_request(
     body: &[u8],
     header_length: Option<usize>,
 ) -> Result<(ModelInferRequest, OutputForm), BadBody> {
-    let (json, mut binary) = match header_length {
-        Some(n) if n > body.len() => {
-            return Err(format!(
-                "{HEADER_LENGTH} is {n}, but the body has only {} bytes",
-                body.len()
-            ));
-        }
-        Some(n) => body.split_at(n),
-        None => (body, &[][..]),
-    };
+    let (json, mut binary) = split_body(body, header_length)?;
     let req: JsonRequest = serde_json::from_slice(json)
         .map_err(|e| format!("the request is not an inference request in JSON: {e}"))?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
@@ -150,47 +210,7 @@ pub fn decode_request(
     for i in req.inputs {
         let what = format!("input '{}'", i.name);
         let dtype: DataType = i.datatype.parse().map_err(|e| format!("{what}: {e}"))?;
-        let shape = dims(&what, &i.shape)?;
-        let numel = crate::datatype::checked_numel(&shape)
-            .ok_or_else(|| format!("{what}: shape {:?} is too large", i.shape))?;
-        let contents = match (i.parameters.get(BINARY_DATA_SIZE), &i.data) {
-            (Some(size), None) => {
-                let size = size
-                    .as_u64()
-                    .ok_or_else(|| format!("{what}: {BINARY_DATA_SIZE} must be a byte count"))?
-                    as usize;
-                if size > binary.len() {
-                    return Err(format!(
-                        "{what}: {BINARY_DATA_SIZE} is {size}, but only {} binary bytes are left",
-                        binary.len()
-                    ));
-                }
-                let (this, rest) = binary.split_at(size);
-                binary = rest;
-                Bytes::copy_from_slice(this)
-            }
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "{what} has both '{BINARY_DATA_SIZE}' and 'data': give one"
-                ));
-            }
-            (None, Some(data)) => {
-                // The shape is the client's word: room for what the body can hold, at most.
-                let mut flat = Vec::with_capacity(numel.min(json.len()));
-                flatten(data, &mut flat);
-                if flat.len() != numel {
-                    return Err(format!(
-                        "{what}: shape {:?} holds {numel} elements, but 'data' has {}",
-                        i.shape,
-                        flat.len()
-                    ));
-                }
-                encode(&what, dtype, &flat)?
-            }
-            (None, None) => return Err(format!("{what} has no 'data'")),
-        };
-        let mut parameters = parameters_from_json(&what, &i.parameters)?;
-        parameters.remove(BINARY_DATA_SIZE);
+        let (contents, parameters) = read_tensor(&what, dtype, &i, json.len(), &mut binary)?;
         inputs.push(InferInputTensor {
             name: i.name,
             datatype: dtype.wire_name().to_string(),
@@ -530,7 +550,7 @@ struct JsonAnswer {
     #[serde(default)]
     parameters: serde_json::Map<String, Value>,
     #[serde(default)]
-    outputs: Vec<JsonInput>,
+    outputs: Vec<JsonTensor>,
 }
 
 /// A client's side: a REST answer (JSON, and the binary outputs after it when
@@ -539,16 +559,7 @@ pub fn decode_response(
     body: &[u8],
     header_length: Option<usize>,
 ) -> Result<ModelInferResponse, BadBody> {
-    let (json, mut binary) = match header_length {
-        Some(n) if n > body.len() => {
-            return Err(format!(
-                "{HEADER_LENGTH} is {n}, but the answer has {} bytes",
-                body.len()
-            ));
-        }
-        Some(n) => body.split_at(n),
-        None => (body, &[][..]),
-    };
+    let (json, mut binary) = split_body(body, header_length)?;
     let a: JsonAnswer = serde_json::from_slice(json)
         .map_err(|e| format!("the answer is not an inference answer in JSON: {e}"))?;
     let mut outputs = Vec::with_capacity(a.outputs.len());
@@ -556,30 +567,7 @@ pub fn decode_response(
     for o in a.outputs {
         let what = format!("output '{}'", o.name);
         let dtype: DataType = o.datatype.parse().map_err(|e| format!("{what}: {e}"))?;
-        let contents = match (
-            o.parameters.get(BINARY_DATA_SIZE).and_then(Value::as_u64),
-            &o.data,
-        ) {
-            (Some(size), _) => {
-                let size = size as usize;
-                if size > binary.len() {
-                    return Err(format!(
-                        "{what}: {BINARY_DATA_SIZE} {size} overruns the answer"
-                    ));
-                }
-                let (this, rest) = binary.split_at(size);
-                binary = rest;
-                Bytes::copy_from_slice(this)
-            }
-            (None, Some(data)) => {
-                let mut flat = Vec::new();
-                flatten(data, &mut flat);
-                encode(&what, dtype, &flat)?
-            }
-            (None, None) => return Err(format!("{what} has no data")),
-        };
-        let mut parameters = parameters_from_json(&what, &o.parameters)?;
-        parameters.remove(BINARY_DATA_SIZE);
+        let (contents, parameters) = read_tensor(&what, dtype, &o, json.len(), &mut binary)?;
         outputs.push(crate::inference::model_infer_response::InferOutputTensor {
             name: o.name,
             datatype: o.datatype,
