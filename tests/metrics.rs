@@ -85,7 +85,7 @@ async fn counters_and_histograms_move_with_calls() {
     assert_eq!(
         value(
             &m,
-            &format!("troupe_request_duration_seconds_bucket{{{onnx},le=\"+Inf\"}}")
+            &format!("troupe_request_duration_seconds_bucket{{le=\"+Inf\",{onnx}}}")
         ),
         3.0
     );

@@ -1,15 +1,20 @@
-//! Prometheus metrics of a node, served as text on `--metrics-listen` (GET /metrics).
+//! Prometheus metrics of a node, on its own port and on `--metrics-listen` (GET /metrics).
 //!
 //! Per model and version: calls by status, latency histograms (queue, compute, total),
 //! batch sizes, calls in flight and queued, readiness and load time. Each event updates
-//! its metric where it is logged (the registry and the replica actors).
+//! its metric where it is logged (the registry and the replica actors); a scrape
+//! ([`Scrape`], a prometheus-client collector) writes the families from one sample per
+//! loaded model version, so an unloaded model's series go with it.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
-pub use troupe_telemetry::metrics::{BATCH_BUCKETS, Histogram, LATENCY_BUCKETS, esc};
+use troupe_telemetry::metrics::{
+    Collector, ConstCounter, ConstGauge, Counter, DescriptorEncoder, Family, Histogram,
+    batch_histogram, family, latency_histogram, metric,
+};
+
+type Fmt = Result<(), std::fmt::Error>;
 
 /// The histograms of one loaded model version.
 pub struct ModelMetrics {
@@ -23,20 +28,20 @@ pub struct ModelMetrics {
     pub tokenize: Histogram,
     pub pool: Histogram,
     /// Text pipelines: rows pooled into embeddings.
-    pub pooled_rows: std::sync::atomic::AtomicU64,
+    pub pooled_rows: Counter,
 }
 
 impl Default for ModelMetrics {
     fn default() -> Self {
         Self {
-            total: Histogram::new(&LATENCY_BUCKETS),
-            queue: Histogram::new(&LATENCY_BUCKETS),
-            compute: Histogram::new(&LATENCY_BUCKETS),
-            batch: Histogram::new(&BATCH_BUCKETS),
-            explain: Histogram::new(&LATENCY_BUCKETS),
-            tokenize: Histogram::new(&LATENCY_BUCKETS),
-            pool: Histogram::new(&LATENCY_BUCKETS),
-            pooled_rows: Default::default(),
+            total: latency_histogram(),
+            queue: latency_histogram(),
+            compute: latency_histogram(),
+            batch: batch_histogram(),
+            explain: latency_histogram(),
+            tokenize: latency_histogram(),
+            pool: latency_histogram(),
+            pooled_rows: Counter::default(),
         }
     }
 }
@@ -50,21 +55,24 @@ pub struct AuditLosses {
     pub failed: AtomicU64,
 }
 
+/// The labels of a call counted by the node: model, version and status.
+type CallLabels = [(&'static str, String); 3];
+
 /// Node-wide counters that outlive a model (calls by model, version and status).
 #[derive(Default)]
 pub struct NodeMetrics {
-    requests: Mutex<BTreeMap<(String, String, String), u64>>,
+    requests: Family<CallLabels, Counter>,
 }
 
 impl NodeMetrics {
     /// Counts one call. Unknown models are counted under model="" to bound cardinality.
     pub fn count_request(&self, model: &str, version: &str, status: tonic::Code) {
-        let key = (
-            model.to_string(),
-            version.to_string(),
-            troupe_proto::codes::code_name(status).to_string(),
-        );
-        *self.requests.lock().entry(key).or_default() += 1;
+        let key = [
+            ("model", model.to_string()),
+            ("version", version.to_string()),
+            ("status", troupe_proto::codes::code_name(status).to_string()),
+        ];
+        self.requests.get_or_create(&key).inc();
     }
 }
 
@@ -107,12 +115,29 @@ pub struct DriftSample {
     pub alerts: u64,
 }
 
-/// A family of per-model series: name, type, help, and how to read a sample.
-struct Family {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    read: fn(&ModelSample) -> Option<f64>,
+/// What a scrape reads: the node's models and counters.
+pub struct Scrape(pub Arc<crate::registry::Registry>);
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("node metrics")
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Fmt {
+        let registry = &self.0;
+        let models = registry.list();
+        let samples: Vec<_> = models.iter().map(|m| m.sample()).collect();
+        let audit = registry.open_audit_log();
+        encode(
+            &mut encoder,
+            &registry.metrics,
+            audit.as_ref().map(|a| a.losses()),
+            registry.open_monitoring().map(|m| m.recorder.counts()),
+            &samples,
+        )
+    }
 }
 
 /// A histogram of every model: name, help, and which of its histograms.
@@ -152,151 +177,145 @@ const HISTOGRAM_FAMILIES: [HistogramFamily; 7] = [
     ),
 ];
 
-/// The per-model gauges and counters; a model without the value (`None`) has no series.
-const VALUE_FAMILIES: [Family; 8] = [
-    Family {
-        name: "troupe_in_flight",
-        kind: "gauge",
-        help: "Calls being run now.",
-        read: |m| Some(m.in_flight as f64),
-    },
-    Family {
-        name: "troupe_queue_length",
-        kind: "gauge",
-        help: "Calls waiting in the model's queue.",
-        read: |m| Some(m.queued as f64),
-    },
-    Family {
-        name: "troupe_model_ready",
-        kind: "gauge",
-        help: "1 when at least one instance serves.",
-        read: |m| Some(f64::from(u8::from(m.ready))),
-    },
-    Family {
-        name: "troupe_model_load_seconds",
-        kind: "gauge",
-        help: "How long the model took to load.",
-        read: |m| Some(m.load_seconds),
-    },
-    Family {
-        name: "troupe_pooled_rows_total",
-        kind: "counter",
-        help: "Text models: rows pooled into embeddings.",
-        read: |m| {
-            m.text
-                .then(|| m.metrics.pooled_rows.load(Ordering::Relaxed) as f64)
-        },
-    },
-    Family {
-        name: "troupe_drift_score",
-        kind: "gauge",
-        help: "Input drift score of the current window (largest standardized shift over features).",
-        read: |m| m.drift.as_ref().map(|d| d.score),
-    },
-    Family {
-        name: "troupe_drift_alert",
-        kind: "gauge",
-        help: "1 while the input drift score is above the model's threshold.",
-        read: |m| m.drift.as_ref().map(|d| f64::from(u8::from(d.alerting))),
-    },
-    Family {
-        name: "troupe_drift_alerts_total",
-        kind: "counter",
-        help: "Calls after which the drift score was above the threshold.",
-        read: |m| m.drift.as_ref().map(|d| d.alerts as f64),
-    },
+/// A per-model gauge: name, help, and how to read a sample (`None`: no series).
+type Gauge = (&'static str, &'static str, fn(&ModelSample) -> Option<f64>);
+
+const GAUGES: [Gauge; 6] = [
+    ("troupe_in_flight", "Calls being run now.", |m| {
+        Some(m.in_flight as f64)
+    }),
+    (
+        "troupe_queue_length",
+        "Calls waiting in the model's queue.",
+        |m| Some(m.queued as f64),
+    ),
+    (
+        "troupe_model_ready",
+        "1 when at least one instance serves.",
+        |m| Some(f64::from(u8::from(m.ready))),
+    ),
+    (
+        "troupe_model_load_seconds",
+        "How long the model took to load.",
+        |m| Some(m.load_seconds),
+    ),
+    (
+        "troupe_drift_score",
+        "Input drift score of the current window (largest standardized shift over features).",
+        |m| m.drift.as_ref().map(|d| d.score),
+    ),
+    (
+        "troupe_drift_alert",
+        "1 while the input drift score is above the model's threshold.",
+        |m| m.drift.as_ref().map(|d| f64::from(u8::from(d.alerting))),
+    ),
 ];
 
-fn labels(m: &ModelSample) -> String {
-    format!("model=\"{}\",version=\"{}\"", esc(m.name), esc(m.version))
+/// The `model` and `version` labels of a sample.
+fn model_labels<'a>(m: &ModelSample<'a>) -> [(&'static str, &'a str); 2] {
+    [("model", m.name), ("version", m.version)]
 }
 
-/// The text exposition of every metric, from the node's counters and one sample per
-/// loaded model version.
-pub fn render(
+/// Every family, from the node's counters and one sample per loaded model version.
+pub fn encode(
+    e: &mut DescriptorEncoder,
     node: &NodeMetrics,
     audit: Option<&AuditLosses>,
     records: Option<&troupe_monitor::RecordCounts>,
     models: &[ModelSample],
-) -> String {
-    let mut out = String::new();
-    out.push_str(
-        "# HELP troupe_requests_total Inference calls by model, version and gRPC status.\n",
-    );
-    out.push_str("# TYPE troupe_requests_total counter\n");
-    for ((m, v, s), n) in node.requests.lock().iter() {
-        let _ = writeln!(
-            out,
-            "troupe_requests_total{{model=\"{}\",version=\"{}\",status=\"{}\"}} {n}",
-            esc(m),
-            esc(v),
-            s
-        );
-    }
+) -> Fmt {
+    metric(
+        e,
+        "troupe_requests",
+        "Inference calls by model, version and gRPC status.",
+        &node.requests,
+    )?;
     if let Some(a) = audit {
         for (name, help, n) in [
             (
-                "troupe_audit_dropped_total",
+                "troupe_audit_dropped",
                 "Audit lines dropped because the writer was behind (the queue was full).",
                 &a.dropped,
             ),
             (
-                "troupe_audit_failed_total",
+                "troupe_audit_failed",
                 "Audit lines lost because the audit file could not be written.",
                 &a.failed,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                n.load(Ordering::Relaxed)
-            );
+            metric(e, name, help, &ConstCounter::new(n.load(Ordering::Relaxed)))?;
         }
     }
     if let Some(r) = records {
-        render_records(&mut out, r);
+        encode_records(e, r)?;
     }
-    render_quality(&mut out, models);
-    render_feature_drift(&mut out, models);
-    render_review_and_alerts(&mut out, models);
+    encode_quality(e, models)?;
+    encode_feature_drift(e, models)?;
+    encode_review_and_alerts(e, models)?;
     for (name, help, pick) in HISTOGRAM_FAMILIES {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for m in models {
-            pick(m.metrics).render(&mut out, name, &labels(m));
-        }
+        family(
+            e,
+            name,
+            help,
+            models
+                .iter()
+                .map(|m| (model_labels(m), pick(m.metrics).clone())),
+        )?;
     }
-    for f in &VALUE_FAMILIES {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} {}",
-            f.name, f.help, f.name, f.kind
-        );
-        for m in models {
-            if let Some(v) = (f.read)(m) {
-                let _ = writeln!(out, "{}{{{}}} {v}", f.name, labels(m));
-            }
-        }
+    for (name, help, read) in GAUGES {
+        family(
+            e,
+            name,
+            help,
+            models
+                .iter()
+                .filter_map(|m| read(m).map(|v| (model_labels(m), ConstGauge::new(v)))),
+        )?;
     }
-    out
+    family(
+        e,
+        "troupe_pooled_rows",
+        "Text models: rows pooled into embeddings.",
+        models
+            .iter()
+            .filter(|m| m.text)
+            .map(|m| (model_labels(m), m.metrics.pooled_rows.clone())),
+    )?;
+    family(
+        e,
+        "troupe_drift_alerts",
+        "Calls after which the drift score was above the threshold.",
+        models.iter().filter_map(|m| {
+            m.drift
+                .as_ref()
+                .map(|d| (model_labels(m), ConstCounter::new(d.alerts)))
+        }),
+    )
 }
+
 /// What became of the predictions handed to the store's writer.
-fn render_records(out: &mut String, r: &troupe_monitor::RecordCounts) {
-    let _ = writeln!(
-        out,
-        "# HELP troupe_predictions_recorded_total Predictions written to the prediction store.\n\
-         # TYPE troupe_predictions_recorded_total counter\n\
-         troupe_predictions_recorded_total {}",
-        r.written.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP troupe_predictions_dropped_total Predictions not stored: the writer was behind (queue_full) or the store refused them (store_error).\n\
-         # TYPE troupe_predictions_dropped_total counter\n\
-         troupe_predictions_dropped_total{{reason=\"queue_full\"}} {}\n\
-         troupe_predictions_dropped_total{{reason=\"store_error\"}} {}",
-        r.dropped_queue_full.load(Ordering::Relaxed),
-        r.dropped_store_error.load(Ordering::Relaxed)
-    );
+fn encode_records(e: &mut DescriptorEncoder, r: &troupe_monitor::RecordCounts) -> Fmt {
+    metric(
+        e,
+        "troupe_predictions_recorded",
+        "Predictions written to the prediction store.",
+        &ConstCounter::new(r.written.load(Ordering::Relaxed)),
+    )?;
+    family(
+        e,
+        "troupe_predictions_dropped",
+        "Predictions not stored: the writer was behind (queue_full) or the store refused them (store_error).",
+        [
+            ("queue_full", &r.dropped_queue_full),
+            ("store_error", &r.dropped_store_error),
+        ]
+        .map(|(reason, n)| {
+            (
+                [("reason", reason)],
+                ConstCounter::new(n.load(Ordering::Relaxed)),
+            )
+        }),
+    )
 }
 
 /// A quality gauge: name, help, and how to read it from one window.
@@ -383,78 +402,71 @@ const CLASS_GAUGES: [ClassGauge; 3] = [
 ];
 
 /// Calls queued for review by each rule, and what became of webhook alerts.
-fn render_review_and_alerts(out: &mut String, models: &[ModelSample]) {
+fn encode_review_and_alerts(e: &mut DescriptorEncoder, models: &[ModelSample]) -> Fmt {
     let reasons = troupe_monitor::review::Reason::ALL;
-    if models.iter().any(|m| m.reviews.is_some()) {
-        let _ = writeln!(
-            out,
-            "# HELP troupe_reviews_queued_total Calls a review rule queued for a person (up to the queue's bound).\n# TYPE troupe_reviews_queued_total counter"
-        );
-        for m in models {
-            for (r, n) in reasons.iter().zip(m.reviews.iter().flatten()) {
-                let _ = writeln!(
-                    out,
-                    "troupe_reviews_queued_total{{{},reason=\"{}\"}} {n}",
-                    labels(m),
-                    r.as_str()
-                );
-            }
-        }
-    }
-    if models.iter().any(|m| m.alerts.is_some()) {
-        let _ = writeln!(
-            out,
-            "# HELP troupe_alerts_total Alerts for the model's webhook: posted, failed (every attempt), dropped (alerts came faster than it took them).\n# TYPE troupe_alerts_total counter"
-        );
-        for m in models {
-            for (o, n) in ["posted", "failed", "dropped"]
+    family(
+        e,
+        "troupe_reviews_queued",
+        "Calls a review rule queued for a person (up to the queue's bound).",
+        models.iter().flat_map(|m| {
+            reasons
                 .iter()
+                .zip(m.reviews.iter().flatten())
+                .map(move |(r, n)| {
+                    (
+                        (model_labels(m), [("reason", r.as_str())]),
+                        ConstCounter::new(*n),
+                    )
+                })
+        }),
+    )?;
+    family(
+        e,
+        "troupe_alerts",
+        "Alerts for the model's webhook: posted, failed (every attempt), dropped (alerts came faster than it took them).",
+        models.iter().flat_map(|m| {
+            ["posted", "failed", "dropped"]
+                .into_iter()
                 .zip(m.alerts.iter().flatten())
-            {
-                let _ = writeln!(
-                    out,
-                    "troupe_alerts_total{{{},outcome=\"{o}\"}} {n}",
-                    labels(m)
-                );
-            }
-        }
-    }
+                .map(move |(o, n)| ((model_labels(m), [("outcome", o)]), ConstCounter::new(*n)))
+        }),
+    )
 }
 
 /// Per-feature drift of the latest window, the alert, and outliers counted.
-fn render_feature_drift(out: &mut String, models: &[ModelSample]) {
+fn encode_feature_drift(e: &mut DescriptorEncoder, models: &[ModelSample]) -> Fmt {
     let watched: Vec<(&ModelSample, &FeatureDriftSample)> = models
         .iter()
         .filter_map(|m| m.feature_drift.as_ref().map(|d| (m, d)))
         .collect();
-    if watched.is_empty() {
-        return;
-    }
-    for (name, kind, help, read) in [
+    family(
+        e,
+        "troupe_feature_drift_alert",
+        "1 while the latest window of a watched input drifted from the reference.",
+        watched
+            .iter()
+            .map(|(m, d)| (model_labels(m), ConstGauge::new(i64::from(d.alerting)))),
+    )?;
+    for (name, help, read) in [
         (
-            "troupe_feature_drift_alert",
-            "gauge",
-            "1 while the latest window of a watched input drifted from the reference.",
-            (|d: &FeatureDriftSample| f64::from(u8::from(d.alerting)))
-                as fn(&FeatureDriftSample) -> f64,
-        ),
-        (
-            "troupe_feature_drift_windows_total",
-            "counter",
+            "troupe_feature_drift_windows",
             "Windows of a watched input tested against the reference.",
-            |d| d.windows as f64,
+            (|d: &FeatureDriftSample| d.windows) as fn(&FeatureDriftSample) -> u64,
         ),
         (
-            "troupe_outliers_total",
-            "counter",
+            "troupe_outliers",
             "Calls whose outlier score was above the model's threshold.",
-            |d| d.outliers as f64,
+            |d| d.outliers,
         ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (m, d) in &watched {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(m), read(d));
-        }
+        family(
+            e,
+            name,
+            help,
+            watched
+                .iter()
+                .map(|(m, d)| (model_labels(m), ConstCounter::new(read(d)))),
+        )?;
     }
     for (name, help, read) in [
         (
@@ -474,20 +486,24 @@ fn render_feature_drift(out: &mut String, models: &[ModelSample]) {
             |f| f.psi,
         ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (m, d) in &watched {
-            for f in d.last.iter().flat_map(|w| &w.features) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{{},feature=\"{}\",test=\"{}\"}} {}",
-                    labels(m),
-                    f.feature,
-                    f.test,
-                    read(f)
-                );
-            }
-        }
+        family(
+            e,
+            name,
+            help,
+            watched.iter().flat_map(|(m, d)| {
+                d.last.iter().flat_map(|w| &w.features).map(move |f| {
+                    (
+                        (
+                            model_labels(m),
+                            [("feature", f.feature.to_string()), ("test", f.test.clone())],
+                        ),
+                        ConstGauge::new(read(f)),
+                    )
+                })
+            }),
+        )?;
     }
+    Ok(())
 }
 
 /// The window label of the `i`th window of a quality report.
@@ -496,44 +512,41 @@ fn window_label(i: usize) -> &'static str {
 }
 
 /// Live quality gauges of the models with `[monitoring]`, per window.
-fn render_quality(out: &mut String, models: &[ModelSample]) {
-    let reports: Vec<(&ModelSample, &troupe_proto::troupe::QualityResponse)> = models
+fn encode_quality(e: &mut DescriptorEncoder, models: &[ModelSample]) -> Fmt {
+    let windows: Vec<_> = models
         .iter()
         .filter_map(|m| m.quality.as_ref().map(|q| (m, q)))
+        .flat_map(|(m, q)| {
+            q.windows
+                .iter()
+                .enumerate()
+                .map(move |(i, w)| ((model_labels(m), [("window", window_label(i))]), w))
+        })
         .collect();
-    if reports.is_empty() {
-        return;
-    }
     for (name, help, read) in QUALITY_GAUGES {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (m, q) in &reports {
-            for (i, w) in q.windows.iter().enumerate() {
-                if let Some(v) = read(w) {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{{},window=\"{}\"}} {v}",
-                        labels(m),
-                        window_label(i)
-                    );
-                }
-            }
-        }
+        family(
+            e,
+            name,
+            help,
+            windows
+                .iter()
+                .filter_map(|(l, w)| read(w).map(|v| (*l, ConstGauge::new(v)))),
+        )?;
     }
     for (name, help, read) in CLASS_GAUGES {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (m, q) in &reports {
-            for (i, w) in q.windows.iter().enumerate() {
-                for c in &w.classes {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{{},window=\"{}\",class=\"{}\"}} {}",
-                        labels(m),
-                        window_label(i),
-                        esc(&c.class),
-                        read(c)
-                    );
-                }
-            }
-        }
+        family(
+            e,
+            name,
+            help,
+            windows.iter().flat_map(|(l, w)| {
+                w.classes.iter().map(move |c| {
+                    (
+                        (*l, [("class", c.class.as_str())]),
+                        ConstGauge::new(read(c)),
+                    )
+                })
+            }),
+        )?;
     }
+    Ok(())
 }

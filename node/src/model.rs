@@ -244,7 +244,7 @@ impl LoadedModel {
     ) -> Result<Vec<Tensor>, NodeError> {
         let start = Instant::now();
         let result = self.infer_inner(inputs, rows, deadline, fault).await;
-        self.metrics.total.observe_duration(start.elapsed());
+        self.metrics.total.observe(start.elapsed().as_secs_f64());
         self.stats
             .record_call(result.is_ok(), rows, start.elapsed());
         result

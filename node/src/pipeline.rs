@@ -289,10 +289,8 @@ impl TextPipeline {
                 dst.iter_mut().for_each(|d| *d /= norm);
             }
         }
-        metrics.pool.observe_duration(started.elapsed());
-        metrics
-            .pooled_rows
-            .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+        metrics.pool.observe(started.elapsed().as_secs_f64());
+        metrics.pooled_rows.inc_by(rows as u64);
         Ok(vec![Tensor::new(
             DataType::F32,
             vec![rows, width],
@@ -465,12 +463,7 @@ mod tests {
             vec![3.0, 4.0, 10.0, 11.0],
             "mean of tokens 0..4, then of tokens 0..3"
         );
-        assert_eq!(
-            metrics
-                .pooled_rows
-                .load(std::sync::atomic::Ordering::Relaxed),
-            2
-        );
+        assert_eq!(metrics.pooled_rows.get(), 2);
         let (_d, cls) = pipeline(16, Pooling::Cls, true);
         let out = cls.pool(vec![hidden], &t, &metrics).unwrap();
         assert_eq!(out[0].to_f32().unwrap(), vec![0.0, 1.0, 8.0, 9.0]);

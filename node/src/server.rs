@@ -123,27 +123,14 @@ pub async fn serve(
     };
 
     // GET /metrics: on the node's own port, and alone on --metrics-listen.
-    let render: troupe_telemetry::metrics::Render = {
-        let registry = registry.clone();
-        Arc::new(move || {
-            let models = registry.list();
-            let samples: Vec<_> = models.iter().map(|m| m.sample()).collect();
-            let audit = registry.open_audit_log();
-            crate::metrics::render(
-                &registry.metrics,
-                audit.as_ref().map(|a| a.losses()),
-                registry.open_monitoring().map(|m| m.recorder.counts()),
-                &samples,
-            )
-        })
-    };
-    let rest = rest.merge(troupe_telemetry::metrics::routes(render.clone()));
+    let metrics = troupe_telemetry::metrics::registry(crate::metrics::Scrape(registry.clone()));
+    let rest = rest.merge(troupe_telemetry::metrics::routes(metrics.clone()));
     let metrics_task = match opts.metrics_listen {
         Some(addr) => {
             let l = TcpListener::bind(addr).await.map_err(|e| {
                 NodeError::Internal(format!("cannot listen for metrics on {addr}: {e}"))
             })?;
-            Some(tokio::spawn(troupe_telemetry::metrics::serve(l, render)))
+            Some(tokio::spawn(troupe_telemetry::metrics::serve(l, metrics)))
         }
         None => None,
     };

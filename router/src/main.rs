@@ -129,10 +129,10 @@ async fn main() -> anyhow::Result<()> {
         router: router.clone(),
     });
     // GET /metrics: on the router's own port, and alone on --metrics-listen.
-    let render: troupe_telemetry::metrics::Render = {
-        let (r, leader) = (router.clone(), is_leader.clone());
-        Arc::new(move || r.metrics_text(leader.load(std::sync::atomic::Ordering::Acquire)))
-    };
+    let registry = troupe_telemetry::metrics::registry(troupe_router::metrics::Scrape {
+        router: router.clone(),
+        leader: is_leader.clone(),
+    });
     let metrics = match args.observability.metrics_listen {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a)
@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen for metrics on {a}"))?;
             Some(tokio::spawn(troupe_telemetry::metrics::serve(
                 l,
-                render.clone(),
+                registry.clone(),
             )))
         }
         None => None,
@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
         service: Arc::new(InferenceService(router.clone())),
         max_body_bytes: args.max_message_bytes,
     })
-    .merge(troupe_telemetry::metrics::routes(render))
+    .merge(troupe_telemetry::metrics::routes(registry))
     .merge(troupe_router::dashboard::routes(
         troupe_router::dashboard::Dashboard {
             router: router.clone(),

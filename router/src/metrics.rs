@@ -1,28 +1,52 @@
-//! Prometheus metrics of a router, served on `--metrics-listen` (GET /metrics).
+//! Prometheus metrics of a router, on its own port and on `--metrics-listen` (GET /metrics).
 //!
 //! Calls by model and gRPC status, call latency, retries on another replica, calls in
 //! flight per node, and the cluster as this router sees it: desired, placed, ready and
 //! pending replicas per model, each node's capacity and what placement uses of it, and
-//! whether this router leads placement.
+//! whether this router leads placement. A scrape ([`Scrape`], a prometheus-client
+//! collector) writes the cluster's families from one sample of it.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
-use troupe_telemetry::metrics::{Histogram, LATENCY_BUCKETS, esc};
+use troupe_telemetry::metrics::{
+    Collector, ConstGauge, Counter, DescriptorEncoder, Family, Histogram, family,
+    latency_histogram, metric,
+};
 
+use crate::routing::Router;
 use crate::state::ClusterState;
 
+type Fmt = Result<(), std::fmt::Error>;
+/// One label, owned (the key of a per-call series).
+type Label = [(&'static str, String); 1];
+
+fn label(key: &'static str, value: &str) -> Label {
+    [(key, value.to_string())]
+}
+
 /// Counters the router updates per call.
-#[derive(Default)]
 pub struct RouterMetrics {
-    requests: Mutex<BTreeMap<(String, String), u64>>,
-    retries: Mutex<BTreeMap<String, u64>>,
-    ejections: Mutex<BTreeMap<String, u64>>,
-    latency: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    requests: Family<[(&'static str, String); 2], Counter>,
+    retries: Family<Label, Counter>,
+    ejections: Family<Label, Counter>,
+    latency: Family<Label, Histogram, fn() -> Histogram>,
     /// The latest traced calls (ms since the epoch, model, trace id), newest last.
     traces: Mutex<std::collections::VecDeque<(u64, String, String)>>,
+}
+
+impl Default for RouterMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            retries: Family::default(),
+            ejections: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            traces: Mutex::default(),
+        }
+    }
 }
 
 /// Traced calls the dashboard lists.
@@ -31,22 +55,14 @@ pub const RECENT_TRACES: usize = 20;
 impl RouterMetrics {
     /// Counts one call and its latency. Unknown models count under model="".
     pub fn call(&self, model: &str, known: bool, code: tonic::Code, secs: f64) {
-        let model = if known { model } else { "" };
-        *self
-            .requests
-            .lock()
-            .entry((
-                model.to_string(),
-                troupe_proto::codes::code_name(code).to_string(),
-            ))
-            .or_default() += 1;
-        let h = self
-            .latency
-            .lock()
-            .entry(model.to_string())
-            .or_insert_with(|| Arc::new(Histogram::new(&LATENCY_BUCKETS)))
-            .clone();
-        h.observe(secs);
+        let model = if known { model } else { "" }.to_string();
+        let status = troupe_proto::codes::code_name(code).to_string();
+        self.requests
+            .get_or_create(&[("model", model.clone()), ("status", status)])
+            .inc();
+        self.latency
+            .get_or_create(&[("model", model)])
+            .observe(secs);
     }
 
     /// Notes a traced call for the dashboard's list (the last [`RECENT_TRACES`]).
@@ -68,17 +84,17 @@ impl RouterMetrics {
 
     /// Counts one retry of a call on another replica.
     pub fn retry(&self, model: &str) {
-        *self.retries.lock().entry(model.to_string()).or_default() += 1;
+        self.retries.get_or_create(&label("model", model)).inc();
     }
 
     /// Counts one ejection of a node from replica picking (it could not be reached).
     pub fn ejection(&self, node: &str) {
-        *self.ejections.lock().entry(node.to_string()).or_default() += 1;
+        self.ejections.get_or_create(&label("node", node)).inc();
     }
 }
 
 /// What a scrape reads of the cluster and of this router's calls in flight, gathered by
-/// the router ([`crate::routing::Router::metrics_text`]): the metrics render from values.
+/// [`Scrape`]: the cluster's families are written from values.
 pub struct ClusterSample<'a> {
     pub state: &'a ClusterState,
     /// Calls this router has outstanding, per node.
@@ -86,6 +102,40 @@ pub struct ClusterSample<'a> {
     /// Ready replicas in the routing table, per model.
     pub ready: BTreeMap<String, u64>,
     pub leader: bool,
+}
+
+/// What a scrape reads: the router, and whether it leads placement now.
+pub struct Scrape {
+    pub router: Arc<Router>,
+    pub leader: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("router metrics")
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Fmt {
+        let r = &self.router;
+        let state = r.store.snapshot();
+        let sample = ClusterSample {
+            in_flight: state
+                .nodes
+                .keys()
+                .map(|id| (id.clone(), r.outstanding(id)))
+                .collect(),
+            ready: state
+                .models
+                .keys()
+                .map(|m| (m.clone(), r.store.routes(m).len() as u64))
+                .collect(),
+            state: &state,
+            leader: self.leader.load(Ordering::Acquire),
+        };
+        encode(&mut encoder, &r.metrics, &sample)
+    }
 }
 
 /// A gauge per model or per node: name, help, and how to read it for one key.
@@ -142,95 +192,74 @@ const NODE_GAUGES: [Gauge; 4] = [
     ),
 ];
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// The text exposition, from the router's counters and a sample of the cluster.
-pub fn render(m: &RouterMetrics, c: &ClusterSample) -> String {
-    let mut out = String::new();
-    family(
-        &mut out,
-        "troupe_router_requests_total",
-        "counter",
+/// Every family, from the router's counters and a sample of the cluster.
+pub fn encode(e: &mut DescriptorEncoder, m: &RouterMetrics, c: &ClusterSample) -> Fmt {
+    metric(
+        e,
+        "troupe_router_requests",
         "Inference calls through this router by model and gRPC status.",
-    );
-    for ((model, status), n) in m.requests.lock().iter() {
-        let _ = writeln!(
-            out,
-            "troupe_router_requests_total{{model=\"{}\",status=\"{status}\"}} {n}",
-            esc(model)
-        );
-    }
-    family(
-        &mut out,
+        &m.requests,
+    )?;
+    metric(
+        e,
         "troupe_router_request_duration_seconds",
-        "histogram",
         "Time from a call's arrival at the router to its answer (retries included).",
-    );
-    for (model, h) in m.latency.lock().iter() {
-        h.render(
-            &mut out,
-            "troupe_router_request_duration_seconds",
-            &format!("model=\"{}\"", esc(model)),
-        );
-    }
-    family(
-        &mut out,
-        "troupe_router_retries_total",
-        "counter",
+        &m.latency,
+    )?;
+    metric(
+        e,
+        "troupe_router_retries",
         "Calls retried on another replica after UNAVAILABLE or a broken connection.",
-    );
-    for (model, n) in m.retries.lock().iter() {
-        let _ = writeln!(
-            out,
-            "troupe_router_retries_total{{model=\"{}\"}} {n}",
-            esc(model)
-        );
-    }
-    family(
-        &mut out,
-        "troupe_router_ejections_total",
-        "counter",
+        &m.retries,
+    )?;
+    metric(
+        e,
+        "troupe_router_ejections",
         "Times a node was left out of replica picking because it could not be reached.",
-    );
-    for (node, n) in m.ejections.lock().iter() {
-        let _ = writeln!(
-            out,
-            "troupe_router_ejections_total{{node=\"{}\"}} {n}",
-            esc(node)
-        );
-    }
+        &m.ejections,
+    )?;
     family(
-        &mut out,
+        e,
         "troupe_router_in_flight",
-        "gauge",
         "Calls this router has outstanding on each node.",
-    );
-    for id in c.state.nodes.keys() {
-        let n = c.in_flight.get(id).copied().unwrap_or(0);
-        let _ = writeln!(out, "troupe_router_in_flight{{node=\"{}\"}} {n}", esc(id));
-    }
+        c.state.nodes.keys().map(|id| {
+            let n = c.in_flight.get(id).copied().unwrap_or(0);
+            ([("node", id.as_str())], gauge(n))
+        }),
+    )?;
     for (name, help, read) in REPLICA_GAUGES {
-        family(&mut out, name, "gauge", help);
-        for model in c.state.models.keys() {
-            let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", esc(model), read(c, model));
-        }
+        family(
+            e,
+            name,
+            help,
+            c.state
+                .models
+                .keys()
+                .map(|model| ([("model", model.as_str())], gauge(read(c, model)))),
+        )?;
     }
     for (name, help, read) in NODE_GAUGES {
-        family(&mut out, name, "gauge", help);
-        for id in c.state.nodes.keys() {
-            let _ = writeln!(out, "{name}{{node=\"{}\"}} {}", esc(id), read(c, id));
-        }
+        family(
+            e,
+            name,
+            help,
+            c.state
+                .nodes
+                .keys()
+                .map(|id| ([("node", id.as_str())], gauge(read(c, id)))),
+        )?;
     }
-    family(
-        &mut out,
+    metric(
+        e,
         "troupe_router_leader",
-        "gauge",
         "1 while this router leads placement.",
-    );
-    let _ = writeln!(out, "troupe_router_leader {}", u8::from(c.leader));
-    out
+        &gauge(u64::from(c.leader)),
+    )
+}
+
+/// A gauge of a count (byte and millicore counts fit in i64).
+fn gauge(n: u64) -> ConstGauge<i64> {
+    ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -238,6 +267,30 @@ mod tests {
     use super::*;
     use crate::records::{NodeRecord, PendingValue, PlacementValue};
     use troupe_proto::troupe::{ModelSpec, Resources};
+
+    /// The router's counters and a fixed cluster, as a scrape reads them.
+    struct Fixed {
+        m: RouterMetrics,
+        state: ClusterState,
+    }
+
+    impl std::fmt::Debug for Fixed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("fixed")
+        }
+    }
+
+    impl Collector for Fixed {
+        fn encode(&self, mut e: DescriptorEncoder) -> Fmt {
+            let sample = ClusterSample {
+                state: &self.state,
+                in_flight: BTreeMap::from([("a".into(), 5)]),
+                ready: BTreeMap::from([("m".into(), 1)]),
+                leader: true,
+            };
+            encode(&mut e, &self.m, &sample)
+        }
+    }
 
     fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         text.lines()
@@ -281,13 +334,10 @@ mod tests {
                 reason: "no room".into(),
             },
         );
-        let sample = ClusterSample {
-            state: &state,
-            in_flight: BTreeMap::from([("a".into(), 5)]),
-            ready: BTreeMap::from([("m".into(), 1)]),
-            leader: true,
-        };
-        let text = render(&m, &sample);
+        let text = troupe_telemetry::metrics::encode(&troupe_telemetry::metrics::registry(Fixed {
+            m,
+            state,
+        }));
         for (series, value) in [
             (
                 "troupe_router_requests_total{model=\"m\",status=\"OK\"}",

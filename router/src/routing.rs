@@ -17,7 +17,7 @@ use rand::Rng;
 
 use crate::ejection::Ejections;
 use crate::error::RouterError;
-use crate::metrics::{self, ClusterSample, RouterMetrics};
+use crate::metrics::RouterMetrics;
 use crate::state::{Replica, Store};
 
 /// Shared by the three services.
@@ -181,26 +181,6 @@ impl Router {
     }
 
     /// Calls this router has outstanding on `node`.
-    /// The Prometheus text of this router: its counters and the cluster as it sees it.
-    pub fn metrics_text(&self, leader: bool) -> String {
-        let state = self.store.snapshot();
-        let sample = ClusterSample {
-            in_flight: state
-                .nodes
-                .keys()
-                .map(|id| (id.clone(), self.outstanding(id)))
-                .collect(),
-            ready: state
-                .models
-                .keys()
-                .map(|m| (m.clone(), self.store.routes(m).len() as u64))
-                .collect(),
-            state: &state,
-            leader,
-        };
-        metrics::render(&self.metrics, &sample)
-    }
-
     pub fn outstanding(&self, node: &str) -> u64 {
         self.outstanding
             .read()

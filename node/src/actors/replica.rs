@@ -94,7 +94,10 @@ impl ReplicaState {
         let started = Instant::now();
         let joined =
             tokio::task::spawn_blocking(move || backend.gradients(&inputs, output, &targets)).await;
-        model.metrics.compute.observe_duration(started.elapsed());
+        model
+            .metrics
+            .compute
+            .observe(started.elapsed().as_secs_f64());
         let name = &model.def.name;
         match joined {
             Ok(r) => {
@@ -194,8 +197,8 @@ impl ReplicaState {
         model
             .metrics
             .queue
-            .observe_duration(joining.duration_since(oldest));
-        model.metrics.compute.observe_duration(compute);
+            .observe(joining.duration_since(oldest).as_secs_f64());
+        model.metrics.compute.observe(compute.as_secs_f64());
         model
             .metrics
             .batch

@@ -157,7 +157,10 @@ fn prepare(
             });
             let (tokens, encoded) = span.in_scope(|| p.encode(text))?;
             span.record("tokens", encoded.tokens as i64);
-            model.metrics.tokenize.observe_duration(started.elapsed());
+            model
+                .metrics
+                .tokenize
+                .observe(started.elapsed().as_secs_f64());
             (tokens, Some(encoded))
         }
         _ => (inputs, None),

@@ -81,7 +81,7 @@ impl CallHook for ExplainHook {
         ctx.model
             .metrics()
             .explain
-            .observe_duration(started.elapsed());
+            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(model = %ctx.model.def().name, method = p.method.as_str(), ok = r.is_ok(), "explained");
         r
     }
