@@ -14,8 +14,6 @@ use troupe_telemetry::metrics::{
     batch_histogram, family, latency_histogram, metric,
 };
 
-type Fmt = Result<(), std::fmt::Error>;
-
 /// The histograms of one loaded model version.
 pub struct ModelMetrics {
     pub total: Histogram,
@@ -125,7 +123,7 @@ impl std::fmt::Debug for Scrape {
 }
 
 impl Collector for Scrape {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Fmt {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let registry = &self.0;
         let models = registry.list();
         let samples: Vec<_> = models.iter().map(|m| m.sample()).collect();
@@ -223,7 +221,7 @@ pub fn encode(
     audit: Option<&AuditLosses>,
     records: Option<&troupe_monitor::RecordCounts>,
     models: &[ModelSample],
-) -> Fmt {
+) -> std::fmt::Result {
     metric(
         e,
         "troupe_requests",
@@ -294,7 +292,7 @@ pub fn encode(
 }
 
 /// What became of the predictions handed to the store's writer.
-fn encode_records(e: &mut DescriptorEncoder, r: &troupe_monitor::RecordCounts) -> Fmt {
+fn encode_records(e: &mut DescriptorEncoder, r: &troupe_monitor::RecordCounts) -> std::fmt::Result {
     metric(
         e,
         "troupe_predictions_recorded",
@@ -402,7 +400,7 @@ const CLASS_GAUGES: [ClassGauge; 3] = [
 ];
 
 /// Calls queued for review by each rule, and what became of webhook alerts.
-fn encode_review_and_alerts(e: &mut DescriptorEncoder, models: &[ModelSample]) -> Fmt {
+fn encode_review_and_alerts(e: &mut DescriptorEncoder, models: &[ModelSample]) -> std::fmt::Result {
     let reasons = troupe_monitor::review::Reason::ALL;
     family(
         e,
@@ -434,7 +432,7 @@ fn encode_review_and_alerts(e: &mut DescriptorEncoder, models: &[ModelSample]) -
 }
 
 /// Per-feature drift of the latest window, the alert, and outliers counted.
-fn encode_feature_drift(e: &mut DescriptorEncoder, models: &[ModelSample]) -> Fmt {
+fn encode_feature_drift(e: &mut DescriptorEncoder, models: &[ModelSample]) -> std::fmt::Result {
     let watched: Vec<(&ModelSample, &FeatureDriftSample)> = models
         .iter()
         .filter_map(|m| m.feature_drift.as_ref().map(|d| (m, d)))
@@ -512,7 +510,7 @@ fn window_label(i: usize) -> &'static str {
 }
 
 /// Live quality gauges of the models with `[monitoring]`, per window.
-fn encode_quality(e: &mut DescriptorEncoder, models: &[ModelSample]) -> Fmt {
+fn encode_quality(e: &mut DescriptorEncoder, models: &[ModelSample]) -> std::fmt::Result {
     let windows: Vec<_> = models
         .iter()
         .filter_map(|m| m.quality.as_ref().map(|q| (m, q)))

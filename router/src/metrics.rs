@@ -19,7 +19,6 @@ use troupe_telemetry::metrics::{
 use crate::routing::Router;
 use crate::state::ClusterState;
 
-type Fmt = Result<(), std::fmt::Error>;
 /// One label, owned (the key of a per-call series).
 type Label = [(&'static str, String); 1];
 
@@ -117,7 +116,7 @@ impl std::fmt::Debug for Scrape {
 }
 
 impl Collector for Scrape {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Fmt {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let r = &self.router;
         let state = r.store.snapshot();
         let sample = ClusterSample {
@@ -193,7 +192,7 @@ const NODE_GAUGES: [Gauge; 4] = [
 ];
 
 /// Every family, from the router's counters and a sample of the cluster.
-pub fn encode(e: &mut DescriptorEncoder, m: &RouterMetrics, c: &ClusterSample) -> Fmt {
+pub fn encode(e: &mut DescriptorEncoder, m: &RouterMetrics, c: &ClusterSample) -> std::fmt::Result {
     metric(
         e,
         "troupe_router_requests",
@@ -281,7 +280,7 @@ mod tests {
     }
 
     impl Collector for Fixed {
-        fn encode(&self, mut e: DescriptorEncoder) -> Fmt {
+        fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
             let sample = ClusterSample {
                 state: &self.state,
                 in_flight: BTreeMap::from([("a".into(), 5)]),

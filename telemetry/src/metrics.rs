@@ -43,7 +43,7 @@ pub fn family<L, M>(
     name: &str,
     help: &str,
     series: impl IntoIterator<Item = (L, M)>,
-) -> Result<(), std::fmt::Error>
+) -> std::fmt::Result
 where
     L: EncodeLabelSet,
     M: EncodeMetric,
@@ -66,7 +66,7 @@ pub fn metric(
     name: &str,
     help: &str,
     metric: &impl EncodeMetric,
-) -> Result<(), std::fmt::Error> {
+) -> std::fmt::Result {
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
@@ -122,7 +122,7 @@ mod tests {
     struct Fixed(Histogram);
 
     impl Collector for Fixed {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
             family(
                 &mut encoder,
                 "x_seconds",
