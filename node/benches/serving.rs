@@ -89,6 +89,7 @@ fn serving(c: &mut Criterion) {
             max_message_bytes: 64 << 20,
             membership: None,
             metrics_listen: None,
+            trace_ui: None,
             tls: None,
             tokens: Default::default(),
         };

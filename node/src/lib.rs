@@ -8,6 +8,7 @@ pub mod actors;
 pub mod batcher;
 pub mod config;
 pub mod convert;
+pub mod dashboard;
 pub mod error;
 pub mod follower;
 pub mod hooks;

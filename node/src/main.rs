@@ -217,6 +217,7 @@ fn main() -> anyhow::Result<()> {
             max_message_bytes: args.max_message_bytes,
             membership,
             metrics_listen: args.observability.metrics_listen,
+            trace_ui: args.observability.trace_ui_url,
             tls,
             tokens,
         };

@@ -60,6 +60,8 @@ type CallLabels = [(&'static str, String); 3];
 #[derive(Default)]
 pub struct NodeMetrics {
     requests: Family<CallLabels, Counter>,
+    /// The latest traced calls, for the dashboard.
+    pub traces: troupe_telemetry::dashboard::RecentTraces,
 }
 
 impl NodeMetrics {
@@ -323,7 +325,7 @@ type QualityGauge = (
     fn(&troupe_proto::troupe::QualityWindow) -> Option<f64>,
 );
 
-const QUALITY_GAUGES: [QualityGauge; 10] = [
+pub(crate) const QUALITY_GAUGES: [QualityGauge; 10] = [
     (
         "troupe_quality_calls",
         "Calls in the quality window.",
@@ -505,7 +507,7 @@ fn encode_feature_drift(e: &mut DescriptorEncoder, models: &[ModelSample]) -> st
 }
 
 /// The window label of the `i`th window of a quality report.
-fn window_label(i: usize) -> &'static str {
+pub(crate) fn window_label(i: usize) -> &'static str {
     if i == 0 { "calls" } else { "time" }
 }
 

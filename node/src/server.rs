@@ -1,5 +1,6 @@
 //! Assembles the node's gRPC server: the inference and Models services, grpc.health.v1,
-//! and server reflection (v1 and v1alpha), with graceful shutdown.
+//! server reflection (v1 and v1alpha), and on the same port the Open Inference Protocol
+//! over HTTP, `/metrics` and the dashboard at `/`, with graceful shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct ServeOptions {
     pub membership: Option<MembershipConfig>,
     /// Where to serve Prometheus metrics (GET /metrics); None: not served.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The tracing UI's URL prefix for a trace id (the dashboard's links).
+    pub trace_ui: Option<String>,
     /// Serve gRPC over TLS (optionally asking clients for certificates).
     pub tls: Option<troupe_proto::tls::ServerTls>,
     /// Who may call what (`--auth-tokens`; default: inference open, admin refused).
@@ -124,7 +127,12 @@ pub async fn serve(
 
     // GET /metrics: on the node's own port, and alone on --metrics-listen.
     let metrics = troupe_telemetry::metrics::registry(crate::metrics::Scrape(registry.clone()));
-    let rest = rest.merge(troupe_telemetry::metrics::routes(metrics.clone()));
+    let rest = rest
+        .merge(troupe_telemetry::metrics::routes(metrics.clone()))
+        .merge(crate::dashboard::routes(
+            registry.clone(),
+            opts.trace_ui.clone(),
+        ));
     let metrics_task = match opts.metrics_listen {
         Some(addr) => {
             let l = TcpListener::bind(addr).await.map_err(|e| {

@@ -55,10 +55,6 @@ struct Args {
     /// sqlite://PATH on one machine), for ground truth and quality (docs/monitoring.md).
     #[arg(long, env = "TROUPE_STORE")]
     store: Option<String>,
-    /// The tracing UI's URL for a trace: the dashboard links each recent trace id as this
-    /// prefix followed by the id (e.g. http://jaeger:16686/trace/).
-    #[arg(long, env = "TROUPE_TRACE_UI_URL")]
-    trace_ui_url: Option<String>,
     #[command(flatten)]
     tls: troupe_proto::tls::ServerTlsArgs,
     #[command(flatten)]
@@ -168,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
             router: router.clone(),
             router_id: id.clone(),
             leader: is_leader.clone(),
-            trace_ui: args.trace_ui_url.clone(),
+            trace_ui: args.observability.trace_ui_url.clone(),
         },
     ));
     let mut grpc = tonic::service::Routes::builder();

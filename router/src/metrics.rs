@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
+use troupe_telemetry::dashboard::RecentTraces;
 use troupe_telemetry::metrics::{
     Collector, ConstGauge, Counter, DescriptorEncoder, Family, Histogram, family,
     latency_histogram, metric,
@@ -32,8 +32,8 @@ pub struct RouterMetrics {
     retries: Family<Label, Counter>,
     ejections: Family<Label, Counter>,
     latency: Family<Label, Histogram, fn() -> Histogram>,
-    /// The latest traced calls (ms since the epoch, model, trace id), newest last.
-    traces: Mutex<std::collections::VecDeque<(u64, String, String)>>,
+    /// The latest traced calls, for the dashboard.
+    pub traces: RecentTraces,
 }
 
 impl Default for RouterMetrics {
@@ -43,13 +43,10 @@ impl Default for RouterMetrics {
             retries: Family::default(),
             ejections: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
-            traces: Mutex::default(),
+            traces: RecentTraces::default(),
         }
     }
 }
-
-/// Traced calls the dashboard lists.
-pub const RECENT_TRACES: usize = 20;
 
 impl RouterMetrics {
     /// Counts one call and its latency. Unknown models count under model="".
@@ -62,23 +59,6 @@ impl RouterMetrics {
         self.latency
             .get_or_create(&[("model", model)])
             .observe(secs);
-    }
-
-    /// Notes a traced call for the dashboard's list (the last [`RECENT_TRACES`]).
-    pub fn traced(&self, model: &str, trace_id: &str) {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut t = self.traces.lock();
-        if t.len() == RECENT_TRACES {
-            t.pop_front();
-        }
-        t.push_back((ms, model.to_string(), trace_id.to_string()));
-    }
-
-    /// The latest traced calls, newest first.
-    pub fn recent_traces(&self) -> Vec<(u64, String, String)> {
-        self.traces.lock().iter().rev().cloned().collect()
     }
 
     /// Counts one retry of a call on another replica.

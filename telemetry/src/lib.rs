@@ -17,6 +17,7 @@
 //! the next hop.
 
 mod context;
+pub mod dashboard;
 pub mod metrics;
 pub mod process;
 

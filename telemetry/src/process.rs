@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use tracing::{info, warn};
 
-/// `--log` and `--metrics-listen`, flattened into the node's and the router's flags.
+/// `--log`, `--metrics-listen` and `--trace-ui-url`, flattened into the node's and the router's flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ObservabilityArgs {
     /// Serve Prometheus metrics on this address (GET /metrics).
@@ -14,6 +14,10 @@ pub struct ObservabilityArgs {
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "TROUPE_LOG", default_value = "info")]
     pub log: String,
+    /// The tracing UI's URL for a trace: the dashboard links each recent trace id as this
+    /// prefix followed by the id (e.g. http://jaeger:16686/trace/).
+    #[arg(long, env = "TROUPE_TRACE_UI_URL")]
+    pub trace_ui_url: Option<String>,
 }
 
 /// Resolves on SIGTERM or Ctrl-C (Ctrl-C only where SIGTERM cannot be listened for).

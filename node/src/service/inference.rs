@@ -188,6 +188,7 @@ impl GrpcInferenceService for InferenceService {
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         self.registry.metrics.count_request(&model, &version, code);
         if !trace_id.is_empty() {
+            self.registry.metrics.traces.note(&model, trace_id);
             tracing::debug!(model = %model, trace_id = %trace_id, sampled = trace.as_ref().is_some_and(|t| t.sampled()), "traced call");
         }
         troupe_proto::set_trace_id(&mut result, trace_id);

@@ -119,7 +119,7 @@ impl GrpcInferenceService for InferenceService {
             .metrics
             .call(&model, known, code, started.elapsed().as_secs_f64());
         if let Some(t) = trace_id.as_deref().filter(|t| !t.is_empty()) {
-            self.0.metrics.traced(&model, t);
+            self.0.metrics.traces.note(&model, t);
         }
         // The trace id goes back on every answer, also when the router itself refused.
         troupe_proto::set_trace_id(&mut result, trace_id.as_deref().unwrap_or_default());
