@@ -6,6 +6,7 @@
 # Env: DUR (measured time per step, default 15s), THREADS (backend intra-op threads, default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/node.sh
 scripts/setup.sh --bench
 cargo build --release -q -p troupe-node -p troupe-load -p troupe-backends --bins --example raw_throughput
 SP=$PWD/.venv/lib/python3.11/site-packages
@@ -35,12 +36,7 @@ echo "== raw in-process backend (baseline)"
 target/release/examples/raw_throughput onnx models/bench/resnet18_onnx/1 3,224,224 1000 1,8,16,32 10 "$THREADS" | tee "$OUT/raw_resnet.txt"
 target/release/examples/raw_throughput onnx models/repository/mlp_onnx/1 16 4 1,64 5 "$THREADS" | tee "$OUT/raw_mlp.txt"
 
-target/release/troupe-node --model-repository "$REPO" --listen 127.0.0.1:0 --backend-threads "$THREADS" \
-  >"$OUT/node.out" 2>"$OUT/node.log" &
-NODE=$!
-for _ in $(seq 100); do [[ -s "$OUT/node.out" ]] && break; sleep 0.1; done
-ADDR=$(awk '{print $4}' "$OUT/node.out")
-for _ in $(seq 600); do grep -q "node ready" "$OUT/node.log" && break; sleep 0.1; done
+start_node "$REPO" "$OUT" "$THREADS"
 
 load() { # model concurrency
   echo "== troupe-load $1 concurrency $2"

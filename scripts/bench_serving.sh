@@ -15,6 +15,7 @@
 # generator), OUT (results folder, default target/bench-serving).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/node.sh
 scripts/setup.sh --bench
 cargo build --release -q -p troupe-node -p troupe-load -p troupe-backends --bins --example raw_throughput
 SP=$PWD/.venv/lib/python3.11/site-packages
@@ -76,13 +77,7 @@ sweep() { # server model addr
     --warmup 2s --quiet --json "$OUT/$1_$2.json" | tee "$OUT/$1_$2.txt"
 }
 
-target/release/troupe-node --model-repository "$REPO" --listen 127.0.0.1:0 --backend-threads "$THREADS" \
-  >"$OUT/node.out" 2>"$OUT/node.log" &
-NODE=$!
-for _ in $(seq 100); do [[ -s "$OUT/node.out" ]] && break; sleep 0.1; done
-ADDR=$(awk '{print $4}' "$OUT/node.out")
-for _ in $(seq 600); do grep -q "node ready" "$OUT/node.log" && break; sleep 0.1; done
-grep -q "node ready" "$OUT/node.log" || { echo "troupe-node not ready; see $OUT/node.log" >&2; exit 1; }
+start_node "$REPO" "$OUT" "$THREADS"
 for m in mlp_onnx mlp_torch mlp_candle resnet18_onnx resnet18_torch; do sweep troupe "$m" "$ADDR"; done
 kill -TERM $NODE; wait $NODE || true; NODE=
 

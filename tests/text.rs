@@ -581,6 +581,7 @@ fn minilm_spec(backend: &str, batching: bool) -> tpb::ModelSpec {
         dynamic_batching: batching.then(|| tpb::DynamicBatching {
             max_queue_delay_us: 500,
             preferred_batch_sizes: Vec::new(),
+            ..Default::default()
         }),
         text: Some(tpb::TextPipeline::default()),
         replicas: 1,

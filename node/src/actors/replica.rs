@@ -193,6 +193,7 @@ impl ReplicaState {
         };
         let compute = started.elapsed();
         record_compute(&model.compute_ewma_ns, compute);
+        self.queue.measured(rows.iter().sum(), compute);
         drop(spans);
         model
             .metrics

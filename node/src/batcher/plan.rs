@@ -8,8 +8,12 @@ use std::time::Duration;
 pub struct BatchConfig {
     /// Largest batch (sum of the calls' dim 0); 0 or 1 means one call at a time.
     pub max_batch_size: usize,
-    /// How long the oldest call may wait for others to join it.
+    /// How long the oldest call may wait for others to join it (with `adaptive`: at
+    /// most this long).
     pub max_queue_delay: Duration,
+    /// The window follows the measured compute time and arrival rate
+    /// (`max_queue_delay_us = "auto"`, see `adaptive.rs`).
+    pub adaptive: bool,
     /// Sizes that leave at once when reachable.
     pub preferred_batch_sizes: Vec<usize>,
     /// Calls that may wait; more get RESOURCE_EXHAUSTED.
@@ -21,6 +25,7 @@ impl Default for BatchConfig {
         Self {
             max_batch_size: 0,
             max_queue_delay: Duration::ZERO,
+            adaptive: false,
             preferred_batch_sizes: Vec::new(),
             max_queue_size: 1024,
         }
@@ -44,8 +49,9 @@ pub enum Plan {
     Idle,
 }
 
-/// The batching decision as a pure function (unit-tested below).
-pub fn plan(sizes: &[usize], oldest_wait: Duration, cfg: &BatchConfig) -> Plan {
+/// The batching decision as a pure function (unit-tested below): `delay` is how long the
+/// oldest call may wait now (the configured delay, or the adaptive window).
+pub fn plan(sizes: &[usize], oldest_wait: Duration, delay: Duration, cfg: &BatchConfig) -> Plan {
     if sizes.is_empty() {
         return Plan::Idle;
     }
@@ -74,10 +80,10 @@ pub fn plan(sizes: &[usize], oldest_wait: Duration, cfg: &BatchConfig) -> Plan {
     if let Some(n) = preferred.filter(|&n| n == fit) {
         return Plan::Take(n);
     }
-    if oldest_wait >= cfg.max_queue_delay {
+    if oldest_wait >= delay {
         return Plan::Take(fit);
     }
-    Plan::Wait(cfg.max_queue_delay - oldest_wait)
+    Plan::Wait(delay - oldest_wait)
 }
 
 #[cfg(test)]
@@ -88,6 +94,7 @@ pub(super) mod tests {
         BatchConfig {
             max_batch_size: max,
             max_queue_delay: Duration::from_millis(delay_ms),
+            adaptive: false,
             preferred_batch_sizes: preferred.to_vec(),
             max_queue_size: 8,
         }
@@ -96,24 +103,33 @@ pub(super) mod tests {
     #[test]
     fn plan_rules() {
         let c = cfg(8, 5, &[4]);
-        assert_eq!(plan(&[], Duration::ZERO, &c), Plan::Idle);
+        let d = c.max_queue_delay;
+        assert_eq!(plan(&[], Duration::ZERO, d, &c), Plan::Idle);
         // Not full, not preferred, young: wait out the delay.
         assert_eq!(
-            plan(&[1, 1], Duration::from_millis(1), &c),
+            plan(&[1, 1], Duration::from_millis(1), d, &c),
             Plan::Wait(Duration::from_millis(4))
         );
         // Old enough: go with what fits.
-        assert_eq!(plan(&[1, 1], Duration::from_millis(5), &c), Plan::Take(2));
+        assert_eq!(
+            plan(&[1, 1], Duration::from_millis(5), d, &c),
+            Plan::Take(2)
+        );
         // A preferred size leaves at once.
-        assert_eq!(plan(&[2, 2], Duration::ZERO, &c), Plan::Take(2));
+        assert_eq!(plan(&[2, 2], Duration::ZERO, d, &c), Plan::Take(2));
         // Full leaves at once; the rest waits.
-        assert_eq!(plan(&[4, 4, 1], Duration::ZERO, &c), Plan::Take(2));
-        assert_eq!(plan(&[3, 3, 3], Duration::ZERO, &c), Plan::Take(2));
+        assert_eq!(plan(&[4, 4, 1], Duration::ZERO, d, &c), Plan::Take(2));
+        assert_eq!(plan(&[3, 3, 3], Duration::ZERO, d, &c), Plan::Take(2));
         // A call larger than the batch runs alone.
-        assert_eq!(plan(&[9, 1], Duration::ZERO, &c), Plan::Take(1));
+        assert_eq!(plan(&[9, 1], Duration::ZERO, d, &c), Plan::Take(1));
         // No batching: one at a time.
         assert_eq!(
-            plan(&[1, 1, 1], Duration::ZERO, &BatchConfig::default()),
+            plan(
+                &[1, 1, 1],
+                Duration::ZERO,
+                Duration::ZERO,
+                &BatchConfig::default()
+            ),
             Plan::Take(1)
         );
     }

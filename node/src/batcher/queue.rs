@@ -10,6 +10,8 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 use troupe_backends::Tensor;
 
+use super::adaptive::Estimator;
+use super::clock::{Clock, Precise};
 use super::plan::{BatchConfig, Plan, plan};
 use crate::error::NodeError;
 
@@ -50,6 +52,9 @@ pub struct Queue {
     next_id: AtomicU64,
     /// Calls taken by an instance and not answered yet.
     running: AtomicU64,
+    clock: Arc<dyn Clock>,
+    /// What the adaptive window is computed from (adaptive queues only).
+    estimator: Option<Mutex<Estimator>>,
 }
 
 /// Held by the caller while its call is queued; dropping it (the client cancelled)
@@ -70,8 +75,15 @@ impl Drop for Ticket {
 
 impl Queue {
     pub fn new(model: &str, cfg: BatchConfig) -> Arc<Self> {
+        Self::with_clock(model, cfg, Arc::new(Precise))
+    }
+
+    /// A queue reading time from `clock`.
+    pub fn with_clock(model: &str, cfg: BatchConfig, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Self {
             model: model.to_string(),
+            estimator: (cfg.batching() && cfg.adaptive).then(Mutex::default),
+            clock,
             cfg,
             entries: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
@@ -140,10 +152,11 @@ impl Queue {
             }
             None => (tracing::Span::none(), tracing::Span::none()),
         };
+        let now = self.clock.now();
         {
             let mut q = self.entries.lock();
             if q.len() >= self.cfg.max_queue_size {
-                prune(&mut q, Instant::now());
+                prune(&mut q, now);
             }
             if q.len() >= self.cfg.max_queue_size {
                 return Err(NodeError::QueueFull {
@@ -155,7 +168,7 @@ impl Queue {
                 id,
                 inputs,
                 rows,
-                enqueued: Instant::now(),
+                enqueued: now,
                 deadline,
                 fault,
                 work,
@@ -163,6 +176,9 @@ impl Queue {
                 queue_span,
                 reply: tx,
             });
+        }
+        if let Some(e) = &self.estimator {
+            e.lock().arrival(now);
         }
         self.notify.notify_waiters();
         Ok((
@@ -188,7 +204,7 @@ impl Queue {
             notified.as_mut().enable();
             let wait = {
                 let mut q = self.entries.lock();
-                let now = Instant::now();
+                let now = self.clock.now();
                 prune(&mut q, now);
                 // Only calls whose non-batch dimensions match the oldest one can join it.
                 let sizes: Vec<usize> = match q.front() {
@@ -205,7 +221,11 @@ impl Queue {
                     .front()
                     .map(|e| now.saturating_duration_since(e.enqueued))
                     .unwrap_or_default();
-                let decision = match plan(&sizes, oldest, &self.cfg) {
+                let delay = match &self.estimator {
+                    Some(e) => e.lock().window(self.cfg.max_queue_delay),
+                    None => self.cfg.max_queue_delay,
+                };
+                let decision = match plan(&sizes, oldest, delay, &self.cfg) {
                     // The next call cannot join: waiting would only delay this batch.
                     Plan::Wait(_) if blocked => Plan::Take(sizes.len()),
                     d => d,
@@ -217,14 +237,17 @@ impl Queue {
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
                         return Some(batch);
                     }
-                    Plan::Wait(d) => Some(d),
+                    Plan::Wait(d) => Some(now + d),
                     Plan::Idle if self.closed.load(Ordering::Acquire) => return None,
                     Plan::Idle => None,
                 }
             };
             match wait {
-                Some(d) => {
-                    let _ = tokio::time::timeout(d, notified).await;
+                Some(until) => {
+                    tokio::select! {
+                        _ = self.clock.sleep_until(until) => {}
+                        _ = notified => {}
+                    }
                 }
                 None => notified.await,
             }
@@ -236,6 +259,13 @@ impl Queue {
         let drained: Vec<Entry> = self.entries.lock().drain(..).collect();
         for e in drained {
             let _ = e.reply.send(Err(err()));
+        }
+    }
+
+    /// Notes how long a batch of `rows` took in the backend (the adaptive window's fit).
+    pub fn measured(&self, rows: usize, compute: std::time::Duration) {
+        if let Some(e) = &self.estimator {
+            e.lock().batch(rows, compute);
         }
     }
 
@@ -279,6 +309,7 @@ fn prune(q: &mut VecDeque<Entry>, now: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batcher::clock::manual::Manual;
     use crate::batcher::join::{concat, split};
     use crate::batcher::plan::tests::cfg;
     use std::time::Duration;
@@ -344,5 +375,98 @@ mod tests {
         assert_eq!(batch[0].inputs[0].to_f32().unwrap(), vec![1.0, 1.0]);
         let r = rx.await.unwrap();
         assert!(matches!(r, Err(NodeError::DeadlineExceeded(_))));
+    }
+
+    /// A batching config with a delay in microseconds.
+    fn cfg_us(max: usize, delay_us: u64, adaptive: bool) -> BatchConfig {
+        BatchConfig {
+            max_queue_delay: Duration::from_micros(delay_us),
+            adaptive,
+            max_queue_size: 1024,
+            ..cfg(max, 0, &[])
+        }
+    }
+
+    /// Lets spawned tasks run on the test's runtime.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The next batch's size, taken on another task.
+    fn next(q: &Arc<Queue>) -> tokio::task::JoinHandle<Option<usize>> {
+        let q = q.clone();
+        tokio::spawn(async move { q.next_batch().await.map(|b| b.len()) })
+    }
+
+    #[tokio::test]
+    async fn a_batch_leaves_when_its_oldest_call_has_waited_the_delay_to_the_microsecond() {
+        let clock = Manual::new();
+        let q = Queue::with_clock("m", cfg_us(8, 500, false), clock.clone());
+        let (_a, _ra) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
+        clock.advance(Duration::from_micros(100));
+        let (_b, _rb) = q.push(vec![t(1, 1.0)], 1, None, false).unwrap();
+        let batch = next(&q);
+        // 499 µs after the oldest call: still waiting for more.
+        clock.advance(Duration::from_micros(399));
+        settle().await;
+        assert!(!batch.is_finished(), "left before the delay");
+        // 500 µs: both leave together.
+        clock.advance(Duration::from_micros(1));
+        assert_eq!(batch.await.unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_call_joining_a_full_batch_sends_it_at_once() {
+        let clock = Manual::new();
+        let q = Queue::with_clock("m", cfg_us(2, 100_000, false), clock.clone());
+        let (_a, _ra) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
+        let batch = next(&q);
+        settle().await;
+        assert!(!batch.is_finished());
+        let (_b, _rb) = q.push(vec![t(1, 1.0)], 1, None, false).unwrap();
+        settle().await;
+        // No time passed: the second call filled the batch.
+        assert!(batch.is_finished());
+        assert_eq!(batch.await.unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn an_adaptive_queue_waits_only_when_calls_come_faster_than_a_batch_costs() {
+        let clock = Manual::new();
+        let q = Queue::with_clock("m", cfg_us(8, 10_000, true), clock.clone());
+        // Nothing measured yet: a lone call leaves at once.
+        let (_a, _ra) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
+        assert_eq!(next(&q).await.unwrap(), Some(1));
+        q.finished(1);
+        // Batches cost 40 µs + 3 µs a row; calls come 10 µs apart.
+        for n in [1, 2, 4, 8].into_iter().cycle().take(64) {
+            q.measured(n, Duration::from_micros(40 + 3 * n as u64));
+        }
+        let mut held = Vec::new();
+        for _ in 0..64 {
+            clock.advance(Duration::from_micros(10));
+            held.push(q.push(vec![t(1, 0.0)], 1, None, false).unwrap());
+        }
+        drop(held);
+        let (_b, _rb) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
+        let batch = next(&q);
+        clock.advance(Duration::from_micros(39));
+        settle().await;
+        assert!(
+            !batch.is_finished(),
+            "the window is the 40 µs a batch costs"
+        );
+        clock.advance(Duration::from_micros(1));
+        assert_eq!(batch.await.unwrap(), Some(1));
+        q.finished(1);
+        // Calls now 1 ms apart (a lone client): no window.
+        for _ in 0..600 {
+            clock.advance(Duration::from_millis(1));
+            drop(q.push(vec![t(1, 0.0)], 1, None, false).unwrap());
+        }
+        let (_c, _rc) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
+        assert_eq!(next(&q).await.unwrap(), Some(1));
     }
 }

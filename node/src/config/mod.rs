@@ -68,9 +68,14 @@ fn batch_config(
             "preferred batch size {p} is not within 1..={max_batch_size}"
         ));
     }
+    let (max_queue_delay, adaptive) = match db.max_queue_delay_us {
+        QueueDelayCfg::Micros(us) => (std::time::Duration::from_micros(us), false),
+        QueueDelayCfg::Adaptive(Auto::Auto) => (AUTO_MAX_QUEUE_DELAY, true),
+    };
     Ok(BatchConfig {
         max_batch_size,
-        max_queue_delay: std::time::Duration::from_micros(db.max_queue_delay_us),
+        max_queue_delay,
+        adaptive,
         preferred_batch_sizes: db.preferred_batch_sizes.clone(),
         max_queue_size,
     })
@@ -106,13 +111,39 @@ pub struct TensorCfg {
     pub dims: Vec<i64>,
 }
 
+/// The longest an adaptive window may be when the config names no bound.
+pub const AUTO_MAX_QUEUE_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// `max_queue_delay_us`: microseconds, or `"auto"`: the window follows the measured
+/// compute time and arrival rate (`batcher/adaptive.rs`), up to
+/// [`AUTO_MAX_QUEUE_DELAY`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(untagged, expecting = "a number of microseconds, or \"auto\"")]
+pub enum QueueDelayCfg {
+    Micros(u64),
+    Adaptive(Auto),
+}
+
+/// The word `auto`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Auto {
+    Auto,
+}
+
+impl Default for QueueDelayCfg {
+    fn default() -> Self {
+        Self::Micros(0)
+    }
+}
+
 /// `[dynamic_batching]` of a config.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DynamicBatchingCfg {
-    /// How long the oldest queued call may wait for others (microseconds).
+    /// How long the oldest queued call may wait for others (microseconds), or "auto".
     #[serde(default)]
-    pub max_queue_delay_us: u64,
+    pub max_queue_delay_us: QueueDelayCfg,
     /// Batch sizes that are sent at once when reachable.
     #[serde(default)]
     pub preferred_batch_sizes: Vec<usize>,
@@ -417,6 +448,30 @@ dims = [2]
         assert_eq!(
             d.batching.max_queue_delay,
             std::time::Duration::from_micros(500)
+        );
+        assert!(!d.batching.adaptive);
+        let auto = ModelDef::from_toml(
+            &format!("{CFG}\n[dynamic_batching]\nmax_queue_delay_us = \"auto\"\n"),
+            "m",
+            "1",
+            Path::new("/"),
+            &no_describe,
+        )
+        .unwrap();
+        assert!(auto.batching.adaptive);
+        assert_eq!(auto.batching.max_queue_delay, AUTO_MAX_QUEUE_DELAY);
+        let e = ModelDef::from_toml(
+            &format!("{CFG}\n[dynamic_batching]\nmax_queue_delay_us = \"soon\"\n"),
+            "m",
+            "1",
+            Path::new("/"),
+            &no_describe,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a number of microseconds, or \"auto\""),
+            "{e}"
         );
         let e = ModelDef::from_toml(
             &format!("{CFG}\n[dynamic_batching]\npreferred_batch_sizes = [16]\n"),

@@ -6,8 +6,8 @@ use troupe_backends::{BackendKind, TensorSpec};
 use troupe_proto::troupe as pb;
 
 use super::{
-    Describe, DevicePref, Draft, DynamicBatchingCfg, HooksCfg, ModelDef, ResourcesCfg, TensorCfg,
-    TextCfg, tensor_spec, validate_name, validate_version,
+    Auto, Describe, DevicePref, Draft, DynamicBatchingCfg, HooksCfg, ModelDef, QueueDelayCfg,
+    ResourcesCfg, TensorCfg, TextCfg, tensor_spec, validate_name, validate_version,
 };
 use crate::error::NodeError;
 
@@ -102,7 +102,11 @@ impl ModelDef {
                 gpu_memory_mb: res.gpu_memory_bytes.div_ceil(1 << 20),
             },
             dynamic_batching: spec.dynamic_batching.as_ref().map(|d| DynamicBatchingCfg {
-                max_queue_delay_us: d.max_queue_delay_us,
+                max_queue_delay_us: if d.adaptive {
+                    QueueDelayCfg::Adaptive(Auto::Auto)
+                } else {
+                    QueueDelayCfg::Micros(d.max_queue_delay_us)
+                },
                 preferred_batch_sizes: d
                     .preferred_batch_sizes
                     .iter()
@@ -200,6 +204,7 @@ impl ModelDef {
             labels: Default::default(),
             dynamic_batching: self.batching.batching().then(|| pb::DynamicBatching {
                 max_queue_delay_us: self.batching.max_queue_delay.as_micros() as u64,
+                adaptive: self.batching.adaptive,
                 preferred_batch_sizes: self
                     .batching
                     .preferred_batch_sizes

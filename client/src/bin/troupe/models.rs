@@ -72,9 +72,10 @@ pub(crate) enum ModelsCmd {
         /// With --text: refuse texts over max_length instead of truncating them.
         #[arg(long)]
         refuse_long: bool,
-        /// Join calls into batches, waiting at most this long (µs) for more.
-        #[arg(long)]
-        max_queue_delay_us: Option<u64>,
+        /// Join calls into batches, waiting at most this long (µs) for more, or `auto`:
+        /// a window that follows the measured compute time and arrival rate.
+        #[arg(long, value_name = "MICROS|auto", value_parser = queue_delay)]
+        max_queue_delay_us: Option<tpb::DynamicBatching>,
         /// Record every answer in the prediction store (docs/monitoring.md): classifier,
         /// regression or outputs.
         #[arg(long, value_name = "KIND")]
@@ -232,10 +233,7 @@ pub(crate) async fn run(cmd: ModelsCmd, c: &mut Client, json: bool) -> Result<()
                     refuse_long,
                     ..Default::default()
                 }),
-                dynamic_batching: max_queue_delay_us.map(|d| tpb::DynamicBatching {
-                    max_queue_delay_us: d,
-                    preferred_batch_sizes: Vec::new(),
-                }),
+                dynamic_batching: max_queue_delay_us,
                 monitoring,
                 ..Default::default()
             };
@@ -311,4 +309,21 @@ pub(crate) async fn run(cmd: ModelsCmd, c: &mut Client, json: bool) -> Result<()
         }
     }
     Ok(())
+}
+
+/// `--max-queue-delay-us`: microseconds, or `auto`.
+fn queue_delay(s: &str) -> Result<tpb::DynamicBatching, String> {
+    if s == "auto" {
+        return Ok(tpb::DynamicBatching {
+            adaptive: true,
+            ..Default::default()
+        });
+    }
+    let us = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither a number of microseconds nor \"auto\""))?;
+    Ok(tpb::DynamicBatching {
+        max_queue_delay_us: us,
+        ..Default::default()
+    })
 }
