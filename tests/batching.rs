@@ -59,10 +59,12 @@ async fn batched_answers_equal_unbatched_answers_on_every_backend() {
     for m in ["mlp_onnx", "mlp_torch", "mlp_candle"] {
         let b = format!("{m}_batched");
         add_model(repo.path(), m, &b);
+        // Two instances: while one runs the first call, the other waits out the delay
+        // for the rest (with every instance idle, a batch leaves at once).
         edit_config(
             repo.path(),
             &b,
-            "instances = 1",
+            "instances = 2",
             "[dynamic_batching]\nmax_queue_delay_us = 20000\npreferred_batch_sizes = [32]",
         );
     }

@@ -10,7 +10,8 @@
 //! exactly when `a > g`. So the window is `a` (bounded by the configured maximum) when
 //! calls come faster than a batch's fixed cost, and 0 otherwise: a lone client's call
 //! never waits (its gap is a whole round trip), and under load batches fill in the time
-//! one batch's overhead would have cost anyway.
+//! one batch's overhead would have cost anyway. As for a fixed delay, the queue does not
+//! wait at all while no call can come (no other instance busy, nothing else queued).
 
 use std::time::{Duration, Instant};
 

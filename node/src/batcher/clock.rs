@@ -31,6 +31,10 @@ pub trait Clock: Send + Sync + 'static {
 /// yields until the deadline (a cross-thread wake takes a few microseconds).
 pub const EARLY: Duration = Duration::from_micros(30);
 
+/// How long before a deadline a long park of the timer thread ends, to park once more
+/// for the rest.
+const LONG_EARLY: Duration = Duration::from_micros(300);
+
 /// The real clock, with waits precise to microseconds.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Precise;
@@ -139,9 +143,16 @@ fn timers() -> &'static Timers {
                 let Ok(timers) = rx.recv() else { return };
                 loop {
                     match timers.fire(Instant::now()) {
-                        Some(next) => std::thread::park_timeout(
-                            next.saturating_duration_since(Instant::now()),
-                        ),
+                        Some(next) => {
+                            // A long park wakes late (the CPU idles deeper): park until
+                            // LONG_EARLY before the deadline, then again, briefly.
+                            let wait = next.saturating_duration_since(Instant::now());
+                            std::thread::park_timeout(if wait > 2 * LONG_EARLY {
+                                wait - LONG_EARLY
+                            } else {
+                                wait
+                            })
+                        }
                         None => std::thread::park(),
                     }
                 }

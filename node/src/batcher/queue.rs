@@ -225,9 +225,14 @@ impl Queue {
                     Some(e) => e.lock().window(self.cfg.max_queue_delay),
                     None => self.cfg.max_queue_delay,
                 };
+                // No call can join before the delay ends when no other instance is running
+                // a batch (whose answers free callers to send again) and nothing else is
+                // queued: no delay, fixed or adaptive, is waited out for calls that cannot
+                // come.
+                let none_can_come = self.running() == 0 && sizes.len() == q.len();
                 let decision = match plan(&sizes, oldest, delay, &self.cfg) {
                     // The next call cannot join: waiting would only delay this batch.
-                    Plan::Wait(_) if blocked => Plan::Take(sizes.len()),
+                    Plan::Wait(_) if blocked || none_can_come => Plan::Take(sizes.len()),
                     d => d,
                 };
                 match decision {
@@ -404,6 +409,9 @@ mod tests {
     async fn a_batch_leaves_when_its_oldest_call_has_waited_the_delay_to_the_microsecond() {
         let clock = Manual::new();
         let q = Queue::with_clock("m", cfg_us(8, 500, false), clock.clone());
+        // Another instance is running a call (its answer frees a caller to send again).
+        let (_r, _rr) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
+        assert_eq!(next(&q).await.unwrap(), Some(1));
         let (_a, _ra) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
         clock.advance(Duration::from_micros(100));
         let (_b, _rb) = q.push(vec![t(1, 1.0)], 1, None, false).unwrap();
@@ -418,9 +426,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_every_other_instance_idle_a_batch_does_not_wait_for_calls_that_cannot_come() {
+        let clock = Manual::new();
+        let q = Queue::with_clock("m", cfg_us(8, 100_000, false), clock.clone());
+        let (_a, _ra) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
+        let (_b, _rb) = q.push(vec![t(1, 1.0)], 1, None, false).unwrap();
+        // Nothing runs and nothing else is queued: the two leave with no time passed.
+        assert_eq!(next(&q).await.unwrap(), Some(2));
+        // While they run, a new call waits out the delay for company.
+        let (_c, _rc) = q.push(vec![t(1, 2.0)], 1, None, false).unwrap();
+        let batch = next(&q);
+        clock.advance(Duration::from_micros(99_999));
+        settle().await;
+        assert!(!batch.is_finished());
+        clock.advance(Duration::from_micros(1));
+        assert_eq!(batch.await.unwrap(), Some(1));
+    }
+
+    #[tokio::test]
     async fn a_call_joining_a_full_batch_sends_it_at_once() {
         let clock = Manual::new();
         let q = Queue::with_clock("m", cfg_us(2, 100_000, false), clock.clone());
+        // Another instance is busy, so the first call waits for company.
+        let (_r, _rr) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
+        assert_eq!(next(&q).await.unwrap(), Some(1));
         let (_a, _ra) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
         let batch = next(&q);
         settle().await;
@@ -450,6 +479,9 @@ mod tests {
             held.push(q.push(vec![t(1, 0.0)], 1, None, false).unwrap());
         }
         drop(held);
+        // Another instance is busy (else no call could come and the batch would leave).
+        let (_r, _rr) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
+        assert_eq!(next(&q).await.unwrap(), Some(1));
         let (_b, _rb) = q.push(vec![t(1, 0.0)], 1, None, false).unwrap();
         let batch = next(&q);
         clock.advance(Duration::from_micros(39));
