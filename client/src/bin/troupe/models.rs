@@ -327,3 +327,19 @@ fn queue_delay(s: &str) -> Result<tpb::DynamicBatching, String> {
         ..Default::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::queue_delay;
+
+    #[test]
+    fn a_queue_delay_is_microseconds_or_auto() {
+        let d = queue_delay("500").unwrap();
+        assert_eq!((d.max_queue_delay_us, d.adaptive), (500, false));
+        let d = queue_delay("auto").unwrap();
+        assert!(d.adaptive);
+        let e = queue_delay("soon").unwrap_err();
+        assert!(e.contains("\"soon\"") && e.contains("auto"), "{e}");
+        assert!(queue_delay("-1").is_err());
+    }
+}
