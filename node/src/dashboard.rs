@@ -8,39 +8,19 @@ use std::sync::Arc;
 
 use troupe_telemetry::dashboard::{Cell, Gauge, Live, Page, Row, Table};
 
-use crate::metrics::{ModelSample, QUALITY_GAUGES, window_label};
+use crate::metrics::{self, ModelSample, QUALITY_GAUGES, Unit, model_labels, window_label};
 use crate::registry::Registry;
 
 /// The live part's metrics: the node's calls and latency per model version.
 const LIVE: Live = Live {
-    requests: "troupe_requests_total",
-    duration: "troupe_request_duration_seconds",
+    requests: metrics::REQUESTS,
+    duration: metrics::REQUEST_DURATION,
     key_labels: &["model", "version"],
 };
-
-/// Quality gauges that are shares (drawn as meters from 0 to 1).
-const SHARES: [&str; 4] = [
-    "troupe_quality_label_coverage",
-    "troupe_quality_accuracy",
-    "troupe_quality_roc_auc",
-    "troupe_quality_ece",
-];
-
-/// Quality gauges that count calls (shown without decimals).
-const COUNTS: [&str; 3] = [
-    "troupe_quality_calls",
-    "troupe_quality_labelled",
-    "troupe_quality_unknown_labels",
-];
 
 /// The routes of the page and its assets.
 pub fn routes(registry: Arc<Registry>, trace_ui: Option<String>) -> axum::Router {
     troupe_telemetry::dashboard::routes(move || page(&registry, trace_ui.as_deref()))
-}
-
-/// The labels naming one model version's series.
-fn labels<'a>(m: &ModelSample<'a>) -> [(&'static str, &'a str); 2] {
-    [("model", m.name), ("version", m.version)]
 }
 
 /// The page as of now.
@@ -65,7 +45,11 @@ pub fn page(registry: &Registry, trace_ui: Option<&str>) -> Page {
     .live()
     .or_empty("no model loaded")
     .rows(loaded.iter().zip(&samples).map(|(m, s)| {
-        let state = if s.ready { "READY" } else { "UNAVAILABLE" };
+        let state = troupe_proto::labels::state_name(if s.ready {
+            troupe_proto::troupe::ModelState::Ready
+        } else {
+            troupe_proto::troupe::ModelState::Unavailable
+        } as i32);
         Row::keyed(
             format!("{}/{}", s.name, s.version),
             [
@@ -75,11 +59,11 @@ pub fn page(registry: &Registry, trace_ui: Option<&str>) -> Page {
                 Cell::text(state).class(state),
                 Cell::number(format!("{} / {}", m.ready_replicas(), m.replicas.len())),
                 Cell::gauge(
-                    Gauge::new("troupe_queue_length", &labels(s)).digits(0),
+                    Gauge::new(metrics::QUEUE_LENGTH, &model_labels(s)).digits(0),
                     Some(s.queued as f64),
                 ),
                 Cell::gauge(
-                    Gauge::new("troupe_in_flight", &labels(s)).digits(0),
+                    Gauge::new(metrics::IN_FLIGHT, &model_labels(s)).digits(0),
                     Some(s.in_flight as f64),
                 ),
                 Cell::text(m.lineage.digest.get(..12).unwrap_or(&m.lineage.digest)),
@@ -132,7 +116,7 @@ fn drift(samples: &[ModelSample]) -> Table {
             .iter()
             .filter(|s| s.drift.is_some() || s.feature_drift.is_some())
             .map(|s| {
-                let l = labels(s);
+                let l = model_labels(s);
                 let watch = s.feature_drift.as_ref();
                 let drifted = watch.and_then(|w| w.last.as_ref()).map(|w| {
                     let d = w.features.iter().filter(|f| f.drifted).count();
@@ -142,13 +126,13 @@ fn drift(samples: &[ModelSample]) -> Table {
                     Cell::text(s.name),
                     Cell::text(s.version),
                     match &s.drift {
-                        Some(d) => Cell::gauge(Gauge::new("troupe_drift_score", &l), Some(d.score)),
+                        Some(d) => Cell::gauge(Gauge::new(metrics::DRIFT_SCORE, &l), Some(d.score)),
                         None => Cell::text("–"),
                     },
                     alert(s.drift.as_ref().map(|d| d.alerting)),
                     match watch {
                         Some(w) => Cell::gauge(
-                            Gauge::new("troupe_feature_drift_windows_total", &l).digits(0),
+                            Gauge::counter(metrics::FEATURE_DRIFT_WINDOWS, &l),
                             Some(w.windows as f64),
                         ),
                         None => Cell::text("–"),
@@ -157,7 +141,7 @@ fn drift(samples: &[ModelSample]) -> Table {
                     alert(watch.map(|w| w.alerting)),
                     match watch {
                         Some(w) => Cell::gauge(
-                            Gauge::new("troupe_outliers_total", &l).digits(0),
+                            Gauge::counter(metrics::OUTLIERS, &l),
                             Some(w.outliers as f64),
                         ),
                         None => Cell::text("–"),
@@ -190,14 +174,13 @@ fn quality(samples: &[ModelSample]) -> Table {
                 Cell::text(s.version),
                 Cell::text(&w.window),
             ];
-            cells.extend(QUALITY_GAUGES.iter().map(|(name, _, read)| {
-                let mut g = Gauge::new(name, &l);
-                if SHARES.contains(name) {
-                    g = g.meter(1.0);
-                }
-                if COUNTS.contains(name) {
-                    g = g.digits(0);
-                }
+            cells.extend(QUALITY_GAUGES.iter().map(|(name, _, read, unit)| {
+                let g = Gauge::new(name, &l);
+                let g = match unit {
+                    Unit::Share => g.meter(1.0),
+                    Unit::Count => g.digits(0),
+                    Unit::Value => g,
+                };
                 Cell::gauge(g, read(w))
             }));
             Row::new(cells)

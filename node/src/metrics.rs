@@ -53,6 +53,15 @@ pub struct AuditLosses {
     pub failed: AtomicU64,
 }
 
+/// Family names other parts read too (the dashboard's live figures and gauges).
+pub const REQUESTS: &str = "troupe_requests";
+pub const REQUEST_DURATION: &str = "troupe_request_duration_seconds";
+pub const IN_FLIGHT: &str = "troupe_in_flight";
+pub const QUEUE_LENGTH: &str = "troupe_queue_length";
+pub const DRIFT_SCORE: &str = "troupe_drift_score";
+pub const FEATURE_DRIFT_WINDOWS: &str = "troupe_feature_drift_windows";
+pub const OUTLIERS: &str = "troupe_outliers";
+
 /// The labels of a call counted by the node: model, version and status.
 type CallLabels = [(&'static str, String); 3];
 
@@ -145,7 +154,7 @@ type HistogramFamily = (&'static str, &'static str, fn(&ModelMetrics) -> &Histog
 
 const HISTOGRAM_FAMILIES: [HistogramFamily; 7] = [
     (
-        "troupe_request_duration_seconds",
+        REQUEST_DURATION,
         "Time from a call's arrival at the model to its answer.",
         |m| &m.total,
     ),
@@ -181,14 +190,12 @@ const HISTOGRAM_FAMILIES: [HistogramFamily; 7] = [
 type Gauge = (&'static str, &'static str, fn(&ModelSample) -> Option<f64>);
 
 const GAUGES: [Gauge; 6] = [
-    ("troupe_in_flight", "Calls being run now.", |m| {
+    (IN_FLIGHT, "Calls being run now.", |m| {
         Some(m.in_flight as f64)
     }),
-    (
-        "troupe_queue_length",
-        "Calls waiting in the model's queue.",
-        |m| Some(m.queued as f64),
-    ),
+    (QUEUE_LENGTH, "Calls waiting in the model's queue.", |m| {
+        Some(m.queued as f64)
+    }),
     (
         "troupe_model_ready",
         "1 when at least one instance serves.",
@@ -200,7 +207,7 @@ const GAUGES: [Gauge; 6] = [
         |m| Some(m.load_seconds),
     ),
     (
-        "troupe_drift_score",
+        DRIFT_SCORE,
         "Input drift score of the current window (largest standardized shift over features).",
         |m| m.drift.as_ref().map(|d| d.score),
     ),
@@ -212,7 +219,7 @@ const GAUGES: [Gauge; 6] = [
 ];
 
 /// The `model` and `version` labels of a sample.
-fn model_labels<'a>(m: &ModelSample<'a>) -> [(&'static str, &'a str); 2] {
+pub(crate) fn model_labels<'a>(m: &ModelSample<'a>) -> [(&'static str, &'a str); 2] {
     [("model", m.name), ("version", m.version)]
 }
 
@@ -226,7 +233,7 @@ pub fn encode(
 ) -> std::fmt::Result {
     metric(
         e,
-        "troupe_requests",
+        REQUESTS,
         "Inference calls by model, version and gRPC status.",
         &node.requests,
     )?;
@@ -318,11 +325,23 @@ fn encode_records(e: &mut DescriptorEncoder, r: &troupe_monitor::RecordCounts) -
     )
 }
 
-/// A quality gauge: name, help, and how to read it from one window.
+/// What a quality gauge measures (how the dashboard shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// Calls.
+    Count,
+    /// A share from 0 to 1.
+    Share,
+    /// Anything else (seconds, errors).
+    Value,
+}
+
+/// A quality gauge: name, help, how to read it from one window, and its unit.
 type QualityGauge = (
     &'static str,
     &'static str,
     fn(&troupe_proto::troupe::QualityWindow) -> Option<f64>,
+    Unit,
 );
 
 pub(crate) const QUALITY_GAUGES: [QualityGauge; 10] = [
@@ -330,51 +349,61 @@ pub(crate) const QUALITY_GAUGES: [QualityGauge; 10] = [
         "troupe_quality_calls",
         "Calls in the quality window.",
         |w| Some(w.calls as f64),
+        Unit::Count,
     ),
     (
         "troupe_quality_labelled",
         "Calls of the window with ground truth.",
         |w| Some(w.labelled as f64),
+        Unit::Count,
     ),
     (
         "troupe_quality_label_coverage",
         "Share of the window's calls with ground truth.",
         |w| Some(w.coverage),
+        Unit::Share,
     ),
     (
         "troupe_quality_label_delay_seconds",
         "Mean time from a call to its ground truth.",
         |w| w.label_delay_mean_seconds,
+        Unit::Value,
     ),
     (
         "troupe_quality_accuracy",
         "Classifiers: accuracy over the labelled calls of the window.",
         |w| w.accuracy,
+        Unit::Share,
     ),
     (
         "troupe_quality_roc_auc",
         "Classifiers: ROC AUC (binary, or one-vs-rest macro average).",
         |w| w.roc_auc,
+        Unit::Share,
     ),
     (
         "troupe_quality_ece",
         "Classifiers: expected calibration error (10 bins).",
         |w| w.ece,
+        Unit::Share,
     ),
     (
         "troupe_quality_mae",
         "Regression: mean absolute error.",
         |w| w.mae,
+        Unit::Value,
     ),
     (
         "troupe_quality_rmse",
         "Regression: root mean squared error.",
         |w| w.rmse,
+        Unit::Value,
     ),
     (
         "troupe_quality_unknown_labels",
         "Truths of the window naming no class of the model.",
         |w| Some(w.unknown_labels as f64),
+        Unit::Count,
     ),
 ];
 
@@ -449,12 +478,12 @@ fn encode_feature_drift(e: &mut DescriptorEncoder, models: &[ModelSample]) -> st
     )?;
     for (name, help, read) in [
         (
-            "troupe_feature_drift_windows",
+            FEATURE_DRIFT_WINDOWS,
             "Windows of a watched input tested against the reference.",
             (|d: &FeatureDriftSample| d.windows) as fn(&FeatureDriftSample) -> u64,
         ),
         (
-            "troupe_outliers",
+            OUTLIERS,
             "Calls whose outlier score was above the model's threshold.",
             |d| d.outliers,
         ),
@@ -523,7 +552,7 @@ fn encode_quality(e: &mut DescriptorEncoder, models: &[ModelSample]) -> std::fmt
                 .map(move |(i, w)| ((model_labels(m), [("window", window_label(i))]), w))
         })
         .collect();
-    for (name, help, read) in QUALITY_GAUGES {
+    for (name, help, read, _) in QUALITY_GAUGES {
         family(
             e,
             name,

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use troupe_proto::labels::{backend_name, state_name};
 use troupe_telemetry::dashboard::{Cell, Live, Page, Row, Table};
 
 use crate::routing::Router;
@@ -24,8 +25,8 @@ pub struct Dashboard {
 
 /// The live part's metrics: the router's calls and latency per model.
 const LIVE: Live = Live {
-    requests: "troupe_router_requests_total",
-    duration: "troupe_router_request_duration_seconds",
+    requests: crate::metrics::REQUESTS,
+    duration: crate::metrics::REQUEST_DURATION,
     key_labels: &["model"],
 };
 
@@ -46,9 +47,7 @@ pub fn page(d: &Dashboard) -> Page {
     .or_empty("no model declared")
     .rows(s.models.iter().map(|(name, spec)| {
         let st = model_status(&s, name, spec, &d.router.store.routes(name));
-        let state = troupe_proto::troupe::ModelState::try_from(st.state)
-            .map_or("?", |s| s.as_str_name())
-            .trim_start_matches("MODEL_STATE_");
+        let state = state_name(st.state);
         Row::keyed(
             name.clone(),
             [
@@ -58,12 +57,7 @@ pub fn page(d: &Dashboard) -> Page {
                 } else {
                     &spec.version
                 }),
-                Cell::text(
-                    troupe_proto::troupe::BackendKind::try_from(spec.backend)
-                        .map_or("?", |b| b.as_str_name())
-                        .trim_start_matches("BACKEND_KIND_")
-                        .to_ascii_lowercase(),
-                ),
+                Cell::text(backend_name(spec.backend)),
                 Cell::text(state).class(state),
                 Cell::number(format!("{} / {}", st.ready_replicas, spec.replicas.max(1))),
             ],

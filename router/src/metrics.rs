@@ -171,17 +171,21 @@ const NODE_GAUGES: [Gauge; 4] = [
     ),
 ];
 
+/// Family names other parts read too (the dashboard's live figures).
+pub const REQUESTS: &str = "troupe_router_requests";
+pub const REQUEST_DURATION: &str = "troupe_router_request_duration_seconds";
+
 /// Every family, from the router's counters and a sample of the cluster.
 pub fn encode(e: &mut DescriptorEncoder, m: &RouterMetrics, c: &ClusterSample) -> std::fmt::Result {
     metric(
         e,
-        "troupe_router_requests",
+        REQUESTS,
         "Inference calls through this router by model and gRPC status.",
         &m.requests,
     )?;
     metric(
         e,
-        "troupe_router_request_duration_seconds",
+        REQUEST_DURATION,
         "Time from a call's arrival at the router to its answer (retries included).",
         &m.latency,
     )?;

@@ -26,9 +26,10 @@ pub const RECENT_TRACES: usize = 20;
 /// table (joined with `/`, as [`Row::key`] is).
 #[derive(Debug, Clone, Serialize)]
 pub struct Live {
-    /// The calls counter, with a `status` label (`OK` for a success).
+    /// The calls counter's family (its samples end in `_total`), with a `status` label
+    /// (`OK` for a success).
     pub requests: &'static str,
-    /// The call latency histogram, seconds.
+    /// The call latency histogram's family, seconds.
     pub duration: &'static str,
     pub key_labels: &'static [&'static str],
 }
@@ -161,7 +162,8 @@ impl Cell {
 /// carry), drawn as a meter when it has a `max`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Gauge {
-    pub metric: &'static str,
+    /// The sample name (a counter's ends in `_total`).
+    pub metric: String,
     pub labels: BTreeMap<&'static str, String>,
     pub max: Option<f64>,
     /// Digits after the point.
@@ -171,14 +173,24 @@ pub struct Gauge {
 }
 
 impl Gauge {
-    pub fn new(metric: &'static str, labels: &[(&'static str, &str)]) -> Self {
+    /// A gauge family's series.
+    pub fn new(family: &str, labels: &[(&'static str, &str)]) -> Self {
         Self {
-            metric,
+            metric: family.to_string(),
             labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
             max: None,
             digits: 3,
             value: None,
         }
+    }
+
+    /// A counter family's series, whole numbers.
+    pub fn counter(family: &str, labels: &[(&'static str, &str)]) -> Self {
+        Self {
+            metric: format!("{family}_total"),
+            ..Self::new(family, labels)
+        }
+        .digits(0)
     }
 
     /// Drawn as a meter from 0 to `max`.
@@ -291,7 +303,7 @@ mod tests {
         Page {
             title: "Troupe node <n1>".into(),
             live: Live {
-                requests: "troupe_requests_total",
+                requests: "troupe_requests",
                 duration: "troupe_request_duration_seconds",
                 key_labels: &["model", "version"],
             },
@@ -314,10 +326,7 @@ mod tests {
         assert!(html.contains("class=\"n rate\""), "{html}");
         assert!(html.contains("id=\"chart-rate\""), "{html}");
         assert!(html.contains("data-key-labels=\"model,version\""), "{html}");
-        assert!(
-            html.contains("data-requests=\"troupe_requests_total\""),
-            "{html}"
-        );
+        assert!(html.contains("data-requests=\"troupe_requests\""), "{html}");
     }
 
     #[test]

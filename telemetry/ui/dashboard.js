@@ -3,7 +3,8 @@
 // per row of the live table, writes them into it and feeds uPlot's charts (the charting
 // library draws; this file only computes the figures), and sets each gauge cell to its
 // series' current value. Which metrics and labels it reads comes from the page's body:
-// data-requests, data-duration, data-key-labels (the labels joined with "/" name a row).
+// data-requests and data-duration (the counter's and the histogram's families),
+// data-key-labels (the labels joined with "/" name a row).
 "use strict";
 
 const KEEP = 120; // seconds of history shown
@@ -36,7 +37,7 @@ function parse(text) {
 function sample(p) {
   const s = {};
   for (const k of keys) s[k] = { ok: 0, failed: 0, buckets: [] };
-  for (const r of p[body.requests] || []) {
+  for (const r of p[body.requests + "_total"] || []) {
     const e = s[keyOf(r.labels)];
     if (e) r.labels.status === "OK" ? (e.ok += r.value) : (e.failed += r.value);
   }

@@ -60,25 +60,7 @@ pub(crate) fn result_json(r: &InferResult) -> Value {
     })
 }
 
-pub(crate) fn state_name(s: i32) -> &'static str {
-    match tpb::ModelState::try_from(s) {
-        Ok(tpb::ModelState::Pending) => "PENDING",
-        Ok(tpb::ModelState::Loading) => "LOADING",
-        Ok(tpb::ModelState::Ready) => "READY",
-        Ok(tpb::ModelState::Unavailable) => "UNAVAILABLE",
-        Ok(tpb::ModelState::Failed) => "FAILED",
-        _ => "UNKNOWN",
-    }
-}
-
-pub(crate) fn backend_name(b: i32) -> &'static str {
-    match tpb::BackendKind::try_from(b) {
-        Ok(tpb::BackendKind::Torch) => "torch",
-        Ok(tpb::BackendKind::Onnx) => "onnx",
-        Ok(tpb::BackendKind::Candle) => "candle",
-        _ => "?",
-    }
-}
+pub(crate) use troupe_client::troupe_proto::labels::{backend_name, state_name};
 
 /// A truth (a label or a value) as JSON; null when there is none.
 pub(crate) fn truth_json(t: Option<&tpb::Truth>) -> Value {
