@@ -257,6 +257,33 @@ async fn the_router_refuses_messages_over_its_limit() {
         panic!("not a status: {e:?}")
     };
     assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+    // Bytes that are no ModelInferRequest (the router reads only their routing fields,
+    // and forwards the rest undecoded) are refused as such.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", router.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let garbage = tonic::codegen::Bytes::from_static(&[0x0a, 100, b'x', 0xff, 0xff]);
+    let s = raw
+        .unary(
+            tonic::Request::new(garbage),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                troupe_client::troupe_proto::raw::MODEL_INFER_PATH,
+            ),
+            troupe_client::troupe_proto::raw::RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
+    assert!(
+        s.message()
+            .contains("the ModelInferRequest could not be decoded"),
+        "{}",
+        s.message()
+    );
     // A small call still reaches the router (no model: NOT_FOUND, not a transport error).
     let e = c
         .infer(

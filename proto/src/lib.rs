@@ -32,6 +32,7 @@ pub mod explain;
 pub mod labels;
 pub mod limits;
 pub mod names;
+pub mod raw;
 #[cfg(feature = "rest")]
 pub mod rest;
 #[cfg(feature = "signing")]

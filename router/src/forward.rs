@@ -2,14 +2,18 @@
 //! trace context and identity, and again to another replica when one fails (see
 //! `failure.rs`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use bytes::Bytes;
+use http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info, warn};
 use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use troupe_proto::raw::RawCodec;
 
 use crate::error::RouterError;
 use crate::failure::{Failure, failure, unavailable, unreachable};
@@ -41,12 +45,15 @@ impl Hop {
         }
     }
 
-    /// As `of`, reading the request's `troupe.idempotent` parameter.
-    pub(crate) fn of_infer(req: &Request<troupe_proto::inference::ModelInferRequest>) -> Self {
+    /// As `of`, for an inference call with these parameters: its `troupe.idempotent`
+    /// parameter says whether it may be sent again.
+    pub(crate) fn of_infer<T>(
+        req: &Request<T>,
+        parameters: &HashMap<String, troupe_proto::inference::InferParameter>,
+    ) -> Self {
         use troupe_proto::inference::infer_parameter::ParameterChoice;
         let resend = !matches!(
-            req.get_ref()
-                .parameters
+            parameters
                 .get(troupe_proto::IDEMPOTENT_PARAM)
                 .and_then(|p| p.parameter_choice.as_ref()),
             Some(ParameterChoice::BoolParam(false))
@@ -55,6 +62,40 @@ impl Hop {
             resend,
             ..Self::of(req)
         }
+    }
+}
+
+/// The replica an attempt goes to: its cached connection, with the router's message size
+/// limit.
+pub(crate) struct Upstream {
+    channel: Channel,
+    max_message_bytes: usize,
+}
+
+impl Upstream {
+    /// A typed client of the replica's `inference.GRPCInferenceService`.
+    pub(crate) fn client(self) -> GrpcInferenceServiceClient<Channel> {
+        GrpcInferenceServiceClient::new(self.channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes)
+    }
+
+    /// Calls the unary method at `path` with a request's encoded bytes and returns the
+    /// answer's, neither decoded.
+    pub(crate) async fn raw(
+        self,
+        path: &'static str,
+        req: Request<Bytes>,
+    ) -> Result<Response<Bytes>, Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        // As the generated clients do (failure.rs reads their words).
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
+        grpc.unary(req, PathAndQuery::from_static(path), RawCodec)
+            .await
     }
 }
 
@@ -68,7 +109,7 @@ pub(crate) async fn forward<Req, Resp, F, Fut>(
 ) -> Result<Response<Resp>, Status>
 where
     Req: Clone,
-    F: Fn(GrpcInferenceServiceClient<Channel>, Request<Req>) -> Fut,
+    F: Fn(Upstream, Request<Req>) -> Fut,
     Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
 {
     let mut tried: Vec<String> = Vec::new();
@@ -122,11 +163,12 @@ where
         let counter = router.counter(&r.node);
         counter.fetch_add(1, Ordering::Relaxed);
         let _out = Outstanding(counter);
-        let client = GrpcInferenceServiceClient::new(router.channel(&r.addr)?)
-            .max_decoding_message_size(router.max_message_bytes)
-            .max_encoding_message_size(router.max_message_bytes);
+        let upstream = Upstream {
+            channel: router.channel(&r.addr)?,
+            max_message_bytes: router.max_message_bytes,
+        };
         let sent = Instant::now();
-        let answer = call(client, req).instrument(span).await;
+        let answer = call(upstream, req).instrument(span).await;
         if answer
             .as_ref()
             .map_or_else(|s| failure(s) == Failure::Answer, |_| true)
@@ -184,14 +226,14 @@ mod tests {
         use troupe_proto::inference::infer_parameter::ParameterChoice;
         use troupe_proto::inference::{InferParameter, ModelInferRequest};
         let mut body = ModelInferRequest::default();
-        assert!(Hop::of_infer(&Request::new(body.clone())).resend);
+        assert!(Hop::of_infer(&Request::new(()), &body.parameters).resend);
         body.parameters.insert(
             troupe_proto::IDEMPOTENT_PARAM.into(),
             InferParameter {
                 parameter_choice: Some(ParameterChoice::BoolParam(false)),
             },
         );
-        assert!(!Hop::of_infer(&Request::new(body)).resend);
+        assert!(!Hop::of_infer(&Request::new(()), &body.parameters).resend);
     }
 
     #[test]

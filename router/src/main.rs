@@ -13,6 +13,7 @@ use troupe_proto::inference::grpc_inference_service_server::GrpcInferenceService
 use troupe_proto::troupe::cluster_server::ClusterServer;
 use troupe_proto::troupe::explainer_server::ExplainerServer;
 use troupe_proto::troupe::models_server::ModelsServer;
+use troupe_router::service::passthrough::with_passthrough;
 use troupe_router::service::{ClusterService, InferenceService, ModelsService, Router};
 use troupe_router::state::Store;
 
@@ -179,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
             .max_decoding_message_size(args.max_message_bytes)
             .max_encoding_message_size(args.max_message_bytes),
     )
-    .add_service(ClusterServer::new(ClusterService(router)))
+    .add_service(ClusterServer::new(ClusterService(router.clone())))
     .add_service(troupe_proto::troupe::feedback_server::FeedbackServer::new(
         troupe_monitor::service::FeedbackService(monitoring.clone()),
     ))
@@ -198,7 +199,10 @@ async fn main() -> anyhow::Result<()> {
         .layer(troupe_proto::limits::status_fix())
         .layer(troupe_proto::limits::DeadlineLayer)
         .layer(troupe_proto::auth::AuthLayer(tokens))
-        .add_routes(troupe_proto::rest::with_grpc(grpc.routes(), rest))
+        .add_routes(troupe_proto::rest::with_grpc(
+            with_passthrough(grpc.routes(), router, args.max_message_bytes),
+            rest,
+        ))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 use troupe_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -18,7 +17,7 @@ use tracing::Instrument;
 use crate::error::RouterError;
 
 use super::models::model_status;
-use crate::forward::{Hop, forward};
+use crate::forward::{Hop, Upstream, forward};
 use crate::routing::Router;
 
 #[derive(Clone)]
@@ -34,11 +33,51 @@ async fn routed<Req, Resp, F, Fut>(
 ) -> Result<Response<Resp>, Status>
 where
     Req: Clone,
-    F: Fn(GrpcInferenceServiceClient<Channel>, Request<Req>) -> Fut,
+    F: Fn(Upstream, Request<Req>) -> Fut,
     Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
 {
     let hop = Hop::of(&req);
     forward(router, model, &hop, req.into_inner(), call).await
+}
+
+/// One inference call of `model`, typed or as its encoded bytes (`passthrough.rs`): its
+/// span, forwarded with retries, its metrics and its trace, and the trace id on the
+/// answer (in metadata, so an answer passed on as bytes needs no change).
+pub(crate) async fn infer<Req, Resp, F, Fut>(
+    router: &Router,
+    model: &str,
+    hop: Hop,
+    req: Request<Req>,
+    call: F,
+) -> Result<Response<Resp>, Status>
+where
+    Req: Clone,
+    F: Fn(Upstream, Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+{
+    let span = troupe_telemetry::call_span(
+        req.metadata(),
+        || tracing::info_span!("router.infer", model = %model),
+    );
+    let trace_id =
+        troupe_telemetry::trace_id(&span).or_else(|| hop.trace.as_ref().map(|t| t.trace_id()));
+    let started = Instant::now();
+    let mut result = forward(router, model, &hop, req.into_inner(), call)
+        .instrument(span)
+        .await;
+    let code = result
+        .as_ref()
+        .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+    let known = router.declared(model) || !router.store.routes(model).is_empty();
+    router
+        .metrics
+        .call(model, known, code, started.elapsed().as_secs_f64());
+    if let Some(t) = trace_id.as_deref().filter(|t| !t.is_empty()) {
+        router.metrics.traces.note(model, t);
+    }
+    // The trace id goes back on every answer, also when the router itself refused.
+    troupe_proto::set_trace_id(&mut result, trace_id.as_deref().unwrap_or_default());
+    result
 }
 
 #[tonic::async_trait]
@@ -85,8 +124,8 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let model = req.get_ref().name.clone();
-        routed(&self.0, &model, req, |mut c, r| async move {
-            c.model_metadata(r).await
+        routed(&self.0, &model, req, |u, r| async move {
+            u.client().model_metadata(r).await
         })
         .await
     }
@@ -96,34 +135,12 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let hop = Hop::of_infer(&req);
-        let span = troupe_telemetry::call_span(
-            req.metadata(),
-            || tracing::info_span!("router.infer", model = %req.get_ref().model_name),
-        );
-        let trace_id =
-            troupe_telemetry::trace_id(&span).or_else(|| hop.trace.as_ref().map(|t| t.trace_id()));
-        let body = req.into_inner();
-        let model = body.model_name.clone();
-        let started = Instant::now();
-        let mut result = forward(&self.0, &model, &hop, body, |mut c, r| async move {
-            c.model_infer(r).await
+        let hop = Hop::of_infer(&req, &req.get_ref().parameters);
+        let model = req.get_ref().model_name.clone();
+        infer(&self.0, &model, hop, req, |u, r| async move {
+            u.client().model_infer(r).await
         })
-        .instrument(span)
-        .await;
-        let code = result
-            .as_ref()
-            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-        let known = self.0.declared(&model) || !self.0.store.routes(&model).is_empty();
-        self.0
-            .metrics
-            .call(&model, known, code, started.elapsed().as_secs_f64());
-        if let Some(t) = trace_id.as_deref().filter(|t| !t.is_empty()) {
-            self.0.metrics.traces.note(&model, t);
-        }
-        // The trace id goes back on every answer, also when the router itself refused.
-        troupe_proto::set_trace_id(&mut result, trace_id.as_deref().unwrap_or_default());
-        result
+        .await
     }
 
     async fn model_config(
@@ -131,8 +148,8 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let model = req.get_ref().name.clone();
-        routed(&self.0, &model, req, |mut c, r| async move {
-            c.model_config(r).await
+        routed(&self.0, &model, req, |u, r| async move {
+            u.client().model_config(r).await
         })
         .await
     }
