@@ -4,7 +4,9 @@
 # of CONC, directly and through a release troupe-router, alternating, twice each.
 # Env: DUR (default 15s); CONC (default "1 32"); BASE_ROUTER, another troupe-router
 # binary (an older build, say) run beside this one in the same cluster and measured in
-# the same rounds; PIN=1 runs the router on core 1 and the rest on core 0.
+# the same rounds; PIN=1 runs the router on core 1 and the rest on core 0;
+# ROUTER_WORKERS / NODE_WORKERS, the tokio worker threads of the routers / the node
+# (TOKIO_WORKER_THREADS; default: one per core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -33,17 +35,17 @@ PIDS+=($!)
 ETCD=http://127.0.0.1:$EC
 for _ in $(seq 100); do etcdctl --endpoints "$ETCD" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
 mkdir -p "$WORK/repo"
-$ON_REST target/release/troupe-node --model-repository "$WORK/repo" --listen 127.0.0.1:0 --etcd "$ETCD" --node-id n1 \
+env ${NODE_WORKERS:+TOKIO_WORKER_THREADS=$NODE_WORKERS} $ON_REST target/release/troupe-node --model-repository "$WORK/repo" --listen 127.0.0.1:0 --etcd "$ETCD" --node-id n1 \
   --auth-tokens "$TOKENS" --model-root "$PWD/models" >"$WORK/node.out" 2>"$WORK/node.log" &
 PIDS+=($!)
-TROUPE_NODE_TOKEN=$ROUTER_TOKEN $ON_ROUTER target/release/troupe-router --etcd "$ETCD" --listen 127.0.0.1:0 \
+TROUPE_NODE_TOKEN=$ROUTER_TOKEN env ${ROUTER_WORKERS:+TOKIO_WORKER_THREADS=$ROUTER_WORKERS} $ON_ROUTER target/release/troupe-router --etcd "$ETCD" --listen 127.0.0.1:0 \
   --auth-tokens "$TOKENS" >"$WORK/router.out" 2>"$WORK/router.log" &
 PIDS+=($!)
 wait_line "$WORK/node.out"; wait_line "$WORK/router.out"
 NODE=$(awk '{print $4}' "$WORK/node.out"); ROUTER=$(awk '{print $4}' "$WORK/router.out")
 TARGETS="direct=$NODE router=$ROUTER"
 if [[ -n $BASE_ROUTER ]]; then
-  TROUPE_NODE_TOKEN=$ROUTER_TOKEN $ON_ROUTER "$BASE_ROUTER" --etcd "$ETCD" --listen 127.0.0.1:0 \
+  TROUPE_NODE_TOKEN=$ROUTER_TOKEN env ${ROUTER_WORKERS:+TOKIO_WORKER_THREADS=$ROUTER_WORKERS} $ON_ROUTER "$BASE_ROUTER" --etcd "$ETCD" --listen 127.0.0.1:0 \
     --auth-tokens "$TOKENS" --router-id base >"$WORK/base.out" 2>"$WORK/base.log" &
   PIDS+=($!)
   wait_line "$WORK/base.out"

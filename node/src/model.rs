@@ -13,6 +13,7 @@ use ractor::ActorRef;
 use troupe_backends::{Backend, BackendError, LoadOptions, Signature, Tensor};
 
 use crate::actors::ReplicaMsg;
+use crate::actors::replica::{Instance, runs_inline};
 use crate::batcher::Queue;
 use crate::config::ModelDef;
 use crate::error::NodeError;
@@ -110,10 +111,11 @@ impl Stats {
     }
 }
 
-/// One replica slot: the actor when it is running, `None` while it restarts.
+/// One replica slot: the actor and its instance when it is running, `None` while it
+/// restarts.
 #[derive(Default)]
 pub struct Replica {
-    actor: RwLock<Option<ActorRef<ReplicaMsg>>>,
+    actor: RwLock<Option<(ActorRef<ReplicaMsg>, Arc<Instance>)>>,
     /// Calls in the batch this replica is running now.
     pub in_flight: AtomicU64,
     pub restarts: AtomicU32,
@@ -121,8 +123,12 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn set_actor(&self, a: Option<ActorRef<ReplicaMsg>>) {
-        *self.actor.write() = a;
+    pub fn set_actor(&self, actor: ActorRef<ReplicaMsg>, instance: Arc<Instance>) {
+        *self.actor.write() = Some((actor, instance));
+    }
+    /// The running instance.
+    pub fn instance(&self) -> Option<Arc<Instance>> {
+        self.actor.read().as_ref().map(|(_, i)| i.clone())
     }
     pub fn mark_failed(&self, err: String) {
         *self.actor.write() = None;
@@ -312,6 +318,23 @@ impl LoadedModel {
             return Err(NodeError::Unavailable(name.clone()));
         }
         self.not_expired(deadline)?;
+        // A call that would leave the queue at once on an idle instance (nothing queued,
+        // no batch running) of a fast model runs here, on this task: no hand-off to the
+        // replica's task and back.
+        if !fault && runs_inline(self) && self.queue.running() == 0 && self.queue.is_empty() {
+            for instance in self.replicas.iter().filter_map(Replica::instance) {
+                let Some(turn) = instance.idle() else {
+                    continue;
+                };
+                // Taken first: checked again once the instance is this call's.
+                if self.queue.running() != 0 || !self.queue.is_empty() {
+                    break;
+                }
+                let (entry, rx) = self.queue.take(inputs, rows, deadline)?;
+                instance.run_direct(entry, turn).await;
+                return self.wait(rx, deadline).await;
+            }
+        }
         let (_ticket, rx) = self.queue.push(inputs, rows, deadline, fault)?;
         self.wait(rx, deadline).await
     }
@@ -422,7 +445,7 @@ impl LoadedModel {
         m.queue.close();
         for r in &m.replicas {
             let actor = r.actor.write().take();
-            if let Some(a) = actor
+            if let Some((a, _)) = actor
                 && a.drain_and_wait(Some(Duration::from_secs(30)))
                     .await
                     .is_err()

@@ -1,11 +1,16 @@
-//! A replica actor: one loaded backend instance that pulls batches from its model's
-//! queue, runs them (inline when fast, else on a blocking thread) and answers each call.
+//! A replica: one loaded backend instance ([`Instance`]) and the actor whose loop pulls
+//! batches from its model's queue, runs them (inline when fast, else on a blocking
+//! thread) and answers each call. A caller whose call would leave the queue at once (the
+//! queue is empty and no batch is running) and whose model is fast runs it on an idle
+//! instance itself, on its own task (`Instance::run_direct`): no hand-off to the actor's
+//! task and back. One batch at a time holds an instance's turn.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{MutexGuard, Notify};
 use troupe_backends::{Backend, BackendError, Tensor};
 
 use crate::batcher::{Entry, Queue, Work, concat, split};
@@ -18,19 +23,33 @@ pub enum ReplicaMsg {
     Serve,
 }
 
-/// One backend instance. It takes batches from its model's queue one at a time and runs
-/// each on a blocking thread, so the async runtime is never blocked.
+/// The actor of one backend instance. It takes batches from its model's queue one at a
+/// time; a batch that fails the instance (a panic, an injected fault) stops it, and the
+/// supervisor restarts it.
 pub struct ReplicaActor;
 
-pub struct ReplicaState {
+/// One backend instance, shared by its actor's loop and by callers running a call
+/// themselves.
+pub struct Instance {
     backend: Arc<dyn Backend>,
     model: Weak<LoadedModel>,
     queue: Arc<Queue>,
     index: usize,
+    /// Held by the one batch running on this instance.
+    turn: tokio::sync::Mutex<()>,
+    /// Why a caller's own batch failed this instance; its actor stops on it.
+    failure: parking_lot::Mutex<Option<String>>,
+    failed: Notify,
 }
 
-/// Batches faster than this (moving average) run on the actor's own task.
+/// Batches faster than this (moving average) run on the task that took them.
 const INLINE_BELOW: Duration = Duration::from_micros(50);
+
+/// True when `model`'s batches have been taking less than [`INLINE_BELOW`]: a hand-off to
+/// another thread costs more than its whole forward pass.
+pub(crate) fn runs_inline(model: &LoadedModel) -> bool {
+    model.compute_ewma_ns.load(Ordering::Relaxed) < INLINE_BELOW.as_nanos() as u64
+}
 
 /// Folds one compute time into a model's moving average (weight 1/8).
 fn record_compute(ewma_ns: &std::sync::atomic::AtomicU64, d: Duration) {
@@ -59,7 +78,109 @@ fn fail_all(batch: Vec<Entry>, err: impl Fn() -> NodeError) {
     }
 }
 
-impl ReplicaState {
+/// A batch on an instance: while it lives its calls count as running on the queue and in
+/// the replica's `in_flight`; dropped, also when its caller went away mid-batch.
+struct Running<'a> {
+    instance: &'a Instance,
+    calls: usize,
+}
+
+impl<'a> Running<'a> {
+    fn new(instance: &'a Instance, calls: usize) -> Self {
+        if let Some(m) = instance.model.upgrade() {
+            m.replicas[instance.index]
+                .in_flight
+                .store(calls as u64, Ordering::Relaxed);
+        }
+        Self { instance, calls }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.instance.model.upgrade() {
+            m.replicas[self.instance.index]
+                .in_flight
+                .store(0, Ordering::Relaxed);
+        }
+        self.instance.queue.finished(self.calls);
+    }
+}
+
+impl Instance {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        model: Weak<LoadedModel>,
+        queue: Arc<Queue>,
+        index: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            backend,
+            model,
+            queue,
+            index,
+            turn: tokio::sync::Mutex::new(()),
+            failure: parking_lot::Mutex::new(None),
+            failed: Notify::new(),
+        })
+    }
+
+    /// This instance's turn, if no batch holds it now.
+    pub(crate) fn idle(&self) -> Option<MutexGuard<'_, ()>> {
+        self.turn.try_lock().ok()
+    }
+
+    /// Runs one call taken from nobody's queue (`Queue::take`) on the caller's task, in
+    /// the turn `idle` gave. A failure of the instance stops its actor, which the
+    /// supervisor restarts.
+    pub(crate) async fn run_direct(&self, entry: Entry, _turn: MutexGuard<'_, ()>) {
+        let _running = Running::new(self, 1);
+        if let Err(why) = self.run(vec![entry], true).await {
+            *self.failure.lock() = Some(why);
+            self.failed.notify_one();
+        }
+    }
+
+    /// Waits until a caller's batch failed this instance.
+    async fn failed(&self) -> String {
+        loop {
+            let woken = self.failed.notified();
+            if let Some(why) = self.failure.lock().clone() {
+                return why;
+            }
+            woken.await;
+        }
+    }
+
+    /// The actor's loop: batches from the queue, one at a time in this instance's turn,
+    /// until the queue is closed and empty (unload or shutdown). Err stops the actor.
+    async fn serve(&self) -> Result<(), String> {
+        loop {
+            let batch = tokio::select! {
+                biased;
+                why = self.failed() => return Err(why),
+                batch = self.queue.next_batch() => batch,
+            };
+            let Some(batch) = batch else {
+                return Ok(());
+            };
+            let _running = Running::new(self, batch.len());
+            let _turn = self.turn.lock().await;
+            if let Some(why) = self.failure.lock().clone() {
+                let name = self
+                    .model
+                    .upgrade()
+                    .map(|m| m.def.name.clone())
+                    .unwrap_or_default();
+                fail_all(batch, || {
+                    NodeError::Unavailable(format!("{name} (its replica failed during the call)"))
+                });
+                return Err(why);
+            }
+            self.run(batch, false).await?;
+        }
+    }
+
     /// One `batch` span (size, calls) and its `backend` span (backend, device) in each
     /// traced call of the batch; open while the batch runs. Empty when tracing is off.
     fn spans(&self, batch: &[Entry], work: &'static str) -> Vec<tracing::Span> {
@@ -113,8 +234,9 @@ impl ReplicaState {
         }
     }
 
-    /// Runs one batch. Err means this instance must be restarted.
-    async fn run(&self, mut batch: Vec<Entry>) -> Result<(), String> {
+    /// Runs one batch (inline on this task when `inline`, or when the model is fast).
+    /// Err means this instance must be restarted.
+    async fn run(&self, mut batch: Vec<Entry>, inline: bool) -> Result<(), String> {
         let Some(model) = self.model.upgrade() else {
             return Ok(());
         };
@@ -156,10 +278,9 @@ impl ReplicaState {
             }
         };
         let started = Instant::now();
-        // Batches that have been taking less than INLINE_BELOW run right here: a hand-off
-        // to a blocking thread costs more than such a model's whole forward pass. Slower
-        // ones go to a blocking thread, so the async runtime is never held up.
-        let inline = model.compute_ewma_ns.load(Ordering::Relaxed) < INLINE_BELOW.as_nanos() as u64;
+        // Fast batches run right here; slower ones go to a blocking thread, so the async
+        // runtime is never held up.
+        let inline = inline || runs_inline(&model);
         // The backend, then a text model's pooling (in a `pool` span of each traced call).
         let pool_parents: Vec<tracing::Span> = spans.iter().skip(1).step_by(2).cloned().collect();
         let compute = move |backend: &dyn Backend, m: &LoadedModel| {
@@ -275,20 +396,15 @@ fn answer(
 
 impl Actor for ReplicaActor {
     type Msg = ReplicaMsg;
-    type State = ReplicaState;
-    type Arguments = (Arc<dyn Backend>, Weak<LoadedModel>, Arc<Queue>, usize);
+    type State = Arc<Instance>;
+    type Arguments = Arc<Instance>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (backend, model, queue, index): Self::Arguments,
+        instance: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ReplicaState {
-            backend,
-            model,
-            queue,
-            index,
-        })
+        Ok(instance)
     }
 
     async fn post_start(
@@ -304,30 +420,10 @@ impl Actor for ReplicaActor {
         &self,
         _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
-        state: &mut Self::State,
+        instance: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ReplicaMsg::Serve => {
-                // Until the queue is closed and empty (unload or shutdown).
-                while let Some(batch) = state.queue.next_batch().await {
-                    let calls = batch.len();
-                    let busy = state.model.upgrade();
-                    if let Some(m) = &busy {
-                        m.replicas[state.index]
-                            .in_flight
-                            .store(calls as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    let result = state.run(batch).await;
-                    if let Some(m) = &busy {
-                        m.replicas[state.index]
-                            .in_flight
-                            .store(0, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    state.queue.finished(calls);
-                    result?;
-                }
-                Ok(())
-            }
+            ReplicaMsg::Serve => Ok(instance.serve().await?),
         }
     }
 }

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use troupe_backends::Backend;
 use troupe_proto::backoff::Backoff;
 
-use super::replica::ReplicaActor;
+use super::replica::{Instance, ReplicaActor};
 use crate::model::LoadedModel;
 
 /// Messages to the supervisor.
@@ -46,18 +46,15 @@ async fn spawn_replica(
     index: usize,
     backend: Arc<dyn Backend>,
 ) -> Result<(), String> {
-    let (actor, _join) = Actor::spawn_linked(
-        None,
-        ReplicaActor,
-        (backend, Arc::downgrade(model), model.queue.clone(), index),
-        myself.get_cell(),
-    )
-    .await
-    .map_err(|e| format!("cannot start replica actor: {e}"))?;
+    let instance = Instance::new(backend, Arc::downgrade(model), model.queue.clone(), index);
+    let (actor, _join) =
+        Actor::spawn_linked(None, ReplicaActor, instance.clone(), myself.get_cell())
+            .await
+            .map_err(|e| format!("cannot start replica actor: {e}"))?;
     state
         .children
         .insert(actor.get_id(), (Arc::downgrade(model), index));
-    model.replicas[index].set_actor(Some(actor));
+    model.replicas[index].set_actor(actor, instance);
     Ok(())
 }
 

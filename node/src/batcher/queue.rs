@@ -133,12 +133,79 @@ impl Queue {
         fault: bool,
         work: Work,
     ) -> Result<(Ticket, oneshot::Receiver<Result<Vec<Tensor>, NodeError>>), NodeError> {
+        self.open()?;
+        let now = self.clock.now();
+        let (entry, rx) = self.entry(inputs, rows, deadline, fault, work, now);
+        let id = entry.id;
+        {
+            let mut q = self.entries.lock();
+            if q.len() >= self.cfg.max_queue_size {
+                prune(&mut q, now);
+            }
+            if q.len() >= self.cfg.max_queue_size {
+                return Err(NodeError::QueueFull {
+                    model: self.model.clone(),
+                    size: self.cfg.max_queue_size,
+                });
+            }
+            q.push_back(entry);
+        }
+        if let Some(e) = &self.estimator {
+            e.lock().arrival(now);
+        }
+        self.notify.notify_waiters();
+        Ok((
+            Ticket {
+                queue: self.clone(),
+                id,
+            },
+            rx,
+        ))
+    }
+
+    /// A forward pass that its caller runs at once on an idle instance (see
+    /// `Instance::run_direct`): never queued, counted as running until the instance
+    /// finishes it. Its spans and its arrival are a queued call's.
+    #[allow(clippy::type_complexity)]
+    pub fn take(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(Entry, oneshot::Receiver<Result<Vec<Tensor>, NodeError>>), NodeError> {
+        self.open()?;
+        let now = self.clock.now();
+        let taken = self.entry(inputs, rows, deadline, false, Work::Infer, now);
+        if let Some(e) = &self.estimator {
+            e.lock().arrival(now);
+        }
+        self.running.fetch_add(1, Ordering::Relaxed);
+        Ok(taken)
+    }
+
+    /// UNAVAILABLE once the queue is closed.
+    fn open(&self) -> Result<(), NodeError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(NodeError::Unavailable(format!(
                 "{} (unloading)",
                 self.model
             )));
         }
+        Ok(())
+    }
+
+    /// A call's entry and the receiver of its answer; traced calls get their
+    /// `queue_wait` span.
+    #[allow(clippy::type_complexity)]
+    fn entry(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Option<Instant>,
+        fault: bool,
+        work: Work,
+        now: Instant,
+    ) -> (Entry, oneshot::Receiver<Result<Vec<Tensor>, NodeError>>) {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Only sampled calls get queue_wait, batch and backend spans.
@@ -152,42 +219,19 @@ impl Queue {
             }
             None => (tracing::Span::none(), tracing::Span::none()),
         };
-        let now = self.clock.now();
-        {
-            let mut q = self.entries.lock();
-            if q.len() >= self.cfg.max_queue_size {
-                prune(&mut q, now);
-            }
-            if q.len() >= self.cfg.max_queue_size {
-                return Err(NodeError::QueueFull {
-                    model: self.model.clone(),
-                    size: self.cfg.max_queue_size,
-                });
-            }
-            q.push_back(Entry {
-                id,
-                inputs,
-                rows,
-                enqueued: now,
-                deadline,
-                fault,
-                work,
-                span,
-                queue_span,
-                reply: tx,
-            });
-        }
-        if let Some(e) = &self.estimator {
-            e.lock().arrival(now);
-        }
-        self.notify.notify_waiters();
-        Ok((
-            Ticket {
-                queue: self.clone(),
-                id,
-            },
-            rx,
-        ))
+        let entry = Entry {
+            id,
+            inputs,
+            rows,
+            enqueued: now,
+            deadline,
+            fault,
+            work,
+            span,
+            queue_span,
+            reply: tx,
+        };
+        (entry, rx)
     }
 
     /// Stops taking calls; instances finish what is queued, then `next_batch` returns None.
@@ -274,9 +318,13 @@ impl Queue {
         }
     }
 
-    /// Marks a batch answered.
+    /// Marks a batch answered. Queued calls are planned again: a delay waited because
+    /// this batch was running may be over now that none can come.
     pub fn finished(&self, calls: usize) {
         self.running.fetch_sub(calls as u64, Ordering::Relaxed);
+        if !self.is_empty() {
+            self.notify.notify_waiters();
+        }
     }
 }
 
@@ -441,6 +489,30 @@ mod tests {
         assert!(!batch.is_finished());
         clock.advance(Duration::from_micros(1));
         assert_eq!(batch.await.unwrap(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_call_its_caller_runs_counts_as_running_and_its_end_frees_the_queue() {
+        let clock = Manual::new();
+        let q = Queue::with_clock("m", cfg_us(8, 100_000, false), clock.clone());
+        // A caller runs its call on an idle instance itself: not queued, but running.
+        let (taken, _rt) = q.take(vec![t(1, 0.0)], 1, None).unwrap();
+        assert_eq!((q.len(), q.running()), (0, 1));
+        assert_eq!(taken.rows, 1);
+        // Meanwhile a call waits for company, since the running one may free a caller.
+        let (_a, _ra) = q.push(vec![t(1, 1.0)], 1, None, false).unwrap();
+        let batch = next(&q);
+        clock.advance(Duration::from_micros(50));
+        settle().await;
+        assert!(!batch.is_finished());
+        // Once the caller's call is done no other can come: it leaves, no more time passed.
+        q.finished(1);
+        assert_eq!(batch.await.unwrap(), Some(1));
+        q.close();
+        assert!(
+            q.take(vec![t(1, 0.0)], 1, None).is_err(),
+            "a closed queue takes nothing"
+        );
     }
 
     #[tokio::test]
