@@ -11,6 +11,7 @@ pub mod convert;
 pub mod dashboard;
 pub mod error;
 pub mod follower;
+pub mod gpu;
 pub mod hooks;
 pub mod lineage;
 pub mod membership;

@@ -61,7 +61,8 @@ struct Args {
     /// Memory this node offers, in MiB (default: all of it).
     #[arg(long, env = "TROUPE_MEMORY_MB")]
     memory_mb: Option<u64>,
-    /// Memory of each GPU this node offers, in MiB (one value per GPU).
+    /// Memory of each GPU this node offers, in MiB (one value per GPU); declared instead
+    /// of measured. Default: the GPUs NVML finds, none without the NVIDIA driver.
     #[arg(
         long = "gpu-memory-mb",
         env = "TROUPE_GPU_MEMORY_MB",
@@ -141,16 +142,20 @@ fn main() -> anyhow::Result<()> {
         println!("troupe-node listening on {addr}");
         std::io::stdout().flush()?;
         let node_id = args.node_id.clone().unwrap_or_else(|| addr.to_string());
+        let gpus = if args.gpu_memory_mb.is_empty() {
+            troupe_node::gpu::Gpus::detect()
+        } else {
+            troupe_node::gpu::Gpus::declared(&args.gpu_memory_mb)
+        };
         let membership = if args.etcd.is_empty() {
             None
         } else {
-            let gpus = args
-                .gpu_memory_mb
-                .iter()
-                .enumerate()
-                .map(|(i, mb)| membership::GpuRecord {
-                    index: i as u32,
-                    memory_bytes: mb << 20,
+            let gpus = gpus
+                .read()
+                .into_iter()
+                .map(|g| membership::GpuRecord {
+                    index: g.index,
+                    memory_bytes: g.total_bytes,
                 })
                 .collect();
             let mut capacity = membership::detect_capacity(gpus);
@@ -212,6 +217,7 @@ fn main() -> anyhow::Result<()> {
                     max_bytes: (args.store_max_mb > 0).then_some(args.store_max_mb << 20),
                 },
                 trust,
+                gpus,
             },
             node_id,
             max_message_bytes: args.max_message_bytes,

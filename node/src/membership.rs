@@ -40,7 +40,7 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// This machine's CPU and memory (GPUs are declared by flag).
+/// This machine's CPU and memory, with its GPUs (measured or declared, `crate::gpu`).
 pub fn detect_capacity(gpus: Vec<GpuRecord>) -> Capacity {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -139,6 +139,7 @@ impl Collector for Scrape {
         let models = registry.list();
         let samples: Vec<_> = models.iter().map(|m| m.sample()).collect();
         let audit = registry.open_audit_log();
+        encode_gpus(&mut encoder, &registry.opts.gpus.read())?;
         encode(
             &mut encoder,
             &registry.metrics,
@@ -147,6 +148,45 @@ impl Collector for Scrape {
             &samples,
         )
     }
+}
+
+/// A per-GPU gauge, named as Triton's: name, help, and how to read it.
+type GpuGauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::gpu::GpuReading) -> f64,
+);
+
+const GPU_GAUGES: [GpuGauge; 3] = [
+    (
+        "nv_gpu_memory_total_bytes",
+        "GPU total memory, in bytes.",
+        |g| g.total_bytes as f64,
+    ),
+    (
+        "nv_gpu_memory_used_bytes",
+        "GPU used memory, in bytes (all processes).",
+        |g| g.used_bytes as f64,
+    ),
+    (
+        "nv_gpu_utilization",
+        "GPU utilization rate, 0.0 to 1.0.",
+        |g| g.utilization,
+    ),
+];
+
+/// The GPU gauges, one series per GPU labelled `gpu_uuid` (none without GPUs).
+pub fn encode_gpus(e: &mut DescriptorEncoder, gpus: &[crate::gpu::GpuReading]) -> std::fmt::Result {
+    for (name, help, read) in GPU_GAUGES {
+        family(
+            e,
+            name,
+            help,
+            gpus.iter()
+                .map(|g| ([("gpu_uuid", g.uuid.as_str())], ConstGauge::new(read(g)))),
+        )?;
+    }
+    Ok(())
 }
 
 /// A histogram of every model: name, help, and which of its histograms.
@@ -578,4 +618,45 @@ fn encode_quality(e: &mut DescriptorEncoder, models: &[ModelSample]) -> std::fmt
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{Fixed, GpuProbe, GpuReading};
+
+    #[derive(Debug)]
+    struct Gpus(Vec<GpuReading>);
+
+    impl Collector for Gpus {
+        fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+            encode_gpus(&mut e, &self.0)
+        }
+    }
+
+    #[test]
+    fn each_gpu_has_triton_s_memory_and_utilization_gauges() {
+        let readings = Fixed(vec![GpuReading {
+            index: 0,
+            uuid: "GPU-4a7c".into(),
+            total_bytes: 80 << 30,
+            used_bytes: 3 << 30,
+            utilization: 0.25,
+        }])
+        .read();
+        let text =
+            troupe_telemetry::metrics::encode(&troupe_telemetry::metrics::registry(Gpus(readings)));
+        for line in [
+            "nv_gpu_memory_total_bytes{gpu_uuid=\"GPU-4a7c\"} 85899345920",
+            "nv_gpu_memory_used_bytes{gpu_uuid=\"GPU-4a7c\"} 3221225472",
+            "nv_gpu_utilization{gpu_uuid=\"GPU-4a7c\"} 0.25",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        // No GPUs: no series (and no empty families).
+        let none = troupe_telemetry::metrics::encode(&troupe_telemetry::metrics::registry(Gpus(
+            Vec::new(),
+        )));
+        assert!(!none.contains("nv_gpu"), "{none}");
+    }
 }

@@ -53,6 +53,8 @@ pub struct NodeOptions {
     pub retention: troupe_monitor::Retention,
     /// Named public keys model signatures are checked with (`--trust-file`).
     pub trust: crate::lineage::TrustFile,
+    /// This machine's GPUs, measured (NVML) or declared (`--gpu-memory-mb`).
+    pub gpus: crate::gpu::Gpus,
 }
 
 impl Default for NodeOptions {
@@ -75,6 +77,7 @@ impl Default for NodeOptions {
                 max_bytes: None,
             },
             trust: crate::lineage::TrustFile::default(),
+            gpus: crate::gpu::Gpus::default(),
         }
     }
 }
