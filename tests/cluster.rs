@@ -142,6 +142,12 @@ async fn a_crashed_node_disappears_after_its_lease() {
         get_json(&etcd, "/troupe/nodes/crashy").await.is_some()
     })
     .await;
+    // No --gpu-memory-mb: the GPUs are measured, and without the NVIDIA driver (NVML)
+    // there are none.
+    if !std::path::Path::new("/dev/nvidiactl").exists() {
+        let rec = get_json(&etcd, "/troupe/nodes/crashy").await.unwrap();
+        assert_eq!(rec["capacity"]["gpus"], serde_json::json!([]), "{rec}");
+    }
     node.kill9();
     wait_for("the lease to expire", Duration::from_secs(10), async || {
         get_json(&etcd, "/troupe/nodes/crashy").await.is_none()

@@ -942,3 +942,56 @@ async fn stock_tritonclient_works_unchanged() {
     assert!(ok, "tritonclient check failed:\n{text}");
     assert!(text.contains("all checks passed"), "{text}");
 }
+
+/// On a machine without a GPU (no NVIDIA driver, so NVML finds none), a model declared
+/// with `device = GPU` is refused FAILED_PRECONDITION naming what is missing, on every
+/// backend, and the node serves on; `device = ANY` runs it on the CPU.
+#[tokio::test]
+async fn a_gpu_model_without_a_gpu_is_refused_naming_the_driver_and_any_runs_on_cpu() {
+    if std::path::Path::new("/dev/nvidiactl").exists() {
+        return; // a GPU machine: scripts/gpu_check.sh covers it
+    }
+    let repo = repository(&[]);
+    let node = Node::start(repo.path(), &[]).await.unwrap();
+    let mut c = node.client().await;
+    for (backend, dir, file) in [
+        (tpb::BackendKind::Onnx, "mlp_onnx", "model.onnx"),
+        (tpb::BackendKind::Torch, "mlp_torch", "model.pt"),
+        (tpb::BackendKind::Candle, "mlp_candle", "model.safetensors"),
+    ] {
+        let artifact = root().join("models/repository").join(dir).join("1");
+        let spec = |name: &str, device: tpb::DevicePreference| tpb::ModelSpec {
+            backend: backend as i32,
+            artifact_uri: artifact.display().to_string(),
+            sha256: troupe_sha256(&artifact.join(file)),
+            device: device as i32,
+            ..troupe_tests::mlp_spec(name, 1, 0)
+        };
+        let e = c
+            .models()
+            .create(tpb::CreateModelRequest {
+                spec: Some(spec(&format!("{dir}_gpu"), tpb::DevicePreference::Gpu)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{dir}: {}", e.message());
+        assert!(
+            e.message().contains("no GPU") && e.message().contains("NVIDIA driver"),
+            "{dir}: {}",
+            e.message()
+        );
+        let name = format!("{dir}_any");
+        let st = c
+            .models()
+            .create(tpb::CreateModelRequest {
+                spec: Some(spec(&name, tpb::DevicePreference::Any)),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(st.state, tpb::ModelState::Ready as i32, "{dir}");
+        assert_serves(&mut c, &name).await;
+    }
+}

@@ -18,6 +18,8 @@ use crate::tensor::{DataType, Tensor, pod};
 use crate::{Backend, BackendKind, Device, LoadOptions, resolve_artifact};
 
 static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+/// The ONNX Runtime library the process loaded (set with `ORT_ENV`).
+static ORT_LIB: OnceLock<PathBuf> = OnceLock::new();
 
 /// Where libonnxruntime is looked for, in order, with what each place is: the node's
 /// flag or `TROUPE_ONNXRUNTIME_LIB` (`lib`), `ORT_DYLIB_PATH`, the path recorded when
@@ -83,6 +85,7 @@ pub fn init_runtime(
             ));
         };
         let path = path.clone();
+        let _ = ORT_LIB.set(path.clone());
         let builder = ort::init_from(&path)
             .map_err(|e| format!("cannot open ONNX Runtime library {}: {e}", path.display()))?;
         builder
@@ -122,15 +125,47 @@ fn open_session(path: &Path, opts: &LoadOptions) -> Result<(Session, PathBuf), B
     let env = init_runtime(opts.onnxruntime_lib.as_deref())?;
     let file = resolve_artifact(BackendKind::Onnx, path)?;
     let load_err = |e: ort::Error| BackendError::Load(format!("{}: {e}", file.display()));
-    let session = Session::builder(env)
+    let mut builder = Session::builder(env)
         .map_err(load_err)?
         .with_intra_threads(opts.threads.max(1))
         .map_err(|e| load_err(e.into()))?
         .with_inter_threads(1)
-        .map_err(|e| load_err(e.into()))?
-        .commit_from_file(&file)
-        .map_err(load_err)?;
+        .map_err(|e| load_err(e.into()))?;
+    if let Device::Cuda(i) = opts.device {
+        builder = builder
+            .with_execution_providers([cuda_provider(i)?])
+            .map_err(|e| {
+                let e: ort::Error = e.into();
+                BackendError::Device(format!(
+                    "cuda:{i}: ONNX Runtime's CUDA execution provider did not start: {e}"
+                ))
+            })?;
+    }
+    let session = builder.commit_from_file(&file).map_err(load_err)?;
     Ok((session, file))
+}
+
+/// The CUDA execution provider on GPU `index`, if the loaded ONNX Runtime library has it
+/// (PyPI's `onnxruntime-gpu` does, `onnxruntime` does not); an error naming the library
+/// otherwise. It must start: no silent fall-back to the CPU.
+fn cuda_provider(index: usize) -> Result<ort::ep::ExecutionProviderDispatch, BackendError> {
+    use ort::ep::ExecutionProvider;
+    let lib = ORT_LIB
+        .get()
+        .map_or_else(|| "(none loaded)".to_string(), |p| p.display().to_string());
+    match ort::ep::CUDA::is_available() {
+        Ok(true) => Ok(ort::ep::CUDA::default()
+            .with_device_id(index as i32)
+            .build()
+            .error_on_failure()),
+        Ok(false) => Err(BackendError::Device(format!(
+            "cuda:{index}: the ONNX Runtime library {lib} has no CUDA execution provider \
+             (PyPI's onnxruntime-gpu has it; scripts/setup.sh --gpu installs it)"
+        ))),
+        Err(e) => Err(BackendError::Device(format!(
+            "cuda:{index}: cannot ask the ONNX Runtime library {lib} for its providers: {e}"
+        ))),
+    }
 }
 
 /// Reads a model's inputs and outputs from the file (auto-complete): names, types and
@@ -180,16 +215,12 @@ pub struct OnnxBackend {
     session: Mutex<Session>,
     input_names: Vec<String>,
     output_names: Vec<String>,
+    /// Where the session runs (the CUDA execution provider on a GPU).
+    device: Device,
 }
 
 impl OnnxBackend {
     pub fn load(path: &Path, sig: &Signature, opts: &LoadOptions) -> Result<Self, BackendError> {
-        if let Device::Cuda(_) = opts.device {
-            return Err(BackendError::Device(
-                "this build's ONNX Runtime runs on CPU only; set device = \"cpu\" or \"any\""
-                    .into(),
-            ));
-        }
         let (session, file) = open_session(path, opts)?;
 
         // The config must describe the model that is really in the file.
@@ -243,6 +274,7 @@ impl OnnxBackend {
             session: Mutex::new(session),
             input_names: sig.inputs.iter().map(|s| s.name.clone()).collect(),
             output_names: sig.outputs.iter().map(|s| s.name.clone()).collect(),
+            device: opts.device,
         })
     }
 }
@@ -369,7 +401,7 @@ impl Backend for OnnxBackend {
     }
 
     fn device(&self) -> Device {
-        Device::Cpu
+        self.device
     }
 
     fn infer(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {

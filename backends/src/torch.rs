@@ -54,6 +54,26 @@ fn dtype_of(k: Kind) -> Result<DataType, BackendError> {
     })
 }
 
+/// Loads `libtorch_cuda.so` once, as PyTorch's Python package does before first use: tch
+/// links only `libtorch_cpu`, since nothing references the CUDA half, so the linker drops
+/// it (tch-rs issue 980), and a CPU machine needs no CUDA library to start. Found by the
+/// binary's run path (libtorch's `lib/`), `RTLD_GLOBAL` so that libtorch sees its CUDA
+/// hooks. The outcome sticks.
+fn load_libtorch_cuda() -> Result<(), String> {
+    static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+            // SAFETY: libtorch_cuda's initialisers only register CUDA with libtorch, which
+            // this process has already loaded; the library stays loaded for good.
+            let lib = unsafe { Library::open(Some("libtorch_cuda.so"), RTLD_NOW | RTLD_GLOBAL) }
+                .map_err(|e| e.to_string())?;
+            std::mem::forget(lib);
+            Ok(())
+        })
+        .clone()
+}
+
 /// A TorchScript module on one device.
 pub struct TorchBackend {
     module: CModule,
@@ -67,9 +87,16 @@ impl TorchBackend {
         let device = match opts.device {
             Device::Cpu => tch::Device::Cpu,
             Device::Cuda(i) => {
+                load_libtorch_cuda().map_err(|e| {
+                    BackendError::Device(format!(
+                        "cuda:{i}: libtorch's CUDA library could not be loaded: {e} (the CUDA \
+                         runtime wheels: scripts/setup.sh --gpu installs them)"
+                    ))
+                })?;
                 if !tch::Cuda::is_available() {
                     return Err(BackendError::Device(format!(
-                        "cuda:{i} requested but libtorch has no usable CUDA device here"
+                        "cuda:{i}: libtorch_cuda.so is loaded but CUDA finds no device: no \
+                         NVIDIA driver (libcuda.so.1) or no GPU on this machine"
                     )));
                 }
                 tch::Device::Cuda(i)

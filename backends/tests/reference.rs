@@ -428,3 +428,39 @@ fn onnx_and_candle_describe_their_tensors_and_torch_does_not() {
     .unwrap_err();
     assert!(e.to_string().contains("needs a config.toml"), "{e}");
 }
+
+/// On a machine without a GPU, each backend asked for `cuda:0` refuses with a `Device`
+/// error (FAILED_PRECONDITION on the wire) naming what is missing: the ONNX Runtime
+/// library without a CUDA execution provider, libtorch without CUDA, candle without a
+/// CUDA device.
+#[test]
+fn a_gpu_model_on_a_machine_without_one_names_what_is_missing() {
+    if std::path::Path::new("/dev/nvidiactl").exists() {
+        return; // a GPU machine: scripts/gpu_check.sh covers it
+    }
+    let sig = mlp_sig(16, 4);
+    let opts = LoadOptions {
+        device: troupe_backends::Device::Cuda(0),
+        ..LoadOptions::default()
+    };
+    for (kind, model, names) in [
+        (
+            BackendKind::Onnx,
+            "mlp_onnx",
+            &["libonnxruntime", "no CUDA execution provider"][..],
+        ),
+        (BackendKind::Torch, "mlp_torch", &["libtorch", "CUDA"][..]),
+        (BackendKind::Candle, "mlp_candle", &["cuda:0", "candle"][..]),
+    ] {
+        let dir = models().join("repository").join(model).join("1");
+        match troupe_backends::load(kind, &dir, &sig, &opts) {
+            Err(BackendError::Device(msg)) => {
+                for n in names {
+                    assert!(msg.contains(n), "{kind}: {n:?} not in {msg:?}");
+                }
+            }
+            Err(other) => panic!("{kind}: expected a device error, got {other}"),
+            Ok(_) => panic!("{kind}: loaded on cuda:0 without a GPU"),
+        }
+    }
+}

@@ -69,13 +69,17 @@ impl GpuProbe for Nvml {
     }
 }
 
-/// The node's probe, shared by its metrics and its cluster records.
+/// The node's probe, shared by its metrics, its cluster records and device choice.
 #[derive(Clone)]
-pub struct Gpus(pub Arc<dyn GpuProbe>);
+pub struct Gpus {
+    probe: Arc<dyn GpuProbe>,
+    /// Why there are none, when the driver could not be used.
+    absent: Option<String>,
+}
 
 impl Default for Gpus {
     fn default() -> Self {
-        Self(Arc::new(NoGpus))
+        Self::new(Arc::new(NoGpus))
     }
 }
 
@@ -92,18 +96,76 @@ impl Gpus {
             Ok(nvml) => {
                 let probe = Nvml(nvml);
                 info!(gpus = probe.read().len(), "NVML found");
-                Self(Arc::new(probe))
+                Self::new(Arc::new(probe))
             }
             Err(e) => {
-                info!(reason = %e, "no GPUs: NVML (libnvidia-ml.so, the NVIDIA driver) is not usable");
-                Self::default()
+                let why = format!("NVML (libnvidia-ml.so, the NVIDIA driver) is not usable: {e}");
+                info!(reason = %why, "no GPUs");
+                Self {
+                    absent: Some(why),
+                    ..Self::default()
+                }
             }
+        }
+    }
+
+    /// GPUs read from `probe`.
+    pub fn new(probe: Arc<dyn GpuProbe>) -> Self {
+        Self {
+            probe,
+            absent: None,
+        }
+    }
+
+    /// Chooses where a model runs: `cpu` on the CPU; a GPU the placement chose; `gpu` the
+    /// first GPU with `need_bytes` free (FAILED_PRECONDITION naming what is missing: the
+    /// driver, any GPU, or room); `any` such a GPU, else the CPU.
+    pub fn device(
+        &self,
+        pref: crate::config::DevicePref,
+        placed: Option<u32>,
+        need_bytes: u64,
+    ) -> Result<troupe_backends::Device, String> {
+        use crate::config::DevicePref;
+        use troupe_backends::Device;
+        if pref == DevicePref::Cpu {
+            return Ok(Device::Cpu);
+        }
+        let gpus = self.read();
+        if let Some(i) = placed {
+            return Ok(Device::Cuda(i as usize));
+        }
+        let roomy = gpus
+            .iter()
+            .find(|g| g.total_bytes.saturating_sub(g.used_bytes) >= need_bytes);
+        match (pref, roomy) {
+            (_, Some(g)) => Ok(Device::Cuda(g.index as usize)),
+            (DevicePref::Any, None) => Ok(Device::Cpu),
+            (_, None) if gpus.is_empty() => Err(format!(
+                "device = \"gpu\" but this node has no GPU: {}",
+                self.absent
+                    .as_deref()
+                    .unwrap_or("NVML reports none (declare them with --gpu-memory-mb)")
+            )),
+            (_, None) => Err(format!(
+                "device = \"gpu\" needs {} MiB of GPU memory, and no GPU has that free ({})",
+                need_bytes >> 20,
+                gpus.iter()
+                    .map(|g| format!(
+                        "GPU {}: {} of {} MiB free",
+                        g.index,
+                        g.total_bytes.saturating_sub(g.used_bytes) >> 20,
+                        g.total_bytes >> 20
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
         }
     }
 
     /// GPUs of the given memory (`--gpu-memory-mb`), as declared, never measured.
     pub fn declared(memory_mb: &[u64]) -> Self {
-        Self(Arc::new(Fixed(
+        Self::new(Arc::new(Fixed(
             memory_mb
                 .iter()
                 .enumerate()
@@ -119,7 +181,7 @@ impl Gpus {
     }
 
     pub fn read(&self) -> Vec<GpuReading> {
-        self.0.read()
+        self.probe.read()
     }
 }
 
@@ -137,6 +199,45 @@ mod tests {
             (r[1].index, r[1].total_bytes, r[1].used_bytes),
             (1, 8 << 20, 0)
         );
+    }
+
+    fn reading(index: u32, total_mb: u64, used_mb: u64) -> GpuReading {
+        GpuReading {
+            index,
+            uuid: format!("GPU-{index}"),
+            total_bytes: total_mb << 20,
+            used_bytes: used_mb << 20,
+            utilization: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_model_goes_where_its_device_and_the_measured_free_memory_allow() {
+        use crate::config::DevicePref::{Any, Cpu, Gpu};
+        use troupe_backends::Device;
+        let two = Gpus::new(Arc::new(Fixed(vec![
+            reading(0, 1000, 900),
+            reading(1, 1000, 100),
+        ])));
+        // GPU 0 has 100 MiB free: a 500 MiB model goes to GPU 1, `any` too.
+        assert_eq!(two.device(Gpu, None, 500 << 20), Ok(Device::Cuda(1)));
+        assert_eq!(two.device(Any, None, 500 << 20), Ok(Device::Cuda(1)));
+        assert_eq!(two.device(Gpu, None, 50 << 20), Ok(Device::Cuda(0)));
+        assert_eq!(two.device(Cpu, None, 0), Ok(Device::Cpu));
+        // What the placement chose stands.
+        assert_eq!(two.device(Gpu, Some(0), 500 << 20), Ok(Device::Cuda(0)));
+        // Really full: `gpu` is refused with the figures, `any` runs on the CPU.
+        let full = two.device(Gpu, None, 950 << 20).unwrap_err();
+        assert!(full.contains("GPU 1: 900 of 1000 MiB free"), "{full}");
+        assert_eq!(two.device(Any, None, 950 << 20), Ok(Device::Cpu));
+        // No GPU at all: the reason names the driver.
+        let none = Gpus {
+            absent: Some("NVML (libnvidia-ml.so, the NVIDIA driver) is not usable: x".into()),
+            ..Gpus::default()
+        };
+        let e = none.device(Gpu, None, 0).unwrap_err();
+        assert!(e.contains("no GPU") && e.contains("NVIDIA driver"), "{e}");
+        assert_eq!(none.device(Any, None, 0), Ok(Device::Cpu));
     }
 
     #[test]

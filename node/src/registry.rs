@@ -17,7 +17,7 @@ use tracing::{info, instrument, warn};
 use troupe_backends::{BackendError, Device, LoadOptions};
 
 use crate::actors::{NodeSupervisor, SupervisorMsg};
-use crate::config::{DevicePref, ModelDef, validate_name, validate_version};
+use crate::config::{ModelDef, validate_name, validate_version};
 use crate::error::NodeError;
 use crate::hooks::{AuditLog, ExplainMemory, HookSet, MonitorHook, Monitoring};
 use crate::metrics::NodeMetrics;
@@ -241,11 +241,11 @@ impl Registry {
     }
 
     fn load_options(&self, def: &ModelDef) -> Result<LoadOptions, NodeError> {
-        let device = match (def.device, def.gpu) {
-            (DevicePref::Cpu, _) | (DevicePref::Any, None) => Device::Cpu,
-            (_, Some(index)) => Device::Cuda(index as usize),
-            (DevicePref::Gpu, None) => Device::Cuda(0),
-        };
+        let device = self
+            .opts
+            .gpus
+            .device(def.device, def.gpu, def.resources.gpu_memory_mb << 20)
+            .map_err(|e| NodeError::FailedPrecondition(format!("model '{}': {e}", def.name)))?;
         Ok(LoadOptions {
             threads: def.threads.unwrap_or(self.opts.backend_threads).max(1),
             device,
