@@ -22,6 +22,8 @@ LOG=$(mktemp)
 set +e
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
+# The GPU check's steps on the CPU (the same script a GPU machine runs on cuda:0).
+scripts/gpu_check.sh --dry-run --bin target/debug || status=1
 set -e
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }

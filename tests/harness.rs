@@ -555,10 +555,22 @@ pub fn outlier_score(r: &troupe_client::InferResult) -> Option<f64> {
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    // Below the kernel's ephemeral range (32768 and up), which outgoing connections and
+    // `:0` listeners draw from: a port handed out here cannot be taken by one of those
+    // between this check and the server's bind (seen under load: "Address already in
+    // use"). Each test process walks its own sequence (seeded by its pid, a step coprime
+    // to the range), so two callers do not get the same port.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    const RANGE: u64 = 22_000;
+    let seed = u64::from(std::process::id()) * 7_919;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + ((seed + n * 16_729) % RANGE) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits until `f` holds, at most `within` (checking every 100 ms).

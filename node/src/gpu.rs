@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use tracing::info;
+use troupe_proto::cluster::GpuUse;
 
 /// One GPU as measured now.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +68,12 @@ impl GpuProbe for Nvml {
             })
             .collect()
     }
+}
+
+/// What one of `instances` replicas took, from a GPU's used memory before and after they
+/// loaded (0 when it did not grow: another process freed memory meanwhile).
+pub fn per_replica(before: u64, after: u64, instances: usize) -> u64 {
+    after.saturating_sub(before) / instances.max(1) as u64
 }
 
 /// The node's probe, shared by its metrics, its cluster records and device choice.
@@ -183,6 +190,30 @@ impl Gpus {
     pub fn read(&self) -> Vec<GpuReading> {
         self.probe.read()
     }
+
+    /// GPU `index`'s used memory now.
+    pub fn used(&self, index: u32) -> Option<u64> {
+        self.read()
+            .into_iter()
+            .find(|g| g.index == index)
+            .map(|g| g.used_bytes)
+    }
+
+    /// Each GPU now, with what this node's models took on it (`ours`: GPU index →
+    /// bytes) told apart from what other processes use.
+    pub fn uses(&self, ours: &std::collections::BTreeMap<u32, u64>) -> Vec<GpuUse> {
+        self.read()
+            .into_iter()
+            .map(|g| GpuUse {
+                index: g.index,
+                used_bytes: g.used_bytes,
+                foreign_bytes: g
+                    .used_bytes
+                    .saturating_sub(ours.get(&g.index).copied().unwrap_or(0)),
+                utilization_percent: (g.utilization * 100.0).round() as u32,
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +269,24 @@ mod tests {
         let e = none.device(Gpu, None, 0).unwrap_err();
         assert!(e.contains("no GPU") && e.contains("NVIDIA driver"), "{e}");
         assert_eq!(none.device(Any, None, 0), Ok(Device::Cpu));
+    }
+
+    #[test]
+    fn a_node_tells_its_models_gpu_memory_from_other_processes() {
+        assert_eq!(per_replica(1 << 30, 5 << 30, 2), 2 << 30);
+        assert_eq!(
+            per_replica(5 << 30, 4 << 30, 1),
+            0,
+            "freed meanwhile: not negative"
+        );
+        let g = Gpus::new(Arc::new(Fixed(vec![reading(0, 16_384, 12_288)])));
+        let ours = std::collections::BTreeMap::from([(0, 4_096u64 << 20)]);
+        let u = g.uses(&ours);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].used_bytes, 12_288 << 20);
+        assert_eq!(u[0].foreign_bytes, 8_192 << 20);
+        assert_eq!(g.used(0), Some(12_288 << 20));
+        assert_eq!(g.used(1), None);
     }
 
     #[test]

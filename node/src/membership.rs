@@ -74,8 +74,21 @@ fn status(registry: &Registry, id: &str) -> StatusRecord {
             instances: m.replicas.len() as u32,
             queue_length: m.queue.len() as u64,
             in_flight: m.queue.running(),
+            gpu_memory_bytes: m
+                .gpu_memory_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
         })
         .collect();
+    // What this node's models took on each GPU, so that the rest counts as foreign.
+    let mut ours = std::collections::BTreeMap::<u32, u64>::new();
+    for m in registry.list() {
+        if let Some(g) = m.gpu() {
+            *ours.entry(g).or_default() += m
+                .gpu_memory_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                * m.replicas.len() as u64;
+        }
+    }
     let failed = registry
         .failures()
         .into_iter()
@@ -86,6 +99,7 @@ fn status(registry: &Registry, id: &str) -> StatusRecord {
         updated_ms: now_ms(),
         models,
         failed,
+        gpus: registry.opts.gpus.uses(&ours),
     }
 }
 

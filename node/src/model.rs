@@ -166,6 +166,8 @@ pub struct LoadedModel {
     /// Moving average of a batch's compute time, ns (u64::MAX until the first batch):
     /// fast models run on the replica's task instead of a blocking thread.
     pub compute_ewma_ns: AtomicU64,
+    /// GPU memory one replica took when it loaded, measured (0 on the CPU).
+    pub gpu_memory_bytes: AtomicU64,
     pub queue: Arc<Queue>,
     pub loaded_at: SystemTime,
     unloading: AtomicBool,
@@ -215,6 +217,14 @@ impl LoadedModel {
                 }),
             reviews: self.hooks.monitor.as_ref().and_then(|m| m.reviews()),
             alerts: self.hooks.monitor.as_ref().and_then(|m| m.alerts()),
+        }
+    }
+
+    /// The GPU this model's replicas run on, if any.
+    pub fn gpu(&self) -> Option<u32> {
+        match self.load_opts.device {
+            troupe_backends::Device::Cuda(i) => Some(i as u32),
+            troupe_backends::Device::Cpu => None,
         }
     }
 
@@ -361,6 +371,7 @@ impl LoadedModel {
             pipeline,
             load_micros: AtomicU64::new(0),
             compute_ewma_ns: AtomicU64::new(u64::MAX),
+            gpu_memory_bytes: AtomicU64::new(0),
             queue,
             loaded_at: SystemTime::now(),
             unloading: AtomicBool::new(false),

@@ -377,7 +377,10 @@ impl Registry {
             });
         }
         let model = LoadedModel::new(def, lineage, hooks, pipeline, load_opts);
-        // Load every instance first (each its own session), then start the actors.
+        // Load every instance first (each its own session), then start the actors. On a
+        // GPU, what the loads took is measured (the GPU's used memory before and after).
+        let gpu = model.gpu();
+        let used_before = gpu.and_then(|g| self.opts.gpus.used(g));
         let mut backends = Vec::with_capacity(instances);
         for _ in 0..instances {
             let m = model.clone();
@@ -389,6 +392,13 @@ impl Registry {
                     source,
                 })?;
             backends.push(b);
+        }
+        if let (Some(g), Some(before)) = (gpu, used_before)
+            && let Some(after) = self.opts.gpus.used(g)
+        {
+            let per_replica = crate::gpu::per_replica(before, after, instances);
+            model.gpu_memory_bytes.store(per_replica, Ordering::Relaxed);
+            info!(model = %model.def.name, gpu = g, gpu_memory_bytes = per_replica, "GPU memory measured");
         }
         for (index, backend) in backends.into_iter().enumerate() {
             let m = model.clone();

@@ -123,6 +123,22 @@ pub struct ModelLoad {
     pub queue_length: u64,
     /// Calls being run now.
     pub in_flight: u64,
+    /// GPU memory one replica took when it loaded, measured (0: on the CPU, or not
+    /// measured). Placement counts the larger of this and the declared figure.
+    pub gpu_memory_bytes: u64,
+}
+
+/// One GPU of a node as measured now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GpuUse {
+    pub index: u32,
+    pub used_bytes: u64,
+    /// Used by anything but this node's models (other processes): room placement must
+    /// not count on.
+    pub foreign_bytes: u64,
+    /// Utilisation now, in percent.
+    pub utilization_percent: u32,
 }
 
 /// A model whose last load failed on a node.
@@ -141,6 +157,8 @@ pub struct StatusRecord {
     pub updated_ms: u64,
     pub models: Vec<ModelLoad>,
     pub failed: Vec<FailedModel>,
+    /// Its GPUs now (none without GPUs or NVML).
+    pub gpus: Vec<GpuUse>,
 }
 
 impl StatusRecord {

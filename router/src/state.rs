@@ -82,7 +82,7 @@ impl ClusterState {
             let Some(spec) = self.models.get(m).filter(|_| n == node) else {
                 continue;
             };
-            let d = ReplicaDemand::of(spec);
+            let d = self.demand(m, spec);
             let count = u64::from(p.count);
             used.cpu_millis += d.cpu_millis * count;
             used.memory_bytes += d.memory_bytes * count;
@@ -91,6 +91,36 @@ impl ClusterState {
             }
         }
         used
+    }
+
+    /// What one replica of `model` needs: its spec's figures, with GPU memory the larger
+    /// of the declared and the largest any node measured when the model loaded there
+    /// (declared figures are only promises: ray#41432).
+    pub fn demand(&self, model: &str, spec: &ModelSpec) -> ReplicaDemand {
+        let measured = self
+            .status
+            .values()
+            .flat_map(|s| &s.models)
+            .filter(|m| m.name == model)
+            .map(|m| m.gpu_memory_bytes)
+            .max()
+            .unwrap_or(0);
+        let declared = ReplicaDemand::of(spec);
+        ReplicaDemand {
+            gpu_memory_bytes: declared.gpu_memory_bytes.max(measured),
+            ..declared
+        }
+    }
+
+    /// What a node's GPU `index` offers placement: its memory less what other processes
+    /// use there, as the node last measured it.
+    fn gpu_room(&self, node: &str, index: u32, memory_bytes: u64) -> u64 {
+        let foreign = self
+            .status
+            .get(node)
+            .and_then(|s| s.gpus.iter().find(|g| g.index == index))
+            .map_or(0, |g| g.foreign_bytes);
+        memory_bytes.saturating_sub(foreign)
     }
 
     /// Nodes (id, addr) that are alive and report `model` ready.
@@ -315,7 +345,7 @@ impl ClusterState {
                     .iter()
                     .map(|g| placement::Gpu {
                         index: g.index,
-                        memory_bytes: g.memory_bytes,
+                        memory_bytes: s.gpu_room(id, g.index, g.memory_bytes),
                     })
                     .collect(),
             })
@@ -325,7 +355,7 @@ impl ClusterState {
             .iter()
             .filter(|(_, m)| m.backend != BackendKind::Unspecified as i32)
             .map(|(name, m)| {
-                let d = ReplicaDemand::of(m);
+                let d = s.demand(name, m);
                 placement::ModelSpec {
                     key: name.clone(),
                     replicas: m.replicas.max(1),
@@ -438,6 +468,86 @@ mod tests {
         }
         assert!(s.nodes.is_empty() && s.models.is_empty() && s.status.is_empty());
         assert!(s.placements.is_empty() && s.pending.is_empty());
+    }
+
+    /// Placement with fake GPU readings, as a node publishes them: measured memory takes
+    /// over from a smaller declared figure, and a GPU that other processes fill takes no
+    /// replica.
+    #[test]
+    fn measured_gpu_memory_takes_over_from_declared_and_a_really_full_gpu_takes_nothing() {
+        use crate::records::{Capacity, GpuRecord, GpuUse, ModelLoad};
+        let gib = 1u64 << 30;
+        let mut s = ClusterState::default();
+        let rec = json!(NodeRecord {
+            id: "a".into(),
+            addr: "http://a:1".into(),
+            capacity: Capacity {
+                cpu_millis: 8000,
+                memory_bytes: 64 * gib,
+                gpus: vec![GpuRecord {
+                    index: 0,
+                    memory_bytes: 16 * gib,
+                }],
+            },
+            ..Default::default()
+        });
+        s.apply(&format!("{NODES}a"), Some(&rec));
+        let m = ModelSpec {
+            name: "m".into(),
+            replicas: 2,
+            backend: BackendKind::Onnx as i32,
+            device: DevicePreference::Gpu as i32,
+            resources: Some(Resources {
+                cpu: 1.0,
+                memory_bytes: gib,
+                gpu_memory_bytes: gib,
+            }),
+            ..Default::default()
+        };
+        s.apply(&format!("{MODELS}m"), Some(&m.encode_to_vec()));
+        let place = |s: &ClusterState| {
+            let (nodes, specs, _) = s.placement_inputs();
+            placement::place(&nodes, &specs, &[])
+        };
+        let status = |model_bytes: u64, foreign_bytes: u64| {
+            json!(StatusRecord {
+                id: "a".into(),
+                models: vec![ModelLoad {
+                    name: "m".into(),
+                    ready: true,
+                    gpu_memory_bytes: model_bytes,
+                    ..Default::default()
+                }],
+                gpus: vec![GpuUse {
+                    index: 0,
+                    used_bytes: foreign_bytes,
+                    foreign_bytes,
+                    utilization_percent: 0,
+                }],
+                ..Default::default()
+            })
+        };
+        // Declared 1 GiB a replica, nothing measured: both fit on the 16 GiB GPU.
+        let p = place(&s);
+        assert_eq!(p.assignments.len(), 2, "{p:?}");
+        assert!(p.assignments.iter().all(|a| a.gpu == Some(0)));
+        // The node measured 10 GiB a replica when it loaded: one fits, one waits.
+        s.apply(&format!("{STATUS}a"), Some(&status(10 * gib, 0)));
+        assert_eq!(s.demand("m", &m).gpu_memory_bytes, 10 * gib);
+        let p = place(&s);
+        assert_eq!(p.assignments.len(), 1, "{p:?}");
+        assert_eq!(p.pending.len(), 1, "{p:?}");
+        assert!(
+            p.pending[0].reason.contains("GPU"),
+            "{}",
+            p.pending[0].reason
+        );
+        // Another process holds 15.5 GiB of the GPU: not even the declared 1 GiB fits.
+        s.apply(&format!("{STATUS}a"), Some(&status(0, 31 * gib / 2)));
+        assert_eq!(s.demand("m", &m).gpu_memory_bytes, gib);
+        let p = place(&s);
+        assert!(p.assignments.is_empty(), "{p:?}");
+        assert_eq!(p.pending[0].missing, 2, "{p:?}");
     }
 
     #[test]
