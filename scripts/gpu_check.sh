@@ -10,7 +10,7 @@
 #     --dry-run  the same steps on `cpu` (CI runs this); every backend must pass
 #     --bin DIR  troupe-node, troupe and troupe-load (default: target/release)
 #   scripts/gpu_check.sh --bundle DIR
-#     writes the three release binaries, stripped (about 47 MiB), to DIR and exits: with
+#     builds and writes the three release binaries, stripped (about 47 MiB), to DIR: with
 #     the checkout's models and this script, what a GPU machine needs
 #     (then, there: scripts/gpu_check.sh --bin DIR)
 # Exit status 0 when every backend that ran passed and at least one ran.
@@ -23,6 +23,7 @@ while [[ $# -gt 0 ]]; do
     --dry-run) DEVICE=cpu ;;
     --bin) BIN=$2; shift ;;
     --bundle)
+      cargo build --release -q -p troupe-node -p troupe-client -p troupe-load --bins
       mkdir -p "$2"
       for b in troupe-node troupe troupe-load; do strip -o "$2/$b" "target/release/$b"; done
       du -sh "$2"; exit 0 ;;
