@@ -1,8 +1,9 @@
 # Sourced by the benchmark scripts: start_node REPO OUT THREADS starts a release
 # troupe-node on a free loopback port serving REPO (stdout and log under OUT) and waits
-# until its models are loaded; it sets NODE (the pid) and ADDR (host:port).
+# until its models are loaded; it sets NODE (the pid) and ADDR (host:port). NODE_BIN:
+# another troupe-node binary (an older build, for an A/B).
 start_node() {
-  target/release/troupe-node --model-repository "$1" --listen 127.0.0.1:0 --backend-threads "$3" \
+  "${NODE_BIN:-target/release/troupe-node}" --model-repository "$1" --listen 127.0.0.1:0 --backend-threads "$3" \
     >"$2/node.out" 2>"$2/node.log" &
   NODE=$!
   for _ in $(seq 100); do [[ -s "$2/node.out" ]] && break; sleep 0.1; done
