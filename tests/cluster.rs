@@ -99,6 +99,20 @@ async fn a_node_registers_publishes_load_and_leaves() {
         },
     )
     .await;
+    // The declared GPU is in the status record too, with its use as the node reads it
+    // (declared: nothing used, nothing foreign), and each model's measured GPU memory
+    // (0: these run on the CPU).
+    let s = get_json(&etcd, "/troupe/status/n1").await.unwrap();
+    assert_eq!(s["gpus"][0]["index"], 0, "{s}");
+    assert_eq!(s["gpus"][0]["foreign_bytes"], 0, "{s}");
+    assert!(
+        s["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["gpu_memory_bytes"] == 0),
+        "{s}"
+    );
 
     // The lease is kept alive past its TTL.
     tokio::time::sleep(Duration::from_secs(3)).await;
