@@ -24,6 +24,10 @@ export LIBTORCH="$here/.venv/lib/python3.11/site-packages/torch"
 export ORT_DYLIB_PATH="$here/.venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1"
 export CARGO_TARGET_DIR="$here/target"
 bench() { # DIR NAME
+  # The two trees' workspace crates share names, artifact files and fingerprints in
+  # target/ (the fingerprints list the other tree's sources): dropping the workspace
+  # crates' fingerprints makes each build compile its own, else one links the other's.
+  rm -rf "$CARGO_TARGET_DIR"/release/.fingerprint/troupe-*
   (cd "$1" && cargo bench -q -p troupe-node --bench serving -- --noplot --save-baseline "$2" >/dev/null)
 }
 medians() { # NAME -> "case median_us" lines
