@@ -27,16 +27,7 @@ pub trait GpuProbe: Send + Sync {
     fn read(&self) -> Vec<GpuReading>;
 }
 
-/// A probe on a machine without GPUs, or without the driver to see them.
-pub struct NoGpus;
-
-impl GpuProbe for NoGpus {
-    fn read(&self) -> Vec<GpuReading> {
-        Vec::new()
-    }
-}
-
-/// Fixed readings: declared GPUs, and tests.
+/// Fixed readings: declared GPUs, none (no driver), and tests.
 pub struct Fixed(pub Vec<GpuReading>);
 
 impl GpuProbe for Fixed {
@@ -86,7 +77,7 @@ pub struct Gpus {
 
 impl Default for Gpus {
     fn default() -> Self {
-        Self::new(Arc::new(NoGpus))
+        Self::new(Arc::new(Fixed(Vec::new())))
     }
 }
 
@@ -138,10 +129,10 @@ impl Gpus {
         if pref == DevicePref::Cpu {
             return Ok(Device::Cpu);
         }
-        let gpus = self.read();
         if let Some(i) = placed {
             return Ok(Device::Cuda(i as usize));
         }
+        let gpus = self.read();
         let roomy = gpus
             .iter()
             .find(|g| g.total_bytes.saturating_sub(g.used_bytes) >= need_bytes);

@@ -63,9 +63,19 @@ pub fn detect_capacity(gpus: Vec<GpuRecord>) -> Capacity {
 }
 
 fn status(registry: &Registry, id: &str) -> StatusRecord {
-    let models = registry
-        .list()
+    let loaded = registry.list();
+    // What this node's models took on each GPU, so that the rest counts as foreign.
+    let mut ours = std::collections::BTreeMap::<u32, u64>::new();
+    let models = loaded
         .iter()
+        .inspect(|m| {
+            if let Some(g) = m.gpu() {
+                *ours.entry(g).or_default() += m
+                    .gpu_memory_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    * m.replicas.len() as u64;
+            }
+        })
         .map(|m| ModelLoad {
             name: m.def.name.clone(),
             version: m.def.version.clone(),
@@ -79,16 +89,6 @@ fn status(registry: &Registry, id: &str) -> StatusRecord {
                 .load(std::sync::atomic::Ordering::Relaxed),
         })
         .collect();
-    // What this node's models took on each GPU, so that the rest counts as foreign.
-    let mut ours = std::collections::BTreeMap::<u32, u64>::new();
-    for m in registry.list() {
-        if let Some(g) = m.gpu() {
-            *ours.entry(g).or_default() += m
-                .gpu_memory_bytes
-                .load(std::sync::atomic::Ordering::Relaxed)
-                * m.replicas.len() as u64;
-        }
-    }
     let failed = registry
         .failures()
         .into_iter()

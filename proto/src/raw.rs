@@ -62,15 +62,13 @@ impl Decoder for RawCodec {
 }
 
 /// The fields of a `ModelInferRequest` that routing needs (tags as in inference.proto);
-/// decoding it from a whole request skips `inputs`, `outputs` and `raw_input_contents`.
+/// decoding it from a whole request skips the id, `inputs`, `outputs` and `raw_input_contents`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct InferHead {
     #[prost(string, tag = "1")]
     pub model_name: String,
     #[prost(string, tag = "2")]
     pub model_version: String,
-    #[prost(string, tag = "3")]
-    pub id: String,
     #[prost(map = "string, message", tag = "4")]
     pub parameters: HashMap<String, InferParameter>,
 }
@@ -116,7 +114,6 @@ mod tests {
         let head = InferHead::read(&req.encode_to_vec()).unwrap();
         assert_eq!(head.model_name, "mlp");
         assert_eq!(head.model_version, "2");
-        assert_eq!(head.id, "call-7");
         assert_eq!(
             head.parameters[crate::IDEMPOTENT_PARAM].parameter_choice,
             Some(ParameterChoice::BoolParam(false))

@@ -1,5 +1,5 @@
 //! `ModelInfer` passed on as bytes: the router reads only a request's routing fields
-//! (`troupe_proto::raw::InferHead`: model name and version, id, parameters) and forwards
+//! (`troupe_proto::raw::InferHead`: model name and version, parameters) and forwards
 //! the request's encoded bytes to a replica as they came; the answer comes back the same
 //! way. Neither side's tensors are decoded or encoded here. Served at the method's path
 //! in front of the typed `inference.GRPCInferenceService` (which still answers every other
