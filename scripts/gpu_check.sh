@@ -10,9 +10,12 @@
 #     --dry-run  the same steps on `cpu` (CI runs this); every backend must pass
 #     --bin DIR  troupe-node, troupe and troupe-load (default: target/release)
 #   scripts/gpu_check.sh --bundle DIR
-#     builds and writes the three release binaries, stripped (about 47 MiB), to DIR: with
-#     the checkout's models and this script, what a GPU machine needs
-#     (then, there: scripts/gpu_check.sh --bin DIR)
+#     builds and writes the three release binaries, stripped and xz-compressed, to DIR,
+#     with troupe-node-cuda (candle's CUDA kernels) when scripts/build_cuda.sh has built
+#     target/cuda: about 26 MiB; with the checkout's models and this script, what a GPU
+#     machine needs (then, there: scripts/gpu_check.sh --bin DIR). A DIR holding `.xz`
+#     binaries is unpacked first (xz, else Python's lzma). troupe-node-cuda serves when the
+#     NVIDIA driver's libcuda.so.1 loads, troupe-node otherwise.
 # Exit status 0 when every backend that ran passed and at least one ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +29,26 @@ while [[ $# -gt 0 ]]; do
       cargo build --release -q -p troupe-node -p troupe-client -p troupe-load --bins
       mkdir -p "$2"
       for b in troupe-node troupe troupe-load; do strip -o "$2/$b" "target/release/$b"; done
+      [[ -x target/cuda/release/troupe-node ]] && strip -o "$2/troupe-node-cuda" target/cuda/release/troupe-node
+      xz -T0 -f "$2"/troupe*
       du -sh "$2"; exit 0 ;;
     *) echo "usage: scripts/gpu_check.sh [--dry-run] [--bin DIR] | --bundle DIR" >&2; exit 2 ;;
   esac
   shift
 done
+W=$(mktemp -d)
+NODE=
+trap 'kill $NODE 2>/dev/null || true; rm -rf "$W"' EXIT
+if compgen -G "$BIN/troupe*.xz" >/dev/null; then
+  mkdir -p "$W/bin"
+  for f in "$BIN"/troupe*.xz; do
+    out=$W/bin/$(basename "$f" .xz)
+    if command -v xz >/dev/null; then xz -dc "$f" >"$out"
+    else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$out"; fi
+    chmod +x "$out"
+  done
+  BIN=$W/bin
+fi
 for b in troupe-node troupe troupe-load; do
   [[ -x $BIN/$b ]] || { echo "gpu_check: $BIN/$b missing (cargo build --release, or --bin DIR)" >&2; exit 2; }
 done
@@ -38,11 +56,18 @@ done
 # onnxruntime Python packages (the GPU image has its own).
 SP=.venv/lib/python3.11/site-packages
 if [[ ! -d $SP ]]; then SP=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); fi
-export LD_LIBRARY_PATH=$SP/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-ORT=$(ls "$SP"/onnxruntime/capi/libonnxruntime.so* 2>/dev/null | head -1 || true)
-W=$(mktemp -d)
-NODE=
-trap 'kill $NODE 2>/dev/null || true; rm -rf "$W"' EXIT
+# (nvidia/cu13/lib: PyPI's CUDA 13 libraries, which troupe-node-cuda links.)
+export LD_LIBRARY_PATH=$SP/torch/lib:$SP/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# ONNX Runtime with the CUDA execution provider where setup --gpu put it, else the venv's.
+ORT=$(ls .venv/onnxruntime-gpu/onnxruntime/capi/libonnxruntime.so.* "$SP"/onnxruntime/capi/libonnxruntime.so* 2>/dev/null | head -1 || true)
+NODE_BIN=$BIN/troupe-node
+if [[ $DEVICE == gpu && -x $BIN/troupe-node-cuda ]]; then
+  if "$BIN/troupe-node-cuda" --version >/dev/null 2>"$W/cuda-start"; then
+    NODE_BIN=$BIN/troupe-node-cuda
+  else
+    echo "gpu_check: troupe-node-cuda cannot start here ($(head -1 "$W/cuda-start")); serving with troupe-node, whose candle has no CUDA kernels"
+  fi
+fi
 mkdir -p "$W/repo"
 # Each backend's MLP twice: `_cpu` (the reference) and `_dev`, on the device under test.
 for b in onnx torch candle; do
@@ -52,7 +77,7 @@ for b in onnx torch candle; do
     sed -i "s/^device = .*/device = \"$d\"/" "$W/repo/mlp_${b}_$v/config.toml"
   done
 done
-"$BIN/troupe-node" --model-repository "$W/repo" --listen 127.0.0.1:0 ${ORT:+--onnxruntime-lib "$ORT"} \
+"$NODE_BIN" --model-repository "$W/repo" --listen 127.0.0.1:0 ${ORT:+--onnxruntime-lib "$ORT"} \
   >"$W/node.out" 2>"$W/node.log" &
 NODE=$!
 for _ in $(seq 300); do [[ -s $W/node.out ]] && break; kill -0 $NODE 2>/dev/null || break; sleep 0.1; done
@@ -98,5 +123,5 @@ print("%.0f/s p50 %sus errors %s" % (s["throughput"], s["latency"]["p50_us"], s[
 done
 verdict=PASS
 [[ $failed == 1 || $ran == 0 ]] && verdict=FAIL
-echo "gpu_check: device=$([[ $DEVICE == cpu ]] && echo "cpu (dry run)" || echo cuda:0) ${summary[*]} $verdict"
+echo "gpu_check: device=$([[ $DEVICE == cpu ]] && echo "cpu (dry run)" || echo cuda:0) node=$(basename "$NODE_BIN") ${summary[*]} $verdict"
 [[ $verdict == PASS ]]

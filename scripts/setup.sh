@@ -4,10 +4,20 @@
 # Python tools used by the tests, then generates the example models. Idempotent.
 #   scripts/setup.sh           # what the node, tests and quick start need
 #   scripts/setup.sh --bench   # also the ResNet-18-sized benchmark models (~90 MB)
+#   scripts/setup.sh --gpu     # also what a GPU machine needs (PyPI's CUDA 13.0 wheels, nvcc,
+#                              # onnxruntime-gpu; ~3 GB download), then the CUDA build
+#                              # (scripts/build_cuda.sh, to target/cuda)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=0
-[[ "${1:-}" == "--bench" ]] && BENCH=1
+GPU=0
+for a in "$@"; do
+  case $a in
+    --bench) BENCH=1 ;;
+    --gpu) GPU=1 ;;
+    *) echo "usage: scripts/setup.sh [--bench] [--gpu]" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -98,5 +108,19 @@ if [[ ! -f models/repository/mlp_torch/1/model.pt || ! -f models/repository/line
   # the dependency builds, are the ones every later `cargo build`/`cargo test` reuses.
   cargo build -q --workspace --bins --examples
   target/debug/examples/export_torchscript models $([[ $BENCH == 1 ]] && echo --bench)
+fi
+if [[ $GPU == 1 ]]; then
+  # torch's own CUDA wheels (cuBLAS, cuDNN, NCCL, ...: what libtorch_cuda.so loads), the CUDA
+  # 13.0 compiler for candle's kernels, and ONNX Runtime with its CUDA execution provider,
+  # kept apart from the CPU package in .venv/onnxruntime-gpu (both are the `onnxruntime`
+  # module): serve with `--onnxruntime-lib .venv/onnxruntime-gpu/onnxruntime/capi/libonnxruntime.so.1.31.1`.
+  if ! [[ -x .venv/lib/python3.11/site-packages/nvidia/cu13/bin/nvcc && -f .venv/onnxruntime-gpu/onnxruntime/capi/libonnxruntime_providers_cuda.so ]] \
+      || ! .venv/bin/python -c 'import importlib.metadata as m; m.version("nvidia-cudnn-cu13")' 2>/dev/null; then
+    log "installing PyPI's CUDA 13.0 wheels, nvcc and onnxruntime-gpu into .venv (~3 GB download)"
+    .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 "cuda-toolkit[nvcc,cccl,cublas,cudart,curand,nvrtc]==13.0.3"
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps --upgrade --target .venv/onnxruntime-gpu onnxruntime-gpu==1.31.1
+  fi
+  log "building with --features cuda (target/cuda)"
+  scripts/build_cuda.sh
 fi
 log "setup done"
