@@ -6,7 +6,9 @@
 # binary (an older build, say) run beside this one in the same cluster and measured in
 # the same rounds; PIN=1 runs the router on core 1 and the rest on core 0;
 # ROUTER_WORKERS / NODE_WORKERS, the tokio worker threads of the routers / the node
-# (TOKIO_WORKER_THREADS; default: one per core).
+# (TOKIO_WORKER_THREADS; default: one per core); MODEL: mlp (default; 64-byte inputs) or
+# wide (models/testing/wide_onnx: a 602 KB image-sized input, 8-byte answers, next to no
+# compute: what decoding and encoding a request costs the router).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -53,17 +55,22 @@ if [[ -n $BASE_ROUTER ]]; then
 fi
 T="target/release/troupe --server $ROUTER"
 for _ in $(seq 100); do $T health >/dev/null 2>&1 && break; sleep 0.1; done
-$T models create mlp_onnx --backend onnx --artifact "$PWD/models/repository/mlp_onnx/1" \
-  --input input:FP32:16 --output output:FP32:4 --max-batch-size 64 --replicas 1 >/dev/null
+case ${MODEL:-mlp} in
+  mlp) M=mlp_onnx; $T models create mlp_onnx --backend onnx --artifact "$PWD/models/repository/mlp_onnx/1" \
+    --input input:FP32:16 --output output:FP32:4 --max-batch-size 64 --replicas 1 >/dev/null ;;
+  wide) M=wide_onnx; $T models create wide_onnx --backend onnx --artifact "$PWD/models/testing/wide_onnx/1" \
+    --input x:FP32:150528 --output y:FP32:2 --max-batch-size 8 --replicas 1 >/dev/null ;;
+  *) echo "MODEL is mlp or wide" >&2; exit 2 ;;
+esac
 for _ in $(seq 300); do target/release/troupe --server "$NODE" health --json 2>/dev/null | grep -q READY && break; sleep 0.1; done
 for t in $TARGETS; do
-  for _ in $(seq 100); do $ON_REST target/release/troupe-load --target "${t#*=}" --model mlp_onnx --requests 1 --quiet >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 100); do $ON_REST target/release/troupe-load --target "${t#*=}" --model "$M" --requests 1 --quiet >/dev/null 2>&1 && break; sleep 0.1; done
 done
-echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); pinned: ${PIN:-0}"
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); pinned: ${PIN:-0}; model: $M"
 for c in $CONC; do
   for i in 1 2; do  # alternate, twice each, so drift hits all alike
     for t in $TARGETS; do
-      $ON_REST target/release/troupe-load --target "${t#*=}" --model mlp_onnx --concurrency "$c" --duration "$DUR" \
+      $ON_REST target/release/troupe-load --target "${t#*=}" --model "$M" --concurrency "$c" --duration "$DUR" \
         --warmup 2s --quiet --json "$OUT/${t%%=*}-c$c-$i.json" | tail -1
     done
   done

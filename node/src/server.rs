@@ -172,7 +172,7 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| NodeError::Internal(e.to_string()))?;
     info!(%addr, "serving");
-    let mut server = tonic::transport::Server::builder();
+    let mut server = troupe_proto::http2::server();
     if let Some(tls) = &opts.tls {
         server = server
             .tls_config(tls.server_config())

@@ -29,6 +29,7 @@ pub mod codes;
 pub mod datatype;
 pub mod digest;
 pub mod explain;
+pub mod http2;
 pub mod labels;
 pub mod limits;
 pub mod names;

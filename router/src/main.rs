@@ -148,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
         troupe_telemetry::process::shutdown_signal().await;
         let _ = stop_tx.send(true);
     };
-    let mut server = tonic::transport::Server::builder();
+    let mut server = troupe_proto::http2::server();
     if let Some(t) = &tls {
         server = server.tls_config(t.server_config()).context("TLS")?;
         info!(mutual = t.client_ca_pem.is_some(), "serving over TLS");
