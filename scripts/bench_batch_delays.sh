@@ -6,7 +6,9 @@
 # Prints one table: calls/s, p50, p99 per model, setting and concurrency, and the goals
 # of the performance issue checked against it.
 # Env: DUR (measured time per step, default 5s), WARMUP (default 2s), THREADS (backend
-# intra-op threads, default 1), MODELS (default "mlp resnet").
+# intra-op threads, default 1), MODELS (default "mlp resnet"), ROUNDS (default 1): more
+# rounds run every setting again, each round in an order rotated by one (auto is not
+# always last), and the table shows each step's median over the rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/node.sh
@@ -43,25 +45,39 @@ done
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), backend threads: $THREADS, commit $(git rev-parse --short HEAD)"
 start_node "$REPO" "$OUT" "$THREADS"
 
-for m in $MODELS; do
-  for s in $SETTINGS; do
-    echo "== ${m}_$s"
-    target/release/troupe-load --target "$ADDR" --model "${m}_$s" --sweep-concurrency 1,8,32,64 \
-      --duration "$DUR" --warmup "$WARMUP" --quiet --json "$OUT/${m}_$s.json" >/dev/null
+ROUNDS=${ROUNDS:-1}
+read -ra ORDER <<<"$SETTINGS"
+for r in $(seq "$ROUNDS"); do
+  for m in $MODELS; do
+    for s in "${ORDER[@]}"; do
+      echo "== round $r ${m}_$s"
+      target/release/troupe-load --target "$ADDR" --model "${m}_$s" --sweep-concurrency 1,8,32,64 \
+        --duration "$DUR" --warmup "$WARMUP" --quiet --json "$OUT/${m}_$s-r$r.json" >/dev/null
+    done
   done
+  ORDER=("${ORDER[@]:1}" "${ORDER[0]}")
 done
 kill -TERM $NODE; wait $NODE || true; NODE=
 
-.venv/bin/python - "$OUT" "$MODELS" "$SETTINGS" <<'PY'
-import json, sys, pathlib
-out, models, settings = pathlib.Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
+.venv/bin/python - "$OUT" "$MODELS" "$SETTINGS" "$ROUNDS" <<'PY'
+import json, statistics, sys, pathlib
+out, models, settings, rounds = pathlib.Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split(), int(sys.argv[4])
 delay_us = {"off": 0, "500": 500, "2000": 2000, "auto": 0}
-print("\n| model | setting | c | calls/s | p50 | p99 | errors |\n|---|---|---:|---:|---:|---:|---:|")
+print(f"\n(median of {rounds} round(s))" if rounds > 1 else "")
+print("| model | setting | c | calls/s | p50 | p99 | errors |\n|---|---|---:|---:|---:|---:|---:|")
 res = {}
 for m in models:
     for s in settings:
-        for st in json.loads((out / f"{m}_{s}.json").read_text())["steps"]:
-            c, lat = st["concurrency"], st["latency"]
+        steps = {}
+        for r in range(1, rounds + 1):
+            for st in json.loads((out / f"{m}_{s}-r{r}.json").read_text())["steps"]:
+                steps.setdefault(st["concurrency"], []).append(st)
+        for c, sts in sorted(steps.items()):
+            med = lambda f: statistics.median(f(x) for x in sts)
+            st = {"throughput": med(lambda x: x["throughput"]), "errors": sum(x["errors"] for x in sts),
+                  "latency": {"p50_us": round(med(lambda x: x["latency"]["p50_us"])),
+                              "p99_us": round(med(lambda x: x["latency"]["p99_us"]))}}
+            lat = st["latency"]
             res[m, s, c] = st
             print(f"| {m} | {s} | {c} | {st['throughput']:,.0f} | {lat['p50_us']:,} µs | {lat['p99_us']:,} µs | {st['errors']} |")
 print("\ngoals:")
