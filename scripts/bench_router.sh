@@ -9,14 +9,14 @@
 # (TOKIO_WORKER_THREADS; default: one per core); MODEL: mlp (default; 64-byte inputs) or
 # wide (models/testing/wide_onnx: a 602 KB image-sized input, 8-byte answers, next to no
 # compute: what decoding and encoding a request costs the router); RELAY=1 also measures,
-# in front of the node, loadtest/examples/tcp_relay.rs (a process that only copies TCP
-# bytes: the floor of any process hop on this machine) and h2_relay.rs (HTTP/2 served and
-# sent on by hyper, nothing else: the floor of an HTTP/2 hop).
+# in front of the node, loadtest/examples/relay.rs: `tcp` (a process that only copies TCP
+# bytes: the floor of any process hop on this machine) and `h2` (HTTP/2 served and sent
+# on by hyper, nothing else: the floor of an HTTP/2 hop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release -q -p troupe-node -p troupe-router -p troupe-load -p troupe-client --bins
-if [[ ${RELAY:-0} == 1 ]]; then cargo build --release -q -p troupe-load --example tcp_relay --example h2_relay; fi
+if [[ ${RELAY:-0} == 1 ]]; then cargo build --release -q -p troupe-load --example relay; fi
 CONC=${CONC:-1 32}
 BASE_ROUTER=${BASE_ROUTER:-}
 if [[ ${PIN:-0} == 1 ]]; then ON_ROUTER="taskset -c 1"; ON_REST="taskset -c 0"; else ON_ROUTER=""; ON_REST=""; fi
@@ -58,14 +58,13 @@ if [[ -n $BASE_ROUTER ]]; then
   TARGETS="$TARGETS base=$(awk '{print $4}' "$WORK/base.out")"
 fi
 if [[ ${RELAY:-0} == 1 ]]; then
-  $ON_ROUTER target/release/examples/tcp_relay "$NODE" >"$WORK/relay.out" 2>"$WORK/relay.log" &
-  PIDS+=($!)
-  wait_line "$WORK/relay.out"
-  TARGETS="$TARGETS relay=$(awk '{print $4}' "$WORK/relay.out")"
-  $ON_ROUTER target/release/examples/h2_relay "$NODE" >"$WORK/h2relay.out" 2>"$WORK/h2relay.log" &
-  PIDS+=($!)
-  wait_line "$WORK/h2relay.out"
-  TARGETS="$TARGETS h2relay=$(awk '{print $4}' "$WORK/h2relay.out")"
+  for mode in tcp h2; do
+    name=relay; [[ $mode == h2 ]] && name=h2relay
+    $ON_ROUTER target/release/examples/relay "$mode" "$NODE" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    PIDS+=($!)
+    wait_line "$WORK/$name.out"
+    TARGETS="$TARGETS $name=$(awk '{print $4}' "$WORK/$name.out")"
+  done
 fi
 T="target/release/troupe --server $ROUTER"
 for _ in $(seq 100); do $T health >/dev/null 2>&1 && break; sleep 0.1; done
